@@ -1,0 +1,15 @@
+//! The volume and export model shared by every rwxnfs component.
+//!
+//! Everything here is pure: no I/O, no async. Names and ids that arrive over the wire are
+//! checked here before any other code sees them.
+
+mod driver_name;
+mod id;
+mod name;
+
+pub use driver_name::{DriverName, DriverNameError};
+pub use id::{IdError, SnapshotId, VolumeId};
+pub use name::{Name, NameError};
+
+/// The driver name used when none is configured.
+pub const DEFAULT_DRIVER_NAME: &str = "rwxnfs.csi.io";

@@ -1,0 +1,150 @@
+//! Command-line interface.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use rwxnfs_server::{Endpoint, logging::LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rwxnfs",
+    version = crate::version(),
+    about = "ReadWriteMany volumes for Kubernetes: a per-claim NFS export on a highly-available, \
+             synchronously replicated NFS cluster, mounted on nodes with the options the \
+             StorageClass asks for."
+)]
+pub struct Cli {
+    /// Log format: json, text, or auto (json when stderr is not a terminal). The level comes
+    /// from RUST_LOG (default: info).
+    #[arg(long, global = true, default_value = "auto", env = "RWXNFS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the CSI controller plugin (Identity + Controller services) beside the standard
+    /// sidecars. It turns CreateVolume, ControllerPublishVolume, snapshots and expansion into
+    /// calls on the export agent and keeps no state of its own.
+    Controller(ControllerArgs),
+
+    /// Run the CSI node plugin (Identity + Node services) on a Kubernetes node. It mounts each
+    /// volume's NFS export once per node with the mount system call and bind-mounts it into
+    /// pods; it never hangs on a dead server.
+    Node(NodeArgs),
+
+    /// Run the export agent on an NFS host. It creates, resizes, snapshots, grants, revokes and
+    /// deletes per-claim exports on the local NFS server, and keeps the export table on the
+    /// replicated filesystem so the next host can take over after a failover.
+    Agent(AgentArgs),
+
+    /// Check manifests (offline) or a live cluster for service-mesh and NFS misconfiguration,
+    /// and print the exact fix for each finding.
+    Doctor(DoctorArgs),
+
+    /// Run the whole stack on this machine, for trying rwxnfs out and for conformance runs.
+    /// No cluster is needed; everything listens on unix sockets under one state directory.
+    Dev(DevArgs),
+}
+
+/// Settings every CSI endpoint shares.
+#[derive(Args, Debug, Clone)]
+pub struct CsiArgs {
+    /// The driver name reported by GetPluginInfo; must match the CSIDriver object.
+    #[arg(long, default_value = rwxnfs_model::DEFAULT_DRIVER_NAME, env = "CSI_DRIVER_NAME")]
+    pub driver_name: String,
+
+    /// How long calls in flight may run after SIGTERM before they are abandoned (e.g. 10s,
+    /// 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Where to serve CSI: unix:///path.sock or tcp://host:port.
+    #[arg(long, default_value = "unix:///csi/csi.sock", env = "CSI_ENDPOINT")]
+    pub endpoint: Endpoint,
+
+    /// This node's id: the Kubernetes node name.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_id: String,
+
+    #[command(flatten)]
+    pub csi: CsiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Where to serve CSI: unix:///path.sock or tcp://host:port.
+    #[arg(long, default_value = "unix:///csi/csi.sock", env = "CSI_ENDPOINT")]
+    pub endpoint: Endpoint,
+
+    #[command(flatten)]
+    pub csi: CsiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The agent's configuration file.
+    #[arg(long, default_value = "/etc/rwxnfs/agent.yaml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Manifests to check: files or directories of YAML, or - for standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the stack keeps its sockets, state and logs.
+    #[arg(long, default_value = "/tmp/rwxnfs-dev")]
+    pub state_dir: PathBuf,
+
+    /// The node id of the embedded node plugin (default: this host's name).
+    #[arg(long)]
+    pub node_id: Option<String>,
+
+    #[command(flatten)]
+    pub csi: CsiArgs,
+}
+
+/// Parses "10s", "1500ms", "2m".
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let err = || format!("{raw:?} is not a duration like 10s, 500ms or 2m");
+    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().map_err(|_| err())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "10", "s", "1h", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `rwxnfs`: one binary for every rwxnfs component.
+
+mod cli;
+mod dev;
+mod node;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// The crate version plus the git revision it was built from, when known.
+pub fn version() -> &'static str {
+    match option_env!("RWXNFS_GIT_REVISION") {
+        Some(rev) if !rev.is_empty() => {
+            concat!(env!("CARGO_PKG_VERSION"), "+g", env!("RWXNFS_GIT_REVISION"))
+        }
+        _ => env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    rwxnfs_server::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("rwxnfs: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Controller(_) => not_implemented("controller", "the CSI controller plugin"),
+            Command::Agent(_) => not_implemented("agent", "the export agent"),
+            Command::Doctor(_) => {
+                not_implemented("doctor", "the mesh and NFS configuration checker")
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rwxnfs: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_implemented(command: &str, what: &str) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "'rwxnfs {command}' ({what}) is not implemented yet in this build; nothing was started"
+    )
+}

@@ -1,0 +1,50 @@
+//! `rwxnfs node`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rwxnfs_model::DriverName;
+use rwxnfs_node::{NfsClientCheck, NodeConfig, NodeService};
+use rwxnfs_server::{Endpoint, IdentityService};
+
+use crate::cli::{CsiArgs, NodeArgs};
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let router = router(&args.node_id, &args.csi)?;
+    rwxnfs_server::serve(
+        router,
+        &args.endpoint,
+        rwxnfs_server::termination_signal(),
+        args.csi.shutdown_grace,
+        || {},
+    )
+    .await?;
+    Ok(())
+}
+
+/// The node endpoint's services: Identity, Node and reflection.
+pub fn router(node_id: &str, csi: &CsiArgs) -> anyhow::Result<tonic::transport::server::Router> {
+    let name = DriverName::parse(&csi.driver_name)?;
+    anyhow::ensure!(
+        !node_id.trim().is_empty(),
+        "the node id is empty: pass --node-id or set NODE_NAME to the Kubernetes node name"
+    );
+    let identity = IdentityService::new(
+        name,
+        crate::version(),
+        vec![],
+        Arc::new(NfsClientCheck::default()),
+    );
+    let node = NodeService::new(NodeConfig {
+        node_id: node_id.to_owned(),
+    });
+    Ok(rwxnfs_server::builder()
+        .add_service(identity.into_server())
+        .add_service(node.into_server())
+        .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
+}
+
+/// The endpoint a node plugin of `rwxnfs dev` listens on.
+pub fn dev_endpoint(state_dir: &std::path::Path) -> Endpoint {
+    Endpoint::Unix(state_dir.join("node.sock"))
+}

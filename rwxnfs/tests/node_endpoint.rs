@@ -1,0 +1,174 @@
+//! The `rwxnfs node` binary, end to end: it serves CSI on a private unix socket, passes the
+//! conformance runner's Identity and node capability specs, and shuts down cleanly on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use csi_sanity::{Config, Outcome};
+use rwxnfs_server::Endpoint;
+
+/// A child process that is killed (by its PID) if the test ends before it does.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Running {
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the process did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn start_node(socket: &Path, extra: &[&str]) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
+        .args(["--log-format", "json", "node", "--node-id", "n1"])
+        .arg("--endpoint")
+        .arg(format!("unix://{}", socket.display()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let started = Instant::now();
+    // Connectable, not merely present: a stale socket file may already be there.
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not serving after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running
+}
+
+async fn run_sanity(socket: &Path, focus: &str) -> csi_sanity::Report {
+    let mut config = Config::new(Endpoint::Unix(socket.to_owned()));
+    config.focus = vec![focus.to_owned()];
+    let mut out = Vec::new();
+    let report = csi_sanity::run(config, &mut out).await.unwrap();
+    print!("{}", String::from_utf8_lossy(&out));
+    report
+}
+
+fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("run/node.sock")
+}
+
+#[tokio::test]
+async fn identity_specs_pass_against_the_node_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let _node = start_node(&socket, &[]);
+
+    let report = run_sanity(&socket, "Identity Service").await;
+    assert_eq!(
+        (report.passed(), report.failed(), report.skipped()),
+        (3, 0, 0)
+    );
+
+    for spec in [
+        "Node Service NodeGetCapabilities should return appropriate capabilities",
+        "Node Service NodeGetInfo should return appropriate values",
+    ] {
+        let report = run_sanity(&socket, spec).await;
+        assert_eq!(report.outcome(spec), Some(&Outcome::Passed), "{spec}");
+    }
+}
+
+#[tokio::test]
+async fn the_socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let _node = start_node(&socket, &[]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn sigterm_with_a_client_connected_exits_cleanly_and_removes_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let mut node = start_node(&socket, &["--shutdown-grace", "2s"]);
+    // A connected client, mid-session.
+    let _report = run_sanity(&socket, "Identity Service Probe").await;
+    let channel = Endpoint::Unix(socket.clone()).connect().await.unwrap();
+
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!socket.exists(), "the socket must be removed");
+    drop(channel);
+}
+
+#[test]
+fn a_stale_socket_from_a_crashed_node_plugin_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let mut first = start_node(&socket, &[]);
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(5));
+    assert!(socket.exists(), "SIGKILL leaves the socket behind");
+
+    let mut second = start_node(&socket, &[]);
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn an_invalid_driver_name_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
+        .args([
+            "node",
+            "--node-id",
+            "n1",
+            "--endpoint",
+            "unix:///tmp/rwxnfs-never.sock",
+        ])
+        .args(["--driver-name", "not a/valid name"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("driver name"), "{stderr}");
+}
+
+#[test]
+fn unfinished_subcommands_say_so_and_fail() {
+    for sub in [&["controller"][..], &["agent"], &["doctor"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
+            .args(sub)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sub:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not implemented yet"), "{sub:?}: {stderr}");
+    }
+}

@@ -1,0 +1,74 @@
+//! Tracing set-up and the one place RPC errors are logged.
+//!
+//! Logs go to stderr: JSON when stderr is not a terminal (in a pod), human-readable on a
+//! terminal, overridable with `--log-format`; the level comes from `RUST_LOG` (default info).
+//! Request bodies are never logged: CSI requests carry secrets.
+
+use std::io::IsTerminal;
+
+use tonic::{Code, Status};
+use tracing_subscriber::{EnvFilter, fmt};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON off a terminal, text on one.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            other => Err(format!(
+                "log format {other:?} is not one of auto, json, text"
+            )),
+        }
+    }
+}
+
+/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+    };
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Logs a failed RPC with its gRPC code and the volume (or snapshot) it concerned, and passes
+/// the result through. Codes that mean "our fault or the backend's" are errors; the ones that
+/// mean "the caller asked for something wrong or must retry" are warnings.
+pub fn log_rpc_result<T>(
+    rpc: &'static str,
+    object_id: &str,
+    result: Result<T, Status>,
+) -> Result<T, Status> {
+    if let Err(status) = &result {
+        let code = status.code();
+        let message = status.message();
+        match code {
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+                tracing::error!(rpc, volume_id = object_id, code = ?code, message, "rpc failed");
+            }
+            _ => tracing::warn!(rpc, volume_id = object_id, code = ?code, message, "rpc failed"),
+        }
+    }
+    result
+}

@@ -1,0 +1,146 @@
+//! Runs a tonic router on an endpoint until a shutdown signal, then drains within a bound.
+//!
+//! On shutdown the server stops accepting connections at once, tells connected clients to go
+//! away (HTTP/2 GOAWAY), lets calls in flight finish for at most `grace`, and removes its unix
+//! socket. A call that outlives `grace` is abandoned, and the process can exit: a hung
+//! dependency must never keep a pod in Terminating.
+
+use std::{future::Future, time::Duration};
+
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::server::Router;
+
+use crate::endpoint::{Endpoint, EndpointError, Listener};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("the gRPC server on {endpoint} failed: {source}")]
+    Transport {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    #[error("the gRPC server task on {endpoint} panicked")]
+    Panicked { endpoint: String },
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that arrives while the server is starting is not
+/// lost.
+pub fn termination_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = signal(SignalKind::terminate())
+        .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        let Ok((mut term, mut int)) = handlers else {
+            // Without handlers the default action (exit) still applies.
+            tracing::warn!("cannot install signal handlers; SIGTERM will end the process abruptly");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    }
+}
+
+/// Serves `router` on `endpoint` until `shutdown` resolves. `ready` is called once the
+/// endpoint is listening (handy for printing it or for tests).
+pub async fn serve(
+    router: Router,
+    endpoint: &Endpoint,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    ready: impl FnOnce(),
+) -> Result<(), ServeError> {
+    let listener = endpoint.listen().await?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let (mut task, socket) = match listener {
+        Listener::Unix { listener, socket } => {
+            let incoming = UnixListenerStream::new(listener);
+            (
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+                Some(socket),
+            )
+        }
+        Listener::Tcp(listener) => {
+            let incoming = TcpListenerStream::new(listener);
+            (
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+                None,
+            )
+        }
+    };
+    tracing::info!(%endpoint, "listening");
+    ready();
+
+    let result = tokio::select! {
+        joined = &mut task => Some(joined),
+        () = shutdown => None,
+    };
+    let result = match result {
+        Some(joined) => joined,
+        None => {
+            tracing::info!(%endpoint, grace_ms = grace.as_millis() as u64, "draining calls in flight");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(grace, &mut task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::warn!(
+                        %endpoint,
+                        grace_ms = grace.as_millis() as u64,
+                        "calls still in flight after the grace period were abandoned"
+                    );
+                    task.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    if let Some(socket) = &socket {
+        socket.remove();
+    }
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(%endpoint, "stopped");
+            Ok(())
+        }
+        Ok(Err(source)) => Err(ServeError::Transport {
+            endpoint: endpoint.to_string(),
+            source,
+        }),
+        Err(_) => Err(ServeError::Panicked {
+            endpoint: endpoint.to_string(),
+        }),
+    }
+}
+
+/// A server builder with what every endpoint wants: a span per call named by its gRPC method,
+/// and HTTP/2 keepalives so a vanished peer is noticed.
+pub fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .trace_fn(|request| tracing::info_span!("grpc", method = request.uri().path()))
+}
+
+/// gRPC reflection over both protocols, so `grpcurl` works on every endpoint.
+pub fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rwxnfs_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+#[cfg(test)]
+mod tests;
