@@ -2,10 +2,27 @@
 //! exports on the local NFS server, and keeps the export table on the replicated filesystem so
 //! that the next NFS host can take over with the same export ids.
 //!
+//! - [`exports`], [`access`], [`snapshots`], [`reconcile`]: the operations, each reading
+//!   validate → lock → act, on [`exports::ExportAgent`].
+//! - [`table`]: the durable export table.
 //! - [`exporter`]: making exports active on the NFS server (NFS-Ganesha over D-Bus, kernel
 //!   nfsd through exportfs), behind one trait.
 //! - [`fs`]: what happens on the export root's filesystem: volume directories, quotas,
 //!   snapshots and clones, deletion, all kept beneath the root.
+//! - [`service`]: the gRPC service; [`config`]: the configuration file.
 
+pub mod access;
+pub mod config;
+pub mod error;
 pub mod exporter;
+pub mod exports;
 pub mod fs;
+pub mod locks;
+pub mod reconcile;
+pub mod service;
+pub mod snapshots;
+pub mod table;
+
+pub use error::AgentError;
+pub use exports::{ExportAgent, Settings};
+pub use service::AgentService;

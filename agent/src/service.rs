@@ -1,0 +1,411 @@
+//! The gRPC face of the agent: decode the request, call [`ExportAgent`], encode the answer.
+//! Errors become gRPC codes in exactly one place ([`AgentError`]'s conversion) and every
+//! failed call is logged with its code and the object it concerned.
+
+use std::sync::Arc;
+
+use rwxnfs_proto::agent::{
+    self as pb, AccessMode, DeletePolicy,
+    agent_server::{Agent, AgentServer},
+};
+use rwxnfs_server::logging::log_rpc_result;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    access::GrantRequest,
+    error::{AgentError, blocking},
+    exporter::{Access, Squash},
+    exports::{CreateRequest, ExportAgent, OptionsRequest, SourceRequest},
+    table::{ExportRecord, OnDelete, SnapshotRecord, SourceRecord},
+};
+
+pub struct AgentService {
+    agent: Arc<ExportAgent>,
+}
+
+impl AgentService {
+    pub fn new(agent: Arc<ExportAgent>) -> Self {
+        Self { agent }
+    }
+
+    pub fn into_server(self) -> AgentServer<Self> {
+        AgentServer::new(self)
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+fn respond<T>(rpc: &'static str, object: &str, result: Result<T, AgentError>) -> Rpc<T> {
+    log_rpc_result(rpc, object, result.map(Response::new).map_err(Status::from))
+}
+
+fn timestamp(unix_ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (unix_ms / 1000) as i64,
+        nanos: ((unix_ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn squash_from(raw: i32) -> Result<Option<Squash>, AgentError> {
+    match pb::Squash::try_from(raw) {
+        Ok(pb::Squash::Unspecified) => Ok(None),
+        Ok(pb::Squash::None) => Ok(Some(Squash::None)),
+        Ok(pb::Squash::Root) => Ok(Some(Squash::Root)),
+        Ok(pb::Squash::All) => Ok(Some(Squash::All)),
+        Err(_) => Err(AgentError::InvalidArgument(format!(
+            "options.squash: unknown value {raw}"
+        ))),
+    }
+}
+
+fn squash_to(squash: Squash) -> pb::Squash {
+    match squash {
+        Squash::None => pb::Squash::None,
+        Squash::Root => pb::Squash::Root,
+        Squash::All => pb::Squash::All,
+    }
+}
+
+fn policy_from(raw: i32, field: &str) -> Result<Option<OnDelete>, AgentError> {
+    match DeletePolicy::try_from(raw) {
+        Ok(DeletePolicy::Unspecified) => Ok(None),
+        Ok(DeletePolicy::Delete) => Ok(Some(OnDelete::Delete)),
+        Ok(DeletePolicy::Retain) => Ok(Some(OnDelete::Retain)),
+        Ok(DeletePolicy::Archive) => Ok(Some(OnDelete::Archive)),
+        Err(_) => Err(AgentError::InvalidArgument(format!(
+            "{field}: unknown value {raw}"
+        ))),
+    }
+}
+
+fn policy_to(policy: OnDelete) -> DeletePolicy {
+    match policy {
+        OnDelete::Delete => DeletePolicy::Delete,
+        OnDelete::Retain => DeletePolicy::Retain,
+        OnDelete::Archive => DeletePolicy::Archive,
+    }
+}
+
+fn access_from(raw: i32) -> Result<Option<Access>, AgentError> {
+    match AccessMode::try_from(raw) {
+        Ok(AccessMode::Unspecified) => Ok(None),
+        Ok(AccessMode::ReadWrite) => Ok(Some(Access::Rw)),
+        Ok(AccessMode::ReadOnly) => Ok(Some(Access::Ro)),
+        Err(_) => Err(AgentError::InvalidArgument(format!(
+            "client.mode: unknown value {raw}"
+        ))),
+    }
+}
+
+fn access_to(access: Access) -> AccessMode {
+    match access {
+        Access::Rw => AccessMode::ReadWrite,
+        Access::Ro => AccessMode::ReadOnly,
+    }
+}
+
+fn options_from(options: Option<pb::ExportOptions>) -> Result<OptionsRequest, AgentError> {
+    let Some(o) = options else {
+        return Ok(OptionsRequest::default());
+    };
+    Ok(OptionsRequest {
+        squash: squash_from(o.squash)?,
+        uid: o.uid,
+        gid: o.gid,
+        mode: o.mode,
+        allowed_clients: o.allowed_clients,
+        on_delete: policy_from(o.on_delete, "options.on_delete")?,
+    })
+}
+
+fn source_from(source: Option<pb::ContentSource>) -> Option<SourceRequest> {
+    match source.and_then(|s| s.source) {
+        Some(pb::content_source::Source::SnapshotName(n)) => Some(SourceRequest::Snapshot(n)),
+        Some(pb::content_source::Source::ExportName(n)) => Some(SourceRequest::Export(n)),
+        None => None,
+    }
+}
+
+impl AgentService {
+    fn export_to(&self, r: &ExportRecord) -> pb::Export {
+        pb::Export {
+            name: r.name.clone(),
+            export_id: r.export_id,
+            path: self.agent.fs().root().join(&r.path).display().to_string(),
+            pseudo_path: r.pseudo_path.clone(),
+            capacity_bytes: r.capacity_bytes as i64,
+            quota_enforced: r.quota_enforced,
+            clients: r
+                .clients
+                .iter()
+                .map(|c| pb::ClientAccess {
+                    client_id: c.client_id.clone(),
+                    addresses: c.addresses.iter().map(|a| a.to_string()).collect(),
+                    mode: access_to(c.access) as i32,
+                })
+                .collect(),
+            options: Some(pb::ExportOptions {
+                squash: squash_to(r.options.squash) as i32,
+                uid: Some(r.options.uid),
+                gid: Some(r.options.gid),
+                mode: Some(r.options.mode),
+                allowed_clients: r
+                    .options
+                    .allowed_clients
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+                on_delete: policy_to(r.options.on_delete) as i32,
+            }),
+            source: r.source.as_ref().map(|s| pb::ContentSource {
+                source: Some(match s {
+                    SourceRecord::Snapshot(n) => {
+                        pb::content_source::Source::SnapshotName(n.clone())
+                    }
+                    SourceRecord::Export(n) => pb::content_source::Source::ExportName(n.clone()),
+                }),
+            }),
+            created: Some(timestamp(r.created_unix_ms)),
+            used_bytes: 0,
+        }
+    }
+}
+
+fn snapshot_to(s: &SnapshotRecord) -> pb::Snapshot {
+    pb::Snapshot {
+        name: s.name.clone(),
+        source_export: s.source_export.clone(),
+        size_bytes: s.size_bytes as i64,
+        created: Some(timestamp(s.created_unix_ms)),
+        ready_to_use: true,
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn probe(&self, _request: Request<pb::ProbeRequest>) -> Rpc<pb::ProbeResponse> {
+        let agent = &self.agent;
+        let fs = agent.fs().clone();
+        let root_ok = blocking(move || fs.space()).await;
+        let reason = match (agent.exporter().probe().await, root_ok) {
+            (Ok(()), Ok(_)) => String::new(),
+            (Err(e), _) => format!("NFS server ({}): {e}", agent.exporter().kind()),
+            (_, Err(e)) => format!("export root: {e}"),
+        };
+        if !reason.is_empty() {
+            tracing::warn!(%reason, "Probe: not ready");
+        }
+        Ok(Response::new(pb::ProbeResponse {
+            ready: reason.is_empty(),
+            reason,
+            nfs_server: agent.exporter().kind().to_owned(),
+            quota: agent.fs().quota_kind().as_str().to_owned(),
+            quota_enforced: agent.fs().quota_enforced(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_addresses: agent
+                .settings()
+                .server_addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        _request: Request<pb::GetCapacityRequest>,
+    ) -> Rpc<pb::GetCapacityResponse> {
+        let fs = self.agent.fs().clone();
+        let result = blocking(move || fs.space())
+            .await
+            .map(|space| pb::GetCapacityResponse {
+                available_bytes: space.available.min(i64::MAX as u64) as i64,
+                total_bytes: space.total.min(i64::MAX as u64) as i64,
+                quota_enforced: self.agent.fs().quota_enforced(),
+                maximum_export_bytes: 0,
+                granularity_bytes: self.agent.fs().granularity() as i64,
+            });
+        respond("GetCapacity", "", result)
+    }
+
+    async fn create_export(
+        &self,
+        request: Request<pb::CreateExportRequest>,
+    ) -> Rpc<pb::CreateExportResponse> {
+        let r = request.into_inner();
+        let name = r.name.clone();
+        let result = async {
+            let req = CreateRequest {
+                name: r.name,
+                required_bytes: r.required_bytes,
+                limit_bytes: r.limit_bytes,
+                options: options_from(r.options)?,
+                source: source_from(r.source),
+            };
+            let record = self.agent.create_export(req).await?;
+            Ok(pb::CreateExportResponse {
+                export: Some(self.export_to(&record)),
+            })
+        }
+        .await;
+        respond("CreateExport", &name, result)
+    }
+
+    async fn delete_export(
+        &self,
+        request: Request<pb::DeleteExportRequest>,
+    ) -> Rpc<pb::DeleteExportResponse> {
+        let r = request.into_inner();
+        let result = async {
+            let policy = policy_from(r.policy, "policy")?;
+            self.agent.delete_export(&r.name, policy).await?;
+            Ok(pb::DeleteExportResponse {})
+        }
+        .await;
+        respond("DeleteExport", &r.name, result)
+    }
+
+    async fn expand_export(
+        &self,
+        request: Request<pb::ExpandExportRequest>,
+    ) -> Rpc<pb::ExpandExportResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .expand_export(&r.name, r.required_bytes, r.limit_bytes)
+            .await
+            .map(|c| pb::ExpandExportResponse {
+                capacity_bytes: c as i64,
+            });
+        respond("ExpandExport", &r.name, result)
+    }
+
+    async fn grant_access(
+        &self,
+        request: Request<pb::GrantAccessRequest>,
+    ) -> Rpc<pb::GrantAccessResponse> {
+        let r = request.into_inner();
+        let name = r.name.clone();
+        let result = async {
+            let client = r
+                .client
+                .ok_or_else(|| AgentError::InvalidArgument("client: missing".into()))?;
+            let req = GrantRequest {
+                name: r.name,
+                client_id: client.client_id,
+                addresses: client.addresses,
+                access: access_from(client.mode)?,
+            };
+            let record = self.agent.grant_access(req).await?;
+            Ok(pb::GrantAccessResponse {
+                export: Some(self.export_to(&record)),
+            })
+        }
+        .await;
+        respond("GrantAccess", &name, result)
+    }
+
+    async fn revoke_access(
+        &self,
+        request: Request<pb::RevokeAccessRequest>,
+    ) -> Rpc<pb::RevokeAccessResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .revoke_access(&r.name, &r.client_id)
+            .await
+            .map(|()| pb::RevokeAccessResponse {});
+        respond("RevokeAccess", &r.name, result)
+    }
+
+    async fn get_export(
+        &self,
+        request: Request<pb::GetExportRequest>,
+    ) -> Rpc<pb::GetExportResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .get_export(&r.name)
+            .await
+            .map(|record| pb::GetExportResponse {
+                export: Some(self.export_to(&record)),
+            });
+        respond("GetExport", &r.name, result)
+    }
+
+    async fn list_exports(
+        &self,
+        request: Request<pb::ListExportsRequest>,
+    ) -> Rpc<pb::ListExportsResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .list_exports(r.max_entries, &r.starting_token)
+            .await
+            .map(|(records, next_token)| pb::ListExportsResponse {
+                exports: records.iter().map(|rec| self.export_to(rec)).collect(),
+                next_token,
+            });
+        respond("ListExports", "", result)
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Rpc<pb::CreateSnapshotResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .create_snapshot(&r.name, &r.source_export)
+            .await
+            .map(|s| pb::CreateSnapshotResponse {
+                snapshot: Some(snapshot_to(&s)),
+            });
+        respond("CreateSnapshot", &r.name, result)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Rpc<pb::DeleteSnapshotResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .delete_snapshot(&r.name)
+            .await
+            .map(|()| pb::DeleteSnapshotResponse {});
+        respond("DeleteSnapshot", &r.name, result)
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Rpc<pb::ListSnapshotsResponse> {
+        let r = request.into_inner();
+        let result = self
+            .agent
+            .list_snapshots(r.max_entries, &r.starting_token, &r.name, &r.source_export)
+            .await
+            .map(|(snapshots, next_token)| pb::ListSnapshotsResponse {
+                snapshots: snapshots.iter().map(snapshot_to).collect(),
+                next_token,
+            });
+        respond("ListSnapshots", &r.name, result)
+    }
+
+    async fn reconcile(
+        &self,
+        _request: Request<pb::ReconcileRequest>,
+    ) -> Rpc<pb::ReconcileResponse> {
+        let result = self
+            .agent
+            .reconcile()
+            .await
+            .map(|report| pb::ReconcileResponse {
+                activated: report.activated,
+                unknown: report.unknown,
+                repaired: report.repaired,
+            });
+        respond("Reconcile", "", result)
+    }
+}

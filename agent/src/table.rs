@@ -1,0 +1,308 @@
+//! The export table: one durable record per export and per snapshot, on the replicated
+//! filesystem, so the next NFS host can take over with the same export ids.
+//!
+//! ```text
+//! <state>/exports/<name>.json     one record per export
+//! <state>/snapshots/<name>.json   one record per snapshot
+//! <state>/next-export-id          the next export id to hand out (never reused)
+//! ```
+//!
+//! Every write is atomic and durable: write a temporary file, fsync it, rename it over the
+//! record, fsync the directory. A crash leaves either the old record or the new one, never half
+//! of one; leftover temporary files are ignored and cleaned up on load.
+
+use std::{
+    fs::{self, File},
+    io::{self, Write},
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::exporter::{Access, Squash};
+
+/// The first export id handed out. Ganesha reserves 0 for its pseudo root, and low ids are
+/// often used by hand-written exports on the same server.
+pub const FIRST_EXPORT_ID: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("export table {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("export table record {path} is unreadable: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("export ids are exhausted (the counter in {path} reached its maximum)")]
+    IdsExhausted { path: PathBuf },
+}
+
+/// Where a record is in its life. Anything but `Ready` found at start-up is the trace of an
+/// operation a crash interrupted, and reconcile finishes or rolls it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    Creating,
+    Ready,
+    Deleting,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    #[default]
+    Delete,
+    Retain,
+    Archive,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub addresses: Vec<IpAddr>,
+    pub access: Access,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionsRecord {
+    pub squash: Squash,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub allowed_clients: Vec<IpNet>,
+    pub on_delete: OnDelete,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceRecord {
+    Snapshot(String),
+    Export(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    pub name: String,
+    pub export_id: u32,
+    pub state: RecordState,
+    /// Relative to the export root.
+    pub path: PathBuf,
+    pub pseudo_path: String,
+    /// What the quota enforces (or would, without quotas).
+    pub capacity_bytes: u64,
+    pub quota_enforced: bool,
+    pub clients: Vec<ClientRecord>,
+    pub options: OptionsRecord,
+    pub source: Option<SourceRecord>,
+    pub created_unix_ms: u64,
+    pub updated_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub name: String,
+    pub source_export: String,
+    pub state: RecordState,
+    /// Relative to the export root.
+    pub path: PathBuf,
+    /// The source's capacity when the snapshot was taken: the smallest volume it restores to.
+    pub size_bytes: u64,
+    pub created_unix_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The table on disk. Methods block: call them from `spawn_blocking`.
+#[derive(Clone, Debug)]
+pub struct Table {
+    exports: PathBuf,
+    snapshots: PathBuf,
+    counter: PathBuf,
+}
+
+impl Table {
+    /// Opens (creating if needed) the table under `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, TableError> {
+        let table = Self {
+            exports: state_dir.join("exports"),
+            snapshots: state_dir.join("snapshots"),
+            counter: state_dir.join("next-export-id"),
+        };
+        for dir in [&table.exports, &table.snapshots] {
+            fs::create_dir_all(dir).map_err(|source| TableError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(table)
+    }
+
+    pub fn export(&self, name: &str) -> Result<Option<ExportRecord>, TableError> {
+        read_record(&self.exports.join(format!("{name}.json")))
+    }
+
+    pub fn put_export(&self, record: &ExportRecord) -> Result<(), TableError> {
+        write_record(&self.exports, &record.name, record)
+    }
+
+    pub fn remove_export(&self, name: &str) -> Result<(), TableError> {
+        remove_record(&self.exports, name)
+    }
+
+    /// All export records, sorted by name.
+    pub fn exports(&self) -> Result<Vec<ExportRecord>, TableError> {
+        read_all(&self.exports)
+    }
+
+    pub fn snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>, TableError> {
+        read_record(&self.snapshots.join(format!("{name}.json")))
+    }
+
+    pub fn put_snapshot(&self, record: &SnapshotRecord) -> Result<(), TableError> {
+        write_record(&self.snapshots, &record.name, record)
+    }
+
+    pub fn remove_snapshot(&self, name: &str) -> Result<(), TableError> {
+        remove_record(&self.snapshots, name)
+    }
+
+    /// All snapshot records, sorted by name.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>, TableError> {
+        read_all(&self.snapshots)
+    }
+
+    /// Hands out the next export id and durably advances the counter before returning it, so
+    /// an id is never handed out twice, even across a crash. The caller serialises calls.
+    pub fn allocate_export_id(&self) -> Result<u32, TableError> {
+        let io_err = |source| TableError::Io {
+            path: self.counter.clone(),
+            source,
+        };
+        let current = match fs::read_to_string(&self.counter) {
+            Ok(text) => text
+                .trim()
+                .parse::<u32>()
+                .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.highest_recorded_id()?,
+            Err(e) => return Err(io_err(e)),
+        };
+        let id = current.max(FIRST_EXPORT_ID);
+        let next = id.checked_add(1).ok_or_else(|| TableError::IdsExhausted {
+            path: self.counter.clone(),
+        })?;
+        let dir = self.counter.parent().unwrap_or(Path::new("."));
+        atomic_write(dir, &self.counter, format!("{next}\n").as_bytes()).map_err(io_err)?;
+        Ok(id)
+    }
+
+    /// Without a counter file (a table written by hand, or a lost file), ids continue after
+    /// the highest one any record uses, so they are still never reused.
+    fn highest_recorded_id(&self) -> Result<u32, TableError> {
+        Ok(self
+            .exports()?
+            .iter()
+            .map(|r| r.export_id.saturating_add(1))
+            .max()
+            .unwrap_or(FIRST_EXPORT_ID))
+    }
+}
+
+fn read_record<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, TableError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| TableError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TableError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
+    let io_err = |source| TableError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err)? {
+        let name = entry
+            .map_err(io_err)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            // A write a crash interrupted: the record it was replacing is still intact.
+            let _ = fs::remove_file(dir.join(&name));
+        } else if name.ends_with(".json") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut records = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(record) = read_record(&dir.join(name))? {
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+fn write_record<T: Serialize>(dir: &Path, name: &str, record: &T) -> Result<(), TableError> {
+    let path = dir.join(format!("{name}.json"));
+    let mut bytes = serde_json::to_vec_pretty(record).map_err(|e| TableError::Io {
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    bytes.push(b'\n');
+    atomic_write(dir, &path, &bytes).map_err(|source| TableError::Io { path, source })
+}
+
+fn remove_record(dir: &Path, name: &str) -> Result<(), TableError> {
+    let path = dir.join(format!("{name}.json"));
+    let io_err = |source| TableError::Io {
+        path: path.clone(),
+        source,
+    };
+    match fs::remove_file(&path) {
+        Ok(()) => fsync_dir(dir).map_err(io_err),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// temp file + fsync + rename + fsync(dir).
+pub fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+use super::*;
+
+fn record(name: &str, export_id: u32) -> ExportRecord {
+    ExportRecord {
+        name: name.into(),
+        export_id,
+        state: RecordState::Ready,
+        path: PathBuf::from("volumes").join(name),
+        pseudo_path: format!("/{name}"),
+        capacity_bytes: 1 << 30,
+        quota_enforced: true,
+        clients: vec![ClientRecord {
+            client_id: "node-a".into(),
+            addresses: vec!["10.0.0.1".parse().unwrap()],
+            access: Access::Rw,
+        }],
+        options: OptionsRecord {
+            squash: Squash::Root,
+            uid: 0,
+            gid: 0,
+            mode: 0o2775,
+            allowed_clients: vec![],
+            on_delete: OnDelete::Delete,
+        },
+        source: None,
+        created_unix_ms: 1,
+        updated_unix_ms: 1,
+    }
+}
+
+#[test]
+fn records_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    table.put_export(&record("b", 101)).unwrap();
+    table.put_export(&record("a", 100)).unwrap();
+
+    let reopened = Table::open(dir.path()).unwrap();
+    let names: Vec<String> = reopened
+        .exports()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(reopened.export("a").unwrap(), Some(record("a", 100)));
+    assert_eq!(reopened.export("missing").unwrap(), None);
+}
+
+#[test]
+fn removing_a_missing_record_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    table.remove_export("never-there").unwrap();
+    table.put_export(&record("x", 100)).unwrap();
+    table.remove_export("x").unwrap();
+    assert_eq!(table.export("x").unwrap(), None);
+}
+
+#[test]
+fn export_ids_are_monotonic_and_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    let a = table.allocate_export_id().unwrap();
+    let b = table.allocate_export_id().unwrap();
+    assert_eq!((a, b), (FIRST_EXPORT_ID, FIRST_EXPORT_ID + 1));
+    // Deleting an export does not give its id back.
+    let reopened = Table::open(dir.path()).unwrap();
+    assert_eq!(reopened.allocate_export_id().unwrap(), FIRST_EXPORT_ID + 2);
+}
+
+#[test]
+fn a_lost_counter_continues_after_the_highest_recorded_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    table.put_export(&record("a", 500)).unwrap();
+    assert_eq!(table.allocate_export_id().unwrap(), 501);
+}
+
+#[test]
+fn a_half_written_temporary_file_is_ignored_and_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    table.put_export(&record("a", 100)).unwrap();
+    let tmp = dir.path().join("exports/.a.json.tmp");
+    std::fs::write(&tmp, b"{\"name\": \"a\", \"exp").unwrap();
+
+    let records = table.exports().unwrap();
+    assert_eq!(records, vec![record("a", 100)]);
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn a_corrupt_record_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    std::fs::write(dir.path().join("exports/bad.json"), b"not json").unwrap();
+    let err = table.exports().unwrap_err().to_string();
+    assert!(err.contains("bad.json"), "{err}");
+}
