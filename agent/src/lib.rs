@@ -19,6 +19,7 @@ pub mod exports;
 pub mod fs;
 pub mod locks;
 pub mod reconcile;
+pub mod run;
 pub mod service;
 pub mod snapshots;
 pub mod table;

@@ -12,4 +12,4 @@ pub mod serve;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use identity::{IdentityService, Readiness};
-pub use serve::{ServeError, builder, reflection, serve, termination_signal};
+pub use serve::{ServeError, Shutdown, builder, reflection, serve, termination_signal};

@@ -121,6 +121,34 @@ pub async fn serve(
     }
 }
 
+/// A shutdown trigger shared by several servers: every clone resolves when the signal comes.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves on SIGTERM or SIGINT.
+    pub fn on_signal() -> Self {
+        let signal = termination_signal();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    /// A trigger fired by the returned sender (for tests and embedding).
+    pub fn manual() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    pub async fn wait(mut self) {
+        // An error means the sender is gone: treat that as shutdown too.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
 /// A server builder with what every endpoint wants: a span per call named by its gRPC method,
 /// and HTTP/2 keepalives so a vanished peer is noticed.
 pub fn builder() -> tonic::transport::Server {

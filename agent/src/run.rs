@@ -1,0 +1,155 @@
+//! Running the agent: its endpoints (TCP with mutual TLS, unix sockets for local use), the
+//! reconcile at start, and the trash purger.
+
+use std::{sync::Arc, time::Duration};
+
+use rwxnfs_server::{Endpoint, Shutdown};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::{
+    config::{AgentConfig, TlsFiles},
+    exporter::Exporter,
+    exports::{ExportAgent, Settings},
+    fs::VolumeFs,
+    service::AgentService,
+    table::Table,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "the agent would listen on {endpoint} without TLS; configure `tls` (ca, cert, key) or, for \
+         development only, start it with --insecure-tcp"
+    )]
+    TcpWithoutTls { endpoint: String },
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    #[error(transparent)]
+    Serve(#[from] rwxnfs_server::ServeError),
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The settings a configuration file implies.
+pub fn settings(config: &AgentConfig) -> Settings {
+    Settings {
+        default_size: config.defaults.size_bytes,
+        default_squash: config.defaults.squash,
+        default_uid: config.defaults.uid,
+        default_gid: config.defaults.gid,
+        default_mode: config.default_mode(),
+        default_on_delete: config.defaults.on_delete,
+        allowed_clients: config.allowed_clients.clone(),
+        server_addresses: config.server_addresses.clone(),
+    }
+}
+
+/// Opens the table and builds the agent; starts the purger and a reconcile that retries until
+/// the NFS server answers.
+pub fn start(
+    config: &AgentConfig,
+    fs: Arc<dyn VolumeFs>,
+    exporter: Arc<dyn Exporter>,
+) -> Result<Arc<ExportAgent>, RunError> {
+    let table = Table::open(&config.state_dir)?;
+    let agent = Arc::new(ExportAgent::new(settings(config), table, fs, exporter));
+    agent.spawn_purger();
+    let reconciling = agent.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match reconciling.reconcile().await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "reconcile failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    Ok(agent)
+}
+
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, RunError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| RunError::TlsFile {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    // With a client CA root set, tonic requires and verifies a client certificate.
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&files.ca)?)))
+}
+
+/// Serves the agent on every configured endpoint until `shutdown`.
+pub async fn serve(
+    agent: Arc<ExportAgent>,
+    config: &AgentConfig,
+    insecure_tcp: bool,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> Result<(), RunError> {
+    // One endpoint failing stops the others: a half-up agent is worse than a stopped one.
+    let (stop_all, inner) = Shutdown::manual();
+    let stop_all = Arc::new(stop_all);
+    let on_outer = stop_all.clone();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        let _ = on_outer.send(true);
+    });
+    let mut servers = tokio::task::JoinSet::new();
+    for raw in &config.listen {
+        let endpoint: Endpoint = raw
+            .parse()
+            .map_err(|e: rwxnfs_server::EndpointError| RunError::Serve(e.into()))?;
+        let mut builder = rwxnfs_server::builder();
+        if matches!(endpoint, Endpoint::Tcp(_)) {
+            match (&config.tls, insecure_tcp) {
+                (Some(files), _) => {
+                    builder = builder
+                        .tls_config(tls_config(files)?)
+                        .map_err(RunError::Tls)?;
+                }
+                (None, true) => {
+                    tracing::warn!(%endpoint, "serving TCP without TLS (--insecure-tcp): for development only");
+                }
+                (None, false) => {
+                    return Err(RunError::TcpWithoutTls {
+                        endpoint: endpoint.to_string(),
+                    });
+                }
+            }
+        }
+        let router = builder
+            .add_service(AgentService::new(agent.clone()).into_server())
+            .add_service(rwxnfs_server::reflection()?);
+        let stop = inner.clone();
+        servers.spawn(async move {
+            rwxnfs_server::serve(router, &endpoint, stop.wait(), grace, || {}).await
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = servers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "an agent endpoint failed; stopping the others");
+                let _ = stop_all.send(true);
+                first_error.get_or_insert(RunError::Serve(e));
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
