@@ -1,0 +1,571 @@
+//! The agent's operations against an in-memory NFS server and a directory-backed test
+//! filesystem: validation, idempotency, error codes, crash recovery. (The real filesystems and
+//! the real Ganesha have their own tests.)
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use rwxnfs_agent::{
+    AgentError, ExportAgent, Settings,
+    access::GrantRequest,
+    exporter::{Access, Client, fake::FakeExporter},
+    exports::{CreateRequest, OptionsRequest, SourceRequest},
+    fs::{CloneMethod, FsError, Ownership, QuotaKind, RelPath, Space, VolumeFs, round_up},
+    table::{OnDelete, RecordState, Table},
+};
+use tonic::Code;
+
+/// Directories under a tempdir; limits are remembered, not enforced.
+struct DirFs {
+    root: PathBuf,
+    limits: Mutex<std::collections::HashMap<PathBuf, u64>>,
+    fail_clone: Mutex<bool>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> FsError + '_ {
+    move |source| FsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to)?;
+        } else {
+            std::fs::copy(entry.path(), to)?;
+        }
+    }
+    Ok(())
+}
+
+impl VolumeFs for DirFs {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn quota_kind(&self) -> QuotaKind {
+        QuotaKind::Btrfs // pretend to enforce, so capacities are "real"
+    }
+    fn granularity(&self) -> u64 {
+        4096
+    }
+    fn space(&self) -> Result<Space, FsError> {
+        Ok(Space {
+            total: 1 << 40,
+            available: 1 << 39,
+        })
+    }
+    fn create_volume(&self, rel: &RelPath, _o: Ownership) -> Result<(), FsError> {
+        let path = self.absolute(rel);
+        std::fs::create_dir_all(&path).map_err(io(&path))
+    }
+    fn set_limit(&self, rel: &RelPath, _project: u32, bytes: u64) -> Result<u64, FsError> {
+        let enforced = round_up(bytes, 4096);
+        self.limits
+            .lock()
+            .unwrap()
+            .insert(rel.as_path().to_owned(), enforced);
+        Ok(enforced)
+    }
+    fn used_bytes(&self, _rel: &RelPath) -> Result<u64, FsError> {
+        Ok(0)
+    }
+    fn clone_tree(&self, src: &RelPath, dst: &RelPath) -> Result<CloneMethod, FsError> {
+        if *self.fail_clone.lock().unwrap() {
+            return Err(FsError::NoSpace("test says no".into()));
+        }
+        let (s, d) = (self.absolute(src), self.absolute(dst));
+        std::fs::create_dir_all(d.parent().unwrap()).map_err(io(&d))?;
+        copy_dir(&s, &d).map_err(io(&d))?;
+        Ok(CloneMethod::Copy)
+    }
+    fn trash(&self, rel: &RelPath) -> Result<(), FsError> {
+        let path = self.absolute(rel);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+    fn archive(&self, rel: &RelPath) -> Result<Option<PathBuf>, FsError> {
+        let from = self.absolute(rel);
+        let to = self
+            .root
+            .join("archive")
+            .join(rel.as_path().file_name().unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).map_err(io(&to))?;
+        std::fs::rename(&from, &to).map_err(io(&from))?;
+        Ok(Some(to))
+    }
+    fn purge_trash(&self) -> Result<usize, FsError> {
+        Ok(0)
+    }
+    fn exists(&self, rel: &RelPath) -> Result<bool, FsError> {
+        Ok(self.absolute(rel).exists())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+    fs: Arc<DirFs>,
+    exporter: FakeExporter,
+    agent: ExportAgent,
+}
+
+fn harness_with(settings: Settings) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("exports");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&root).unwrap();
+    let fs = Arc::new(DirFs {
+        root: root.clone(),
+        limits: Default::default(),
+        fail_clone: Mutex::new(false),
+    });
+    let exporter = FakeExporter::new();
+    let agent = ExportAgent::new(
+        settings,
+        Table::open(&state).unwrap(),
+        fs.clone(),
+        Arc::new(exporter.clone()),
+    );
+    Harness {
+        _dir: dir,
+        root,
+        state,
+        fs,
+        exporter,
+        agent,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(Settings::default())
+}
+
+fn create(name: &str, bytes: i64) -> CreateRequest {
+    CreateRequest {
+        name: name.into(),
+        required_bytes: bytes,
+        ..Default::default()
+    }
+}
+
+fn code(err: AgentError) -> Code {
+    tonic::Status::from(err).code()
+}
+
+fn grant(name: &str, client: &str, addr: &str, access: Access) -> GrantRequest {
+    GrantRequest {
+        name: name.into(),
+        client_id: client.into(),
+        addresses: vec![addr.into()],
+        access: Some(access),
+    }
+}
+
+#[tokio::test]
+async fn create_makes_a_directory_a_record_and_an_export_that_admits_nobody() {
+    let h = harness();
+    let record = h
+        .agent
+        .create_export(create("pvc-1", 1_000_000))
+        .await
+        .unwrap();
+    assert_eq!(record.capacity_bytes, 1_003_520, "rounded up to 4 KiB");
+    assert_eq!(record.state, RecordState::Ready);
+    assert!(h.root.join("volumes/pvc-1").is_dir());
+    assert!(h.state.join("exports/pvc-1.json").is_file());
+    let spec = h.exporter.get(record.export_id).expect("exported");
+    assert!(
+        spec.clients.is_empty(),
+        "no published node, no allowedClients: nobody"
+    );
+    assert_eq!(spec.pseudo_path, "/pvc-1");
+}
+
+#[tokio::test]
+async fn create_is_idempotent_and_different_sizes_conflict() {
+    let h = harness();
+    let a = h
+        .agent
+        .create_export(create("pvc-1", 1 << 20))
+        .await
+        .unwrap();
+    let b = h
+        .agent
+        .create_export(create("pvc-1", 1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(a.export_id, b.export_id);
+    let err = h
+        .agent
+        .create_export(create("pvc-1", 1 << 30))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::AlreadyExists);
+}
+
+#[tokio::test]
+async fn export_ids_are_never_reused_after_delete() {
+    let h = harness();
+    let a = h.agent.create_export(create("a", 0)).await.unwrap();
+    h.agent.delete_export("a", None).await.unwrap();
+    let b = h.agent.create_export(create("a", 0)).await.unwrap();
+    assert!(b.export_id > a.export_id);
+}
+
+#[tokio::test]
+async fn bad_input_gets_invalid_argument_and_touches_nothing() {
+    let h = harness();
+    for name in [
+        "",
+        "..",
+        "../etc",
+        "a/b",
+        "a\0b",
+        &"x".repeat(4096),
+        "ünï",
+        ".hidden",
+    ] {
+        let err = h.agent.create_export(create(name, 0)).await.unwrap_err();
+        assert_eq!(code(err), Code::InvalidArgument, "{name:?}");
+    }
+    let err = h.agent.create_export(create("ok", -1)).await.unwrap_err();
+    assert_eq!(code(err), Code::InvalidArgument);
+    let err = h
+        .agent
+        .create_export(CreateRequest {
+            limit_bytes: 10,
+            required_bytes: 20,
+            ..create("ok", 0)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::OutOfRange);
+    let err = h
+        .agent
+        .create_export(create("ok", i64::MAX))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::OutOfRange);
+    assert_eq!(
+        std::fs::read_dir(&h.root).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+#[tokio::test]
+async fn grant_and_revoke_change_the_client_list() {
+    let h = harness();
+    let id = h
+        .agent
+        .create_export(create("v", 0))
+        .await
+        .unwrap()
+        .export_id;
+    h.agent
+        .grant_access(grant("v", "node-a", "10.0.0.1", Access::Rw))
+        .await
+        .unwrap();
+    h.agent
+        .grant_access(grant("v", "node-b", "10.0.0.2", Access::Ro))
+        .await
+        .unwrap();
+    let clients = h.exporter.get(id).unwrap().clients;
+    assert_eq!(clients.len(), 2);
+    assert!(clients.contains(&(Client::Address("10.0.0.2".parse().unwrap()), Access::Ro)));
+
+    // Same grant again: fine. Same node, other mode: conflict.
+    h.agent
+        .grant_access(grant("v", "node-a", "10.0.0.1", Access::Rw))
+        .await
+        .unwrap();
+    let err = h
+        .agent
+        .grant_access(grant("v", "node-a", "10.0.0.1", Access::Ro))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::AlreadyExists);
+
+    h.agent.revoke_access("v", "node-a").await.unwrap();
+    h.agent.revoke_access("v", "node-a").await.unwrap();
+    h.agent.revoke_access("gone", "node-a").await.unwrap();
+    let clients = h.exporter.get(id).unwrap().clients;
+    assert_eq!(
+        clients,
+        vec![(Client::Address("10.0.0.2".parse().unwrap()), Access::Ro)]
+    );
+}
+
+#[tokio::test]
+async fn grants_outside_the_allowed_networks_are_refused() {
+    let h = harness_with(Settings {
+        allowed_clients: vec!["10.0.0.0/8".parse().unwrap()],
+        ..Settings::default()
+    });
+    h.agent.create_export(create("v", 0)).await.unwrap();
+    let err = h
+        .agent
+        .grant_access(grant("v", "n", "192.168.1.1", Access::Rw))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::PermissionDenied);
+    let err = h
+        .agent
+        .grant_access(grant("v", "n", "not-an-ip", Access::Rw))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::InvalidArgument);
+    let err = h
+        .agent
+        .grant_access(grant("missing", "n", "10.1.1.1", Access::Rw))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), Code::NotFound);
+}
+
+#[tokio::test]
+async fn allowed_client_networks_are_exported_read_write() {
+    let h = harness();
+    let req = CreateRequest {
+        options: OptionsRequest {
+            allowed_clients: vec!["10.9.0.0/16".into(), "10.8.0.7".into()],
+            ..Default::default()
+        },
+        ..create("v", 0)
+    };
+    let id = h.agent.create_export(req).await.unwrap().export_id;
+    assert_eq!(h.exporter.get(id).unwrap().clients.len(), 2);
+}
+
+#[tokio::test]
+async fn expand_grows_and_never_shrinks() {
+    let h = harness();
+    h.agent.create_export(create("v", 1 << 20)).await.unwrap();
+    assert_eq!(
+        h.agent.expand_export("v", 2 << 20, 0).await.unwrap(),
+        2 << 20
+    );
+    assert_eq!(
+        h.agent.expand_export("v", 1 << 20, 0).await.unwrap(),
+        2 << 20
+    );
+    assert_eq!(
+        h.agent.get_export("v").await.unwrap().capacity_bytes,
+        2 << 20
+    );
+    let err = h.agent.expand_export("nope", 1 << 20, 0).await.unwrap_err();
+    assert_eq!(code(err), Code::NotFound);
+    let err = h.agent.expand_export("v", 0, 0).await.unwrap_err();
+    assert_eq!(code(err), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn delete_unexports_and_is_idempotent_per_policy() {
+    let h = harness();
+    let id = h
+        .agent
+        .create_export(create("d", 0))
+        .await
+        .unwrap()
+        .export_id;
+    h.agent.delete_export("d", None).await.unwrap();
+    assert!(h.exporter.get(id).is_none());
+    assert!(!h.root.join("volumes/d").exists());
+    h.agent.delete_export("d", None).await.unwrap();
+
+    h.agent.create_export(create("r", 0)).await.unwrap();
+    h.agent
+        .delete_export("r", Some(OnDelete::Retain))
+        .await
+        .unwrap();
+    assert!(h.root.join("volumes/r").is_dir(), "retained in place");
+    let err = h.agent.create_export(create("r", 0)).await.unwrap_err();
+    assert_eq!(
+        code(err),
+        Code::FailedPrecondition,
+        "retained data is never reused silently"
+    );
+
+    h.agent.create_export(create("a", 0)).await.unwrap();
+    h.agent
+        .delete_export("a", Some(OnDelete::Archive))
+        .await
+        .unwrap();
+    assert!(h.root.join("archive/a").is_dir());
+}
+
+#[tokio::test]
+async fn snapshots_and_clones_copy_content() {
+    let h = harness();
+    h.agent.create_export(create("src", 1 << 20)).await.unwrap();
+    std::fs::write(h.root.join("volumes/src/data"), b"hello").unwrap();
+    let snap = h.agent.create_snapshot("s1", "src").await.unwrap();
+    assert_eq!(snap.size_bytes, 1 << 20);
+    assert_eq!(h.agent.create_snapshot("s1", "src").await.unwrap(), snap);
+    h.agent.create_export(create("other", 0)).await.unwrap();
+    let err = h.agent.create_snapshot("s1", "other").await.unwrap_err();
+    assert_eq!(code(err), Code::AlreadyExists);
+    let err = h.agent.create_snapshot("s2", "missing").await.unwrap_err();
+    assert_eq!(code(err), Code::NotFound);
+
+    let from_snap = CreateRequest {
+        source: Some(SourceRequest::Snapshot("s1".into())),
+        ..create("restored", 0)
+    };
+    let restored = h.agent.create_export(from_snap).await.unwrap();
+    assert!(
+        restored.capacity_bytes >= 1 << 20,
+        "at least the snapshot's size"
+    );
+    assert_eq!(
+        std::fs::read(h.root.join("volumes/restored/data")).unwrap(),
+        b"hello"
+    );
+
+    let clone = CreateRequest {
+        source: Some(SourceRequest::Export("src".into())),
+        ..create("clone", 0)
+    };
+    h.agent.create_export(clone).await.unwrap();
+    assert_eq!(
+        std::fs::read(h.root.join("volumes/clone/data")).unwrap(),
+        b"hello"
+    );
+
+    let too_small = CreateRequest {
+        source: Some(SourceRequest::Snapshot("s1".into())),
+        ..create("small", 4096)
+    };
+    assert_eq!(
+        code(h.agent.create_export(too_small).await.unwrap_err()),
+        Code::OutOfRange
+    );
+    let missing = CreateRequest {
+        source: Some(SourceRequest::Snapshot("nope".into())),
+        ..create("x", 0)
+    };
+    assert_eq!(
+        code(h.agent.create_export(missing).await.unwrap_err()),
+        Code::NotFound
+    );
+
+    h.agent.delete_snapshot("s1").await.unwrap();
+    h.agent.delete_snapshot("s1").await.unwrap();
+    assert!(!h.root.join("snapshots/s1").exists());
+}
+
+#[tokio::test]
+async fn a_failed_copy_rolls_the_create_back() {
+    let h = harness();
+    h.agent.create_export(create("src", 0)).await.unwrap();
+    *h.fs.fail_clone.lock().unwrap() = true;
+    let req = CreateRequest {
+        source: Some(SourceRequest::Export("src".into())),
+        ..create("c", 0)
+    };
+    let err = h.agent.create_export(req).await.unwrap_err();
+    assert_eq!(code(err), Code::ResourceExhausted);
+    assert!(!h.state.join("exports/c.json").exists());
+    assert!(!h.root.join("volumes/c").exists());
+}
+
+#[tokio::test]
+async fn an_unavailable_nfs_server_is_unavailable_and_a_retry_heals() {
+    let h = harness();
+    h.exporter.fail(Some("dbus is down"));
+    let err = h.agent.create_export(create("v", 0)).await.unwrap_err();
+    assert_eq!(code(err), Code::Unavailable);
+    h.exporter.fail(None);
+    let record = h.agent.create_export(create("v", 0)).await.unwrap();
+    assert!(h.exporter.get(record.export_id).is_some());
+}
+
+#[tokio::test]
+async fn listing_pages_by_name_and_tokens_survive_deletes() {
+    let h = harness();
+    for n in ["a", "b", "c", "d", "e"] {
+        h.agent.create_export(create(n, 0)).await.unwrap();
+    }
+    let (page1, token) = h.agent.list_exports(2, "").await.unwrap();
+    assert_eq!(
+        page1.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    h.agent.delete_export("b", None).await.unwrap();
+    h.agent.create_export(create("bb", 0)).await.unwrap();
+    let (page2, token2) = h.agent.list_exports(2, &token).await.unwrap();
+    assert_eq!(
+        page2.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["bb", "c"]
+    );
+    let (page3, token3) = h.agent.list_exports(2, &token2).await.unwrap();
+    assert_eq!(
+        page3.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["d", "e"]
+    );
+    assert_eq!(token3, "");
+    let err = h.agent.list_exports(2, "garbage").await.unwrap_err();
+    assert_eq!(code(err), Code::Aborted);
+    let err = h.agent.list_exports(-1, "").await.unwrap_err();
+    assert_eq!(code(err), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
+    let h = harness();
+    let ready = h.agent.create_export(create("ready", 0)).await.unwrap();
+    let doomed = h.agent.create_export(create("doomed", 0)).await.unwrap();
+    h.agent.create_export(create("half", 0)).await.unwrap();
+    // Simulate crashes: a create that never finished, a delete that never finished.
+    let table = Table::open(&h.state).unwrap();
+    let mut half = table.export("half").unwrap().unwrap();
+    half.state = RecordState::Creating;
+    table.put_export(&half).unwrap();
+    let mut d = table.export("doomed").unwrap().unwrap();
+    d.state = RecordState::Deleting;
+    table.put_export(&d).unwrap();
+    // A fresh NFS server (as after a failover) knows nothing.
+    let exporter = FakeExporter::new();
+    exporter
+        .apply(&rwxnfs_agent::exporter::ExportSpec {
+            export_id: 9999,
+            path: "/elsewhere".into(),
+            pseudo_path: "/x".into(),
+            clients: vec![],
+            squash: Default::default(),
+        })
+        .await
+        .unwrap();
+    let agent = ExportAgent::new(
+        Settings::default(),
+        table,
+        h.fs.clone(),
+        Arc::new(exporter.clone()),
+    );
+
+    let report = agent.reconcile().await.unwrap();
+    assert_eq!(report.activated, ["ready"]);
+    assert_eq!(report.unknown, ["9999"]);
+    assert_eq!(report.repaired.len(), 2, "{:?}", report.repaired);
+    assert!(exporter.get(ready.export_id).is_some());
+    assert!(exporter.get(doomed.export_id).is_none());
+    assert!(!h.state.join("exports/half.json").exists());
+    assert!(!h.state.join("exports/doomed.json").exists());
+    assert!(
+        exporter.get(9999).is_some(),
+        "unknown exports are reported, not removed"
+    );
+}
+
+use rwxnfs_agent::exporter::Exporter as _;
