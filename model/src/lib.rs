@@ -6,10 +6,12 @@
 mod driver_name;
 mod id;
 mod name;
+pub mod params;
 
 pub use driver_name::{DriverName, DriverNameError};
 pub use id::{IdError, SnapshotId, VolumeId};
 pub use name::{Name, NameError};
+pub use params::{NfsVersion, ParamError, Params};
 
 /// The driver name used when none is configured.
 pub const DEFAULT_DRIVER_NAME: &str = "rwxnfs.csi.io";
