@@ -162,6 +162,49 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// A channel that connects on first use and reconnects after failures, so a client can
+    /// start while its server is down. `tls` applies to TCP endpoints only (a unix socket is
+    /// protected by its file mode). Every call is bounded by `timeout`.
+    pub fn lazy_channel(
+        &self,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        timeout: std::time::Duration,
+    ) -> Result<Channel, EndpointError> {
+        let connect_err = |source| EndpointError::Connect {
+            endpoint: self.to_string(),
+            source,
+        };
+        match self {
+            Self::Tcp(addr) => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let mut endpoint =
+                    tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+                        .map_err(connect_err)?
+                        .connect_timeout(timeout)
+                        .timeout(timeout);
+                if let Some(tls) = tls {
+                    endpoint = endpoint.tls_config(tls).map_err(connect_err)?;
+                }
+                Ok(endpoint.connect_lazy())
+            }
+            Self::Unix(path) => {
+                let path = path.clone();
+                Ok(tonic::transport::Endpoint::from_static("http://[::1]:50051")
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            let stream = tokio::net::UnixStream::connect(path).await?;
+                            Ok::<_, io::Error>(TokioIo::new(stream))
+                        }
+                    })))
+            }
+        }
+    }
+}
+
 fn bind_unix(
     path: &Path,
 ) -> Result<(std::os::unix::net::UnixListener, BoundSocket), EndpointError> {

@@ -1,0 +1,311 @@
+//! Backends: where volumes live. Today the export agent on an HA NFS cluster; the trait keeps
+//! the controller's logic independent of how a backend is reached.
+
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use rwxnfs_model::Name;
+use rwxnfs_proto::agent::{self as pb, agent_client::AgentClient};
+use tonic::{Status, transport::Channel};
+
+use crate::config::{BackendConfig, ClientTls};
+
+/// The agent API, as the controller uses it. Status codes follow the agent's contract.
+#[tonic::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn name(&self) -> &Name;
+    /// Where nodes mount this backend's exports from.
+    async fn server_address(&self) -> Result<IpAddr, Status>;
+    async fn probe(&self) -> Result<pb::ProbeResponse, Status>;
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status>;
+    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status>;
+    async fn delete_export(&self, name: &str) -> Result<(), Status>;
+    async fn expand_export(&self, name: &str, required: i64, limit: i64) -> Result<i64, Status>;
+    async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status>;
+    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status>;
+    async fn get_export(&self, name: &str) -> Result<pb::Export, Status>;
+    async fn list_exports(
+        &self,
+        max: i32,
+        token: &str,
+    ) -> Result<(Vec<pb::Export>, String), Status>;
+    async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status>;
+    async fn delete_snapshot(&self, name: &str) -> Result<(), Status>;
+    async fn list_snapshots(
+        &self,
+        max: i32,
+        token: &str,
+        name: &str,
+        source: &str,
+    ) -> Result<(Vec<pb::Snapshot>, String), Status>;
+}
+
+/// A backend reached through the export agent's gRPC API.
+pub struct AgentBackend {
+    name: Name,
+    server: Option<IpAddr>,
+    client: AgentClient<Channel>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend {backend}: {message}")]
+    Setup { backend: String, message: String },
+}
+
+fn read(path: &Path, backend: &str) -> Result<Vec<u8>, BackendError> {
+    std::fs::read(path).map_err(|e| BackendError::Setup {
+        backend: backend.to_owned(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+fn tls_config(
+    tls: &ClientTls,
+    endpoint: &str,
+    backend: &str,
+) -> Result<tonic::transport::ClientTlsConfig, BackendError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let host = endpoint
+        .trim_start_matches("tcp://")
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+        .unwrap_or_default();
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&tls.ca, backend)?))
+        .identity(Identity::from_pem(
+            read(&tls.cert, backend)?,
+            read(&tls.key, backend)?,
+        ))
+        .domain_name(tls.server_name.clone().unwrap_or(host)))
+}
+
+impl AgentBackend {
+    pub fn new(config: &BackendConfig) -> Result<Self, BackendError> {
+        let setup = |message: String| BackendError::Setup {
+            backend: config.name.clone(),
+            message,
+        };
+        let name = Name::parse(&config.name).map_err(|e| setup(e.to_string()))?;
+        let endpoint: rwxnfs_server::Endpoint = config
+            .agent
+            .endpoint
+            .parse()
+            .map_err(|e: rwxnfs_server::EndpointError| setup(e.to_string()))?;
+        let tls = match &config.agent.tls {
+            Some(tls) => Some(tls_config(tls, &config.agent.endpoint, &config.name)?),
+            None => None,
+        };
+        let timeout = Duration::from_secs(config.agent.timeout_seconds.unwrap_or(30));
+        let channel = endpoint
+            .lazy_channel(tls, timeout)
+            .map_err(|e| setup(e.to_string()))?;
+        Ok(Self {
+            name,
+            server: config.server,
+            client: AgentClient::new(channel),
+        })
+    }
+
+    fn client(&self) -> AgentClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Prefixes the agent's message with the backend's name; the code is kept.
+    fn context(&self, status: Status) -> Status {
+        Status::new(
+            status.code(),
+            format!("backend {}: {}", self.name, status.message()),
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for AgentBackend {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn server_address(&self) -> Result<IpAddr, Status> {
+        if let Some(server) = self.server {
+            return Ok(server);
+        }
+        let probe = self.probe().await?;
+        probe
+            .server_addresses
+            .iter()
+            .find_map(|a| a.parse().ok())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "backend {}: the agent reports no server address; set `server` for this backend \
+                     in the controller configuration or `serverAddresses` in the agent's",
+                    self.name
+                ))
+            })
+    }
+
+    async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
+        let r = self.client().probe(pb::ProbeRequest {}).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.context(s))
+    }
+
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
+        let r = self.client().get_capacity(pb::GetCapacityRequest {}).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.context(s))
+    }
+
+    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
+        let r = self
+            .client()
+            .create_export(req)
+            .await
+            .map_err(|s| self.context(s))?;
+        r.into_inner().export.ok_or_else(|| {
+            Status::internal(format!(
+                "backend {}: CreateExport returned no export",
+                self.name
+            ))
+        })
+    }
+
+    async fn delete_export(&self, name: &str) -> Result<(), Status> {
+        let req = pb::DeleteExportRequest {
+            name: name.to_owned(),
+            policy: 0,
+        };
+        self.client()
+            .delete_export(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.context(s))
+    }
+
+    async fn expand_export(&self, name: &str, required: i64, limit: i64) -> Result<i64, Status> {
+        let req = pb::ExpandExportRequest {
+            name: name.to_owned(),
+            required_bytes: required,
+            limit_bytes: limit,
+        };
+        let r = self
+            .client()
+            .expand_export(req)
+            .await
+            .map_err(|s| self.context(s))?;
+        Ok(r.into_inner().capacity_bytes)
+    }
+
+    async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status> {
+        let req = pb::GrantAccessRequest {
+            name: name.to_owned(),
+            client: Some(client),
+        };
+        let r = self
+            .client()
+            .grant_access(req)
+            .await
+            .map_err(|s| self.context(s))?;
+        r.into_inner().export.ok_or_else(|| {
+            Status::internal(format!(
+                "backend {}: GrantAccess returned no export",
+                self.name
+            ))
+        })
+    }
+
+    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status> {
+        let req = pb::RevokeAccessRequest {
+            name: name.to_owned(),
+            client_id: client_id.to_owned(),
+        };
+        self.client()
+            .revoke_access(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.context(s))
+    }
+
+    async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
+        let req = pb::GetExportRequest {
+            name: name.to_owned(),
+        };
+        let r = self
+            .client()
+            .get_export(req)
+            .await
+            .map_err(|s| self.context(s))?;
+        r.into_inner().export.ok_or_else(|| {
+            Status::internal(format!(
+                "backend {}: GetExport returned no export",
+                self.name
+            ))
+        })
+    }
+
+    async fn list_exports(
+        &self,
+        max: i32,
+        token: &str,
+    ) -> Result<(Vec<pb::Export>, String), Status> {
+        let req = pb::ListExportsRequest {
+            max_entries: max,
+            starting_token: token.to_owned(),
+        };
+        let r = self
+            .client()
+            .list_exports(req)
+            .await
+            .map_err(|s| self.context(s))?
+            .into_inner();
+        Ok((r.exports, r.next_token))
+    }
+
+    async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status> {
+        let req = pb::CreateSnapshotRequest {
+            name: name.to_owned(),
+            source_export: source.to_owned(),
+        };
+        let r = self
+            .client()
+            .create_snapshot(req)
+            .await
+            .map_err(|s| self.context(s))?;
+        r.into_inner().snapshot.ok_or_else(|| {
+            Status::internal(format!(
+                "backend {}: CreateSnapshot returned no snapshot",
+                self.name
+            ))
+        })
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> Result<(), Status> {
+        let req = pb::DeleteSnapshotRequest {
+            name: name.to_owned(),
+        };
+        self.client()
+            .delete_snapshot(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.context(s))
+    }
+
+    async fn list_snapshots(
+        &self,
+        max: i32,
+        token: &str,
+        name: &str,
+        source: &str,
+    ) -> Result<(Vec<pb::Snapshot>, String), Status> {
+        let req = pb::ListSnapshotsRequest {
+            max_entries: max,
+            starting_token: token.to_owned(),
+            name: name.to_owned(),
+            source_export: source.to_owned(),
+        };
+        let r = self
+            .client()
+            .list_snapshots(req)
+            .await
+            .map_err(|s| self.context(s))?
+            .into_inner();
+        Ok((r.snapshots, r.next_token))
+    }
+}

@@ -1,0 +1,163 @@
+//! The controller's configuration file (YAML; a ConfigMap in the cluster).
+//!
+//! ```yaml
+//! backends:
+//!   - name: ha1                        # StorageClass parameter `backend: ha1`
+//!     agent:
+//!       endpoint: tcp://192.168.222.25:9820
+//!       tls: {ca: /tls/ca.crt, cert: /tls/tls.crt, key: /tls/tls.key, serverName: rwxnfs-agent}
+//!     server: 192.168.222.25           # where nodes mount from (default: the agent's VIPs)
+//! nodes:                               # node id -> addresses, when not resolved through Kubernetes
+//!   node-a: [10.0.0.11]
+//! ```
+//!
+//! Every key is checked: an unknown key is an error naming it and the file.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use rwxnfs_model::Name;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the controller configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("controller configuration {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerConfig {
+    pub backends: Vec<BackendConfig>,
+    /// Node id -> the addresses the NFS server sees for it.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Vec<IpAddr>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendConfig {
+    pub name: String,
+    pub agent: AgentBackendConfig,
+    /// Where nodes mount from; default: the first address the agent reports.
+    #[serde(default)]
+    pub server: Option<IpAddr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentBackendConfig {
+    pub endpoint: String,
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// Upper bound of one agent call, in seconds (default 30).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The name in the agent's certificate (default: the endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl ControllerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let config: Self = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if config.backends.is_empty() {
+            return Err(invalid("backends: configure at least one backend".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, b) in config.backends.iter().enumerate() {
+            Name::parse(&b.name).map_err(|e| invalid(format!("backends[{i}].name: {e}")))?;
+            if !seen.insert(b.name.clone()) {
+                return Err(invalid(format!(
+                    "backends[{i}].name: {} is used twice",
+                    b.name
+                )));
+            }
+            let endpoint: rwxnfs_server::Endpoint = b
+                .agent
+                .endpoint
+                .parse()
+                .map_err(|e| invalid(format!("backends[{i}].agent.endpoint: {e}")))?;
+            if matches!(endpoint, rwxnfs_server::Endpoint::Tcp(_)) && b.agent.tls.is_none() {
+                return Err(invalid(format!(
+                    "backends[{i}].agent.tls: a TCP agent endpoint needs TLS (ca, cert, key)"
+                )));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ControllerConfig, ConfigError> {
+        ControllerConfig::parse(text, Path::new("/etc/rwxnfs/controller.yaml"))
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = "backends:\n  - name: ha1\n    agent:\n      endpoint: tcp://192.168.222.25:9820\n      tls: {ca: /tls/ca.crt, cert: /tls/tls.crt, key: /tls/tls.key, serverName: rwxnfs-agent}\n    server: 192.168.222.25\nnodes:\n  node-a: [10.0.0.11]\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.backends[0].name, "ha1");
+        assert_eq!(
+            config.nodes["node-a"],
+            vec!["10.0.0.11".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, needle) in [
+            ("backends: []\n", "at least one"),
+            (
+                "backends:\n  - name: a\n    agent: {endpoint: \"unix:///a\"}\n    sever: 1.2.3.4\n",
+                "sever",
+            ),
+            (
+                "backends:\n  - name: a/b\n    agent: {endpoint: \"unix:///a\"}\n",
+                "backends[0].name",
+            ),
+            (
+                "backends:\n  - name: a\n    agent: {endpoint: \"tcp://h:1\"}\n",
+                "needs TLS",
+            ),
+            (
+                "backends:\n  - {name: a, agent: {endpoint: \"unix:///a\"}}\n  - {name: a, agent: {endpoint: \"unix:///b\"}}\n",
+                "twice",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! The CSI Controller service. Each RPC reads validate → lock → delegate to a backend.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use rwxnfs_model::{Name, Params, SnapshotId, VolumeId};
+use rwxnfs_proto::{
+    agent as pb,
+    csi::{
+        self, ControllerServiceCapability,
+        controller_server::{Controller, ControllerServer},
+        controller_service_capability::{self, rpc::Type as Cap},
+        volume_content_source,
+    },
+};
+use rwxnfs_server::logging::log_rpc_result;
+use tonic::{Code, Request, Response, Status};
+
+use crate::{
+    backend::Backend,
+    convert::{self, check_capabilities},
+    inflight::InFlight,
+    nodes::NodeResolver,
+};
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+/// The controller capabilities rwxnfs advertises.
+const CAPABILITIES: [Cap; 13] = [
+    Cap::CreateDeleteVolume,
+    Cap::PublishUnpublishVolume,
+    Cap::ListVolumes,
+    Cap::ListVolumesPublishedNodes,
+    Cap::GetVolume,
+    Cap::GetCapacity,
+    Cap::CreateDeleteSnapshot,
+    Cap::ListSnapshots,
+    Cap::GetSnapshot,
+    Cap::CloneVolume,
+    Cap::ExpandVolume,
+    Cap::VolumeCondition,
+    Cap::SingleNodeMultiWriter,
+];
+
+pub struct ControllerService {
+    backends: BTreeMap<Name, Arc<dyn Backend>>,
+    order: Vec<Name>,
+    nodes: Arc<dyn NodeResolver>,
+    inflight: InFlight,
+}
+
+fn missing(what: &str) -> Status {
+    Status::invalid_argument(format!("{what} missing in request"))
+}
+
+/// Treats "already gone" as success on delete paths.
+fn gone_is_ok(result: Result<(), Status>) -> Result<(), Status> {
+    match result {
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl ControllerService {
+    pub fn new(backends: Vec<Arc<dyn Backend>>, nodes: Arc<dyn NodeResolver>) -> Self {
+        let order: Vec<Name> = backends.iter().map(|b| b.name().clone()).collect();
+        Self {
+            backends: backends
+                .into_iter()
+                .map(|b| (b.name().clone(), b))
+                .collect(),
+            order,
+            nodes,
+            inflight: InFlight::default(),
+        }
+    }
+
+    pub fn into_server(self) -> ControllerServer<Self> {
+        ControllerServer::new(self)
+    }
+
+    /// The backends, for readiness checks.
+    pub fn backends(&self) -> Vec<Arc<dyn Backend>> {
+        self.order
+            .iter()
+            .filter_map(|n| self.backends.get(n).cloned())
+            .collect()
+    }
+
+    fn backend_named(&self, name: &Name) -> Option<&Arc<dyn Backend>> {
+        self.backends.get(name)
+    }
+
+    /// The backend a StorageClass names, or the only one.
+    fn backend_for(&self, params: &Params) -> Result<&Arc<dyn Backend>, Status> {
+        match &params.backend {
+            Some(name) => self.backend_named(name).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "parameter backend: {name} is not configured; configured backends: {}",
+                    self.order
+                        .iter()
+                        .map(Name::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
+            None if self.order.len() == 1 => Ok(&self.backends[&self.order[0]]),
+            None => Err(Status::invalid_argument(format!(
+                "parameter backend is required when several backends are configured ({})",
+                self.order
+                    .iter()
+                    .map(Name::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The backend holding a volume; NOT_FOUND for a garbled id or an unknown backend.
+    fn volume_backend(&self, raw: &str) -> Result<(VolumeId, &Arc<dyn Backend>), Status> {
+        let id = convert::volume_id(raw)?;
+        let backend = self.backend_named(&id.backend).ok_or_else(|| {
+            Status::not_found(format!(
+                "volume {raw}: backend {} is not configured",
+                id.backend
+            ))
+        })?;
+        Ok((id, backend))
+    }
+
+    async fn context_for(
+        &self,
+        backend: &Arc<dyn Backend>,
+        export: &pb::Export,
+        params: &Params,
+    ) -> Result<std::collections::HashMap<String, String>, Status> {
+        let server = backend.server_address().await?;
+        Ok(convert::volume_context(&server.to_string(), export, params))
+    }
+
+    /// The content source of a CreateVolume, resolved to the agent's form.
+    fn content_source(
+        &self,
+        source: &Option<csi::VolumeContentSource>,
+        backend: &Name,
+    ) -> Result<Option<pb::ContentSource>, Status> {
+        let Some(kind) = source.as_ref().and_then(|s| s.r#type.as_ref()) else {
+            return Ok(None);
+        };
+        let (agent_source, source_backend) = match kind {
+            volume_content_source::Type::Snapshot(s) => {
+                let id = convert::snapshot_id(&s.snapshot_id)?;
+                (
+                    pb::content_source::Source::SnapshotName(id.name.to_string()),
+                    id.backend,
+                )
+            }
+            volume_content_source::Type::Volume(v) => {
+                let id = convert::volume_id(&v.volume_id)?;
+                (
+                    pb::content_source::Source::ExportName(id.name.to_string()),
+                    id.backend,
+                )
+            }
+        };
+        if &source_backend != backend {
+            return Err(Status::invalid_argument(format!(
+                "the content source is in backend {source_backend}, but the volume is asked for in backend {backend}; \
+                 snapshots and clones stay within one backend"
+            )));
+        }
+        Ok(Some(pb::ContentSource {
+            source: Some(agent_source),
+        }))
+    }
+}
+
+fn capacity(range: &Option<csi::CapacityRange>) -> Result<(i64, i64), Status> {
+    let (required, limit) = range
+        .as_ref()
+        .map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+    if required < 0 || limit < 0 {
+        return Err(Status::invalid_argument(
+            "capacity_range: bytes must not be negative",
+        ));
+    }
+    if limit > 0 && required > limit {
+        return Err(Status::out_of_range(format!(
+            "capacity_range: required_bytes {required} exceeds limit_bytes {limit}"
+        )));
+    }
+    Ok((required, limit))
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    /// This operation MUST be idempotent: the same name and a compatible request return the
+    /// same volume; the same name with an incompatible request is ALREADY_EXISTS.
+    async fn create_volume(
+        &self,
+        request: Request<csi::CreateVolumeRequest>,
+    ) -> Rpc<csi::CreateVolumeResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.name.is_empty() {
+                return Err(missing("Name"));
+            }
+            if req.volume_capabilities.is_empty() {
+                return Err(missing("Volume capabilities"));
+            }
+            check_capabilities(&req.volume_capabilities)?;
+            let params = Params::parse(&req.parameters.clone().into_iter().collect())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let (required, limit) = capacity(&req.capacity_range)?;
+            let name = Name::parse(&req.name)
+                .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+            let backend = self.backend_for(&params)?;
+            let source = self.content_source(&req.volume_content_source, backend.name())?;
+
+            let id = VolumeId::new(backend.name().clone(), name.clone());
+            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            let export = backend
+                .create_export(pb::CreateExportRequest {
+                    name: name.to_string(),
+                    required_bytes: required,
+                    limit_bytes: limit,
+                    options: Some(convert::export_options(&params)),
+                    source,
+                })
+                .await?;
+            let context = self.context_for(backend, &export, &params).await?;
+            let mut volume = convert::volume(&id, &export, context);
+            volume.content_source = convert::content_source(&req.volume_content_source);
+            Ok(csi::CreateVolumeResponse {
+                volume: Some(volume),
+            })
+        }
+        .await;
+        log_rpc_result("CreateVolume", &req.name, result).map(Response::new)
+    }
+
+    /// Deleting a volume that does not exist (or an id that cannot be ours) succeeds.
+    async fn delete_volume(
+        &self,
+        request: Request<csi::DeleteVolumeRequest>,
+    ) -> Rpc<csi::DeleteVolumeResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.volume_id.is_empty() {
+                return Err(missing("Volume ID"));
+            }
+            let Ok((id, backend)) = self.volume_backend(&req.volume_id) else {
+                tracing::info!(volume_id = %req.volume_id, "DeleteVolume: not one of ours; nothing to do");
+                return Ok(csi::DeleteVolumeResponse {});
+            };
+            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            gone_is_ok(backend.delete_export(id.name.as_str()).await)?;
+            Ok(csi::DeleteVolumeResponse {})
+        }
+        .await;
+        log_rpc_result("DeleteVolume", &req.volume_id, result).map(Response::new)
+    }
+
+    /// Grants the node's addresses access to the export (read-only when asked).
+    async fn controller_publish_volume(
+        &self,
+        request: Request<csi::ControllerPublishVolumeRequest>,
+    ) -> Rpc<csi::ControllerPublishVolumeResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.volume_id.is_empty() {
+                return Err(missing("Volume ID"));
+            }
+            if req.node_id.is_empty() {
+                return Err(missing("Node ID"));
+            }
+            let cap = req
+                .volume_capability
+                .as_ref()
+                .ok_or_else(|| missing("Volume capability"))?;
+            check_capabilities(std::slice::from_ref(cap))?;
+            let (id, backend) = self.volume_backend(&req.volume_id)?;
+            let addresses = self.nodes.addresses(&req.node_id).await?;
+            let read_only = req.readonly || convert::read_only_mode(cap);
+            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            let client = pb::ClientAccess {
+                client_id: req.node_id.clone(),
+                addresses: addresses.iter().map(|a| a.to_string()).collect(),
+                mode: if read_only {
+                    pb::AccessMode::ReadOnly
+                } else {
+                    pb::AccessMode::ReadWrite
+                } as i32,
+            };
+            backend.grant(id.name.as_str(), client).await?;
+            Ok(csi::ControllerPublishVolumeResponse {
+                publish_context: Default::default(),
+            })
+        }
+        .await;
+        log_rpc_result("ControllerPublishVolume", &req.volume_id, result).map(Response::new)
+    }
+
+    /// Revokes the node's access; without a node id, every node's. Already gone: success.
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<csi::ControllerUnpublishVolumeRequest>,
+    ) -> Rpc<csi::ControllerUnpublishVolumeResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.volume_id.is_empty() {
+                return Err(missing("Volume ID"));
+            }
+            let Ok((id, backend)) = self.volume_backend(&req.volume_id) else {
+                return Ok(csi::ControllerUnpublishVolumeResponse {});
+            };
+            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            let clients = if req.node_id.is_empty() {
+                match backend.get_export(id.name.as_str()).await {
+                    Ok(export) => export.clients.into_iter().map(|c| c.client_id).collect(),
+                    Err(s) if s.code() == Code::NotFound => Vec::new(),
+                    Err(s) => return Err(s),
+                }
+            } else {
+                vec![req.node_id.clone()]
+            };
+            for client in clients {
+                gone_is_ok(backend.revoke(id.name.as_str(), &client).await)?;
+            }
+            Ok(csi::ControllerUnpublishVolumeResponse {})
+        }
+        .await;
+        log_rpc_result("ControllerUnpublishVolume", &req.volume_id, result).map(Response::new)
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<csi::ValidateVolumeCapabilitiesRequest>,
+    ) -> Rpc<csi::ValidateVolumeCapabilitiesResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.volume_id.is_empty() {
+                return Err(missing("Volume ID"));
+            }
+            if req.volume_capabilities.is_empty() {
+                return Err(missing("Volume capabilities"));
+            }
+            let (id, backend) = self.volume_backend(&req.volume_id)?;
+            backend.get_export(id.name.as_str()).await?;
+            if let Some(why) = req
+                .volume_capabilities
+                .iter()
+                .find_map(convert::unsupported)
+            {
+                return Ok(csi::ValidateVolumeCapabilitiesResponse {
+                    confirmed: None,
+                    message: why,
+                });
+            }
+            Ok(csi::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context.clone(),
+                    volume_capabilities: req.volume_capabilities.clone(),
+                    parameters: req.parameters.clone(),
+                    mutable_parameters: req.mutable_parameters.clone(),
+                }),
+                message: String::new(),
+            })
+        }
+        .await;
+        log_rpc_result("ValidateVolumeCapabilities", &req.volume_id, result).map(Response::new)
+    }
+
+    /// Pages through every backend in configuration order; tokens stay valid while volumes
+    /// come and go.
+    async fn list_volumes(
+        &self,
+        request: Request<csi::ListVolumesRequest>,
+    ) -> Rpc<csi::ListVolumesResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.max_entries < 0 {
+                return Err(Status::invalid_argument("max_entries must not be negative"));
+            }
+            let (mut index, mut token) =
+                convert::parse_page_token(&req.starting_token, self.order.len())?;
+            let mut entries = Vec::new();
+            let mut next_token = String::new();
+            while index < self.order.len() {
+                let backend = &self.backends[&self.order[index]];
+                let room = if req.max_entries == 0 {
+                    0
+                } else {
+                    req.max_entries - entries.len() as i32
+                };
+                let (exports, next) = backend.list_exports(room, &token).await?;
+                let server = backend.server_address().await?.to_string();
+                for export in &exports {
+                    let Ok(name) = Name::parse(&export.name) else {
+                        continue;
+                    };
+                    let id = VolumeId::new(backend.name().clone(), name);
+                    let context = convert::volume_context(&server, export, &Params::default());
+                    entries.push(csi::list_volumes_response::Entry {
+                        volume: Some(convert::volume(&id, export, context)),
+                        status: Some(csi::list_volumes_response::VolumeStatus {
+                            published_node_ids: export
+                                .clients
+                                .iter()
+                                .map(|c| c.client_id.clone())
+                                .collect(),
+                            volume_condition: convert::healthy(),
+                        }),
+                    });
+                }
+                if !next.is_empty() {
+                    next_token = convert::page_token(index, &next);
+                    break;
+                }
+                index += 1;
+                token.clear();
+                if req.max_entries > 0 && entries.len() as i32 >= req.max_entries {
+                    if index < self.order.len() {
+                        next_token = convert::page_token(index, "");
+                    }
+                    break;
+                }
+            }
+            Ok(csi::ListVolumesResponse {
+                entries,
+                next_token,
+            })
+        }
+        .await;
+        log_rpc_result("ListVolumes", "", result).map(Response::new)
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<csi::GetCapacityRequest>,
+    ) -> Rpc<csi::GetCapacityResponse> {
+        let req = request.into_inner();
+        let result = async {
+            check_capabilities(&req.volume_capabilities)?;
+            let params = Params::parse(&req.parameters.clone().into_iter().collect())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let backends: Vec<&Arc<dyn Backend>> = match &params.backend {
+                Some(_) => vec![self.backend_for(&params)?],
+                None => self.backends.values().collect(),
+            };
+            let mut available: i64 = 0;
+            for backend in backends {
+                available = available.saturating_add(backend.capacity().await?.available_bytes);
+            }
+            Ok(csi::GetCapacityResponse {
+                available_capacity: available,
+                maximum_volume_size: None,
+                minimum_volume_size: None,
+            })
+        }
+        .await;
+        log_rpc_result("GetCapacity", "", result).map(Response::new)
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<csi::ControllerGetCapabilitiesRequest>,
+    ) -> Rpc<csi::ControllerGetCapabilitiesResponse> {
+        tracing::debug!("ControllerGetCapabilities");
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|cap| ControllerServiceCapability {
+                r#type: Some(controller_service_capability::Type::Rpc(
+                    controller_service_capability::Rpc {
+                        r#type: *cap as i32,
+                    },
+                )),
+            })
+            .collect();
+        Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    /// Idempotent by name: the same name and source return the same snapshot.
+    async fn create_snapshot(
+        &self,
+        request: Request<csi::CreateSnapshotRequest>,
+    ) -> Rpc<csi::CreateSnapshotResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.name.is_empty() {
+                return Err(missing("Snapshot name"));
+            }
+            if req.source_volume_id.is_empty() {
+                return Err(missing("Source volume ID"));
+            }
+            let name = Name::parse(&req.name)
+                .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+            let (source, backend) = self.volume_backend(&req.source_volume_id)?;
+            let id = SnapshotId::new(backend.name().clone(), name.clone());
+            let _held = self.inflight.try_hold(format!("snapshot {id}"))?;
+            let snapshot = backend
+                .create_snapshot(name.as_str(), source.name.as_str())
+                .await?;
+            Ok(csi::CreateSnapshotResponse {
+                snapshot: Some(convert::snapshot(backend.name(), &snapshot)?),
+            })
+        }
+        .await;
+        log_rpc_result("CreateSnapshot", &req.name, result).map(Response::new)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<csi::DeleteSnapshotRequest>,
+    ) -> Rpc<csi::DeleteSnapshotResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.snapshot_id.is_empty() {
+                return Err(missing("Snapshot ID"));
+            }
+            let Ok(id) = req.snapshot_id.parse::<SnapshotId>() else {
+                return Ok(csi::DeleteSnapshotResponse {});
+            };
+            let Some(backend) = self.backend_named(&id.backend) else {
+                return Ok(csi::DeleteSnapshotResponse {});
+            };
+            let _held = self.inflight.try_hold(format!("snapshot {id}"))?;
+            gone_is_ok(backend.delete_snapshot(id.name.as_str()).await)?;
+            Ok(csi::DeleteSnapshotResponse {})
+        }
+        .await;
+        log_rpc_result("DeleteSnapshot", &req.snapshot_id, result).map(Response::new)
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<csi::ListSnapshotsRequest>,
+    ) -> Rpc<csi::ListSnapshotsResponse> {
+        let req = request.into_inner();
+        let result = self.list_snapshots_inner(&req).await;
+        log_rpc_result("ListSnapshots", &req.snapshot_id, result).map(Response::new)
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<csi::GetSnapshotRequest>,
+    ) -> Rpc<csi::GetSnapshotResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.snapshot_id.is_empty() {
+                return Err(missing("Snapshot ID"));
+            }
+            let id = convert::snapshot_id(&req.snapshot_id)?;
+            let backend = self.backend_named(&id.backend).ok_or_else(|| {
+                Status::not_found(format!(
+                    "snapshot {}: backend {} is not configured",
+                    req.snapshot_id, id.backend
+                ))
+            })?;
+            let (found, _) = backend.list_snapshots(0, "", id.name.as_str(), "").await?;
+            let snapshot = found.first().ok_or_else(|| {
+                Status::not_found(format!("snapshot {} does not exist", req.snapshot_id))
+            })?;
+            Ok(csi::GetSnapshotResponse {
+                snapshot: Some(convert::snapshot(backend.name(), snapshot)?),
+            })
+        }
+        .await;
+        log_rpc_result("GetSnapshot", &req.snapshot_id, result).map(Response::new)
+    }
+
+    /// Online expansion: the quota grows at once; no node-side step is needed.
+    async fn controller_expand_volume(
+        &self,
+        request: Request<csi::ControllerExpandVolumeRequest>,
+    ) -> Rpc<csi::ControllerExpandVolumeResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.volume_id.is_empty() {
+                return Err(missing("Volume ID"));
+            }
+            let range = req
+                .capacity_range
+                .as_ref()
+                .ok_or_else(|| missing("Capacity range"))?;
+            if let Some(cap) = &req.volume_capability {
+                check_capabilities(std::slice::from_ref(cap))?;
+            }
+            let (required, limit) = capacity(&Some(*range))?;
+            let (id, backend) = self.volume_backend(&req.volume_id)?;
+            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            let capacity_bytes = backend
+                .expand_export(id.name.as_str(), required, limit)
+                .await?;
+            Ok(csi::ControllerExpandVolumeResponse {
+                capacity_bytes,
+                node_expansion_required: false,
+            })
+        }
+        .await;
+        log_rpc_result("ControllerExpandVolume", &req.volume_id, result).map(Response::new)
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<csi::ControllerGetVolumeRequest>,
+    ) -> Rpc<csi::ControllerGetVolumeResponse> {
+        let req = request.into_inner();
+        let result = async {
+            if req.volume_id.is_empty() {
+                return Err(missing("Volume ID"));
+            }
+            let (id, backend) = self.volume_backend(&req.volume_id)?;
+            let export = backend.get_export(id.name.as_str()).await?;
+            let context = self
+                .context_for(backend, &export, &Params::default())
+                .await?;
+            Ok(csi::ControllerGetVolumeResponse {
+                volume: Some(convert::volume(&id, &export, context)),
+                status: Some(csi::controller_get_volume_response::VolumeStatus {
+                    published_node_ids: export
+                        .clients
+                        .iter()
+                        .map(|c| c.client_id.clone())
+                        .collect(),
+                    volume_condition: convert::healthy(),
+                }),
+            })
+        }
+        .await;
+        log_rpc_result("ControllerGetVolume", &req.volume_id, result).map(Response::new)
+    }
+
+    /// Not advertised: rwxnfs has no mutable volume parameters.
+    async fn controller_modify_volume(
+        &self,
+        request: Request<csi::ControllerModifyVolumeRequest>,
+    ) -> Rpc<csi::ControllerModifyVolumeResponse> {
+        let req = request.into_inner();
+        log_rpc_result(
+            "ControllerModifyVolume",
+            &req.volume_id,
+            Err(Status::unimplemented(
+                "ControllerModifyVolume is not supported: rwxnfs volumes have no mutable parameters",
+            )),
+        )
+    }
+}
+
+impl ControllerService {
+    async fn list_snapshots_inner(
+        &self,
+        req: &csi::ListSnapshotsRequest,
+    ) -> Result<csi::ListSnapshotsResponse, Status> {
+        if req.max_entries < 0 {
+            return Err(Status::invalid_argument("max_entries must not be negative"));
+        }
+        let empty = || {
+            Ok(csi::ListSnapshotsResponse {
+                entries: Vec::new(),
+                next_token: String::new(),
+            })
+        };
+        // Filters: a snapshot id or a source volume id pins the backend; one that cannot be
+        // ours matches nothing.
+        let mut name_filter = String::new();
+        let mut source_filter = String::new();
+        let mut only_backend: Option<Name> = None;
+        if !req.snapshot_id.is_empty() {
+            let Ok(id) = req.snapshot_id.parse::<SnapshotId>() else {
+                return empty();
+            };
+            name_filter = id.name.to_string();
+            only_backend = Some(id.backend);
+        }
+        if !req.source_volume_id.is_empty() {
+            let Ok(id) = req.source_volume_id.parse::<VolumeId>() else {
+                return empty();
+            };
+            if only_backend.as_ref().is_some_and(|b| *b != id.backend) {
+                return empty();
+            }
+            source_filter = id.name.to_string();
+            only_backend = Some(id.backend);
+        }
+        let (mut index, mut token) =
+            convert::parse_page_token(&req.starting_token, self.order.len())?;
+        let mut entries = Vec::new();
+        let mut next_token = String::new();
+        while index < self.order.len() {
+            let backend = &self.backends[&self.order[index]];
+            if only_backend.as_ref().is_some_and(|b| b != backend.name()) {
+                index += 1;
+                token.clear();
+                continue;
+            }
+            let room = if req.max_entries == 0 {
+                0
+            } else {
+                req.max_entries - entries.len() as i32
+            };
+            let (snapshots, next) = backend
+                .list_snapshots(room, &token, &name_filter, &source_filter)
+                .await?;
+            for s in &snapshots {
+                entries.push(csi::list_snapshots_response::Entry {
+                    snapshot: Some(convert::snapshot(backend.name(), s)?),
+                });
+            }
+            if !next.is_empty() {
+                next_token = convert::page_token(index, &next);
+                break;
+            }
+            index += 1;
+            token.clear();
+            if req.max_entries > 0 && entries.len() as i32 >= req.max_entries {
+                if index < self.order.len() && only_backend.is_none() {
+                    next_token = convert::page_token(index, "");
+                }
+                break;
+            }
+        }
+        Ok(csi::ListSnapshotsResponse {
+            entries,
+            next_token,
+        })
+    }
+}

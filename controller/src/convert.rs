@@ -1,0 +1,234 @@
+//! Translating between the agent's model and CSI messages, and the checks on CSI inputs that
+//! do not depend on any backend.
+
+use std::collections::HashMap;
+
+use rwxnfs_model::{Name, Params, SnapshotId, VolumeId};
+use rwxnfs_proto::{
+    agent as pb,
+    csi::{
+        self, Snapshot, Volume, VolumeCapability, VolumeCondition, volume_capability,
+        volume_capability::access_mode::Mode,
+    },
+};
+use tonic::Status;
+
+/// Keys of the volume context the node plugin reads.
+pub const CTX_SERVER: &str = "server";
+pub const CTX_SHARE: &str = "share";
+pub const CTX_NFS_VERSION: &str = "nfsVersion";
+pub const CTX_MOUNT_OPTIONS: &str = "mountOptions";
+
+/// Why a capability is not supported, or None when it is.
+pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
+    match &cap.access_type {
+        Some(volume_capability::AccessType::Mount(mount)) => {
+            if !matches!(mount.fs_type.as_str(), "" | "nfs" | "nfs4") {
+                return Some(format!(
+                    "fs_type {:?} is not supported: rwxnfs volumes are NFS (leave fs_type empty)",
+                    mount.fs_type
+                ));
+            }
+        }
+        Some(volume_capability::AccessType::Block(_)) => {
+            return Some(
+                "block access is not supported: rwxnfs volumes are NFS filesystems".into(),
+            );
+        }
+        None => return Some("the capability has no access type (mount or block)".into()),
+    }
+    match cap.access_mode.as_ref().map(|m| Mode::try_from(m.mode)) {
+        Some(Ok(Mode::Unknown)) | Some(Err(_)) | None => {
+            Some("the capability has no known access mode".into())
+        }
+        Some(Ok(_)) => None,
+    }
+}
+
+/// Checks every capability of a request; INVALID_ARGUMENT naming the first bad one.
+pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
+    match caps.iter().find_map(unsupported) {
+        Some(why) => Err(Status::invalid_argument(why)),
+        None => Ok(()),
+    }
+}
+
+/// Whether a capability only reads.
+pub fn read_only_mode(cap: &VolumeCapability) -> bool {
+    matches!(
+        cap.access_mode.as_ref().map(|m| Mode::try_from(m.mode)),
+        Some(Ok(Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly))
+    )
+}
+
+/// Parses a volume id; anything garbled is NOT_FOUND (it cannot name a volume of ours).
+pub fn volume_id(raw: &str) -> Result<VolumeId, Status> {
+    raw.parse::<VolumeId>()
+        .map_err(|e| Status::not_found(format!("volume {raw:?} does not exist: {e}")))
+}
+
+pub fn snapshot_id(raw: &str) -> Result<SnapshotId, Status> {
+    raw.parse::<SnapshotId>()
+        .map_err(|e| Status::not_found(format!("snapshot {raw:?} does not exist: {e}")))
+}
+
+/// The volume context: everything the node needs to mount it.
+pub fn volume_context(
+    server: &str,
+    export: &pb::Export,
+    params: &Params,
+) -> HashMap<String, String> {
+    let mut ctx = HashMap::from([
+        (CTX_SERVER.to_owned(), server.to_owned()),
+        (CTX_SHARE.to_owned(), export.pseudo_path.clone()),
+        (CTX_NFS_VERSION.to_owned(), params.nfs_version.to_string()),
+    ]);
+    if !params.mount_options.is_empty() {
+        ctx.insert(CTX_MOUNT_OPTIONS.to_owned(), params.mount_options.join(","));
+    }
+    ctx
+}
+
+pub fn volume(id: &VolumeId, export: &pb::Export, context: HashMap<String, String>) -> Volume {
+    Volume {
+        capacity_bytes: export.capacity_bytes,
+        volume_id: id.to_string(),
+        volume_context: context,
+        content_source: None,
+        accessible_topology: Vec::new(),
+    }
+}
+
+pub fn healthy() -> Option<VolumeCondition> {
+    Some(VolumeCondition {
+        abnormal: false,
+        message: String::new(),
+    })
+}
+
+pub fn snapshot(backend: &Name, s: &pb::Snapshot) -> Result<Snapshot, Status> {
+    let name =
+        Name::parse(&s.name).map_err(|e| Status::internal(format!("agent snapshot name: {e}")))?;
+    let source = Name::parse(&s.source_export)
+        .map_err(|e| Status::internal(format!("agent snapshot source: {e}")))?;
+    Ok(Snapshot {
+        size_bytes: s.size_bytes,
+        snapshot_id: SnapshotId::new(backend.clone(), name).to_string(),
+        source_volume_id: VolumeId::new(backend.clone(), source).to_string(),
+        creation_time: s.created,
+        ready_to_use: s.ready_to_use,
+        group_snapshot_id: String::new(),
+    })
+}
+
+/// Agent options from StorageClass parameters.
+pub fn export_options(params: &Params) -> pb::ExportOptions {
+    use rwxnfs_model::params::{OnDeleteParam, SquashParam};
+    pb::ExportOptions {
+        squash: match params.squash {
+            None => pb::Squash::Unspecified,
+            Some(SquashParam::None) => pb::Squash::None,
+            Some(SquashParam::Root) => pb::Squash::Root,
+            Some(SquashParam::All) => pb::Squash::All,
+        } as i32,
+        uid: params.uid,
+        gid: params.gid,
+        mode: params.mode,
+        allowed_clients: params
+            .allowed_clients
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        on_delete: match params.on_delete {
+            None => pb::DeletePolicy::Unspecified,
+            Some(OnDeleteParam::Delete) => pb::DeletePolicy::Delete,
+            Some(OnDeleteParam::Retain) => pb::DeletePolicy::Retain,
+            Some(OnDeleteParam::Archive) => pb::DeletePolicy::Archive,
+        } as i32,
+    }
+}
+
+/// Paging across backends: `<backend index>/<that backend's token>`.
+pub fn parse_page_token(token: &str, backends: usize) -> Result<(usize, String), Status> {
+    if token.is_empty() {
+        return Ok((0, String::new()));
+    }
+    token
+        .split_once('/')
+        .and_then(|(i, rest)| i.parse::<usize>().ok().map(|i| (i, rest.to_owned())))
+        .filter(|(i, _)| *i < backends)
+        .ok_or_else(|| {
+            Status::aborted(format!(
+                "starting_token {token:?} was not issued by this controller"
+            ))
+        })
+}
+
+pub fn page_token(index: usize, backend_token: &str) -> String {
+    format!("{index}/{backend_token}")
+}
+
+/// Echoes a CreateVolume content source in the response, as the spec asks.
+pub fn content_source(
+    source: &Option<csi::VolumeContentSource>,
+) -> Option<csi::VolumeContentSource> {
+    source.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rwxnfs_proto::csi::volume_capability::{AccessMode, BlockVolume, MountVolume};
+
+    fn cap(access: volume_capability::AccessType, mode: Mode) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(access),
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    fn mount(fs: &str) -> volume_capability::AccessType {
+        volume_capability::AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn mount_capabilities_of_every_mode_are_supported() {
+        for mode in [
+            Mode::SingleNodeWriter,
+            Mode::SingleNodeReaderOnly,
+            Mode::MultiNodeReaderOnly,
+            Mode::MultiNodeSingleWriter,
+            Mode::MultiNodeMultiWriter,
+            Mode::SingleNodeSingleWriter,
+            Mode::SingleNodeMultiWriter,
+        ] {
+            assert_eq!(unsupported(&cap(mount(""), mode)), None, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn block_and_foreign_filesystems_are_not() {
+        let block = volume_capability::AccessType::Block(BlockVolume {});
+        assert!(unsupported(&cap(block, Mode::SingleNodeWriter)).is_some());
+        assert!(unsupported(&cap(mount("ext4"), Mode::SingleNodeWriter)).is_some());
+        assert!(unsupported(&cap(mount(""), Mode::Unknown)).is_some());
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_aborts() {
+        assert_eq!(
+            parse_page_token(&page_token(1, "after:x"), 2).unwrap(),
+            (1, "after:x".into())
+        );
+        assert_eq!(parse_page_token("", 2).unwrap(), (0, String::new()));
+        for bad in ["x", "5/after:a", "after:a"] {
+            assert_eq!(
+                parse_page_token(bad, 2).unwrap_err().code(),
+                tonic::Code::Aborted
+            );
+        }
+    }
+}
