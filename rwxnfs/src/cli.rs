@@ -82,6 +82,14 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "unix:///csi/csi.sock", env = "CSI_ENDPOINT")]
     pub endpoint: Endpoint,
 
+    /// The controller's configuration file: backends and, outside a cluster, node addresses.
+    #[arg(
+        long,
+        default_value = "/etc/rwxnfs/controller.yaml",
+        env = "RWXNFS_CONTROLLER_CONFIG"
+    )]
+    pub config: PathBuf,
+
     #[command(flatten)]
     pub csi: CsiArgs,
 }

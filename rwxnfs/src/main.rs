@@ -1,6 +1,7 @@
 //! `rwxnfs`: one binary for every rwxnfs component.
 
 mod cli;
+mod controller;
 mod dev;
 mod node;
 
@@ -35,7 +36,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Dev(args) => dev::run(args).await,
-            Command::Controller(_) => not_implemented("controller", "the CSI controller plugin"),
+            Command::Controller(args) => controller::run(args).await,
             Command::Agent(_) => not_implemented("agent", "the export agent"),
             Command::Doctor(_) => {
                 not_implemented("doctor", "the mesh and NFS configuration checker")

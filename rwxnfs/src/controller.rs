@@ -1,0 +1,86 @@
+//! `rwxnfs controller`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rwxnfs_controller::{AgentBackend, Backend, ControllerConfig, ControllerService, StaticNodes};
+use rwxnfs_model::DriverName;
+use rwxnfs_proto::csi::plugin_capability;
+use rwxnfs_server::{
+    IdentityService, Readiness,
+    identity::{controller_service, expansion_capability},
+};
+
+use crate::cli::{ControllerArgs, CsiArgs};
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let config = ControllerConfig::load(&args.config)?;
+    let router = router(&config, &args.csi)?;
+    rwxnfs_server::serve(
+        router,
+        &args.endpoint,
+        rwxnfs_server::termination_signal(),
+        args.csi.shutdown_grace,
+        || {},
+    )
+    .await?;
+    Ok(())
+}
+
+/// Ready while at least one backend's agent answers and is ready; each one that is not is
+/// named in the reason.
+struct BackendsReady(Vec<Arc<dyn Backend>>);
+
+#[tonic::async_trait]
+impl Readiness for BackendsReady {
+    async fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for backend in &self.0 {
+            match backend.probe().await {
+                Ok(p) if p.ready => {}
+                Ok(p) => problems.push(format!("backend {}: {}", backend.name(), p.reason)),
+                Err(s) => problems.push(format!("backend {}: {}", backend.name(), s.message())),
+            }
+        }
+        if problems.len() < self.0.len() {
+            if !problems.is_empty() {
+                tracing::warn!(
+                    problems = problems.join("; "),
+                    "some backends are not ready"
+                );
+            }
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// The controller endpoint's services: Identity, Controller and reflection.
+pub fn router(
+    config: &ControllerConfig,
+    csi: &CsiArgs,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let name = DriverName::parse(&csi.driver_name)?;
+    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
+    for backend in &config.backends {
+        backends.push(Arc::new(AgentBackend::new(backend)?));
+    }
+    let controller = ControllerService::new(
+        backends.clone(),
+        Arc::new(StaticNodes(config.nodes.clone())),
+    );
+    let identity = IdentityService::new(
+        name,
+        crate::version(),
+        vec![
+            controller_service(),
+            expansion_capability(plugin_capability::volume_expansion::Type::Online),
+        ],
+        Arc::new(BackendsReady(backends)),
+    );
+    Ok(rwxnfs_server::builder()
+        .add_service(identity.into_server())
+        .add_service(controller.into_server())
+        .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
+}
