@@ -29,6 +29,7 @@ pub enum Need {
 
 pub struct Ctx {
     pub config: Config,
+    pub(crate) resources: crate::resources::Resources,
     node: Channel,
     controller: Channel,
     /// Services the controller endpoint advertises, or why that could not be learned.
@@ -56,6 +57,7 @@ impl Ctx {
         };
         let mut ctx = Self {
             config,
+            resources: Default::default(),
             node,
             controller,
             plugin_services: Err("not asked yet".into()),

@@ -2,6 +2,11 @@
 
 use rwxnfs_proto::csi::{ControllerGetCapabilitiesRequest, controller_service_capability};
 
+mod expand;
+mod list;
+mod publish;
+mod volumes;
+
 use crate::{
     context::{ControllerCap as C, Ctx, Need},
     specs::{Check::NotWritten, Spec, check, spec},
@@ -35,56 +40,56 @@ pub fn specs() -> Vec<Spec> {
         spec(
             cs!("ControllerPublishVolume should fail when no node id is provided"),
             &[SERVICE, PUBLISH],
-            NotWritten,
+            check!(publish::no_node_id),
         ),
         spec(
             cs!("ControllerPublishVolume should fail when no volume capability is provided"),
             &[SERVICE, PUBLISH],
-            NotWritten,
+            check!(publish::no_capability),
         ),
         spec(
             cs!("ControllerPublishVolume should fail when no volume id is provided"),
             &[SERVICE, PUBLISH],
-            NotWritten,
+            check!(publish::no_volume_id),
         ),
         spec(
             cs!(
                 "ControllerPublishVolume should fail when publishing more volumes than the node max attach limit"
             ),
             &[SERVICE, CREATE, PUBLISH],
-            NotWritten,
+            check!(publish::max_attach_limit),
         ),
         spec(
             cs!("ControllerPublishVolume should fail when the node does not exist"),
             &[SERVICE, CREATE, PUBLISH],
-            NotWritten,
+            check!(publish::node_does_not_exist),
         ),
         spec(
             cs!("ControllerPublishVolume should fail when the volume does not exist"),
             &[SERVICE, PUBLISH],
-            NotWritten,
+            check!(publish::volume_does_not_exist),
         ),
         spec(
             cs!(
                 "ControllerPublishVolume should fail when the volume is already published but is incompatible"
             ),
             &[SERVICE, CREATE, PUBLISH],
-            NotWritten,
+            check!(publish::incompatible_republish),
         ),
         spec(
             cs!("ControllerUnpublishVolume should fail when no volume id is provided"),
             &[SERVICE, PUBLISH],
-            NotWritten,
+            check!(publish::unpublish_no_volume_id),
         ),
         spec(
             cs!("CreateVolume should create volume from an existing source snapshot"),
             &[SERVICE, CREATE, SNAPSHOT],
-            NotWritten,
+            check!(volumes::from_snapshot),
         ),
         spec(
             cs!("CreateVolume should create volume from an existing source volume"),
             &[SERVICE, CREATE, CLONE],
-            NotWritten,
+            check!(volumes::from_volume),
         ),
         spec(
             cs!("CreateVolume should create volume with a volume attribute class"),
@@ -94,29 +99,29 @@ pub fn specs() -> Vec<Spec> {
         spec(
             cs!("CreateVolume should fail when no name is provided"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::no_name),
         ),
         spec(
             cs!("CreateVolume should fail when no volume capabilities are provided"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::no_capabilities),
         ),
         spec(
             cs!(
                 "CreateVolume should fail when requesting to create a volume with already existing name and different capacity"
             ),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::same_name_different_capacity),
         ),
         spec(
             cs!("CreateVolume should fail when the volume source snapshot is not found"),
             &[SERVICE, CREATE, SNAPSHOT],
-            NotWritten,
+            check!(volumes::source_snapshot_not_found),
         ),
         spec(
             cs!("CreateVolume should fail when the volume source volume is not found"),
             &[SERVICE, CREATE, CLONE],
-            NotWritten,
+            check!(volumes::source_volume_not_found),
         ),
         spec(
             cs!("CreateVolume should not create volume with an invalid volume attribute class"),
@@ -126,115 +131,115 @@ pub fn specs() -> Vec<Spec> {
         spec(
             cs!("CreateVolume should not fail when creating volume with maximum-length name"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::maximum_length_name),
         ),
         spec(
             cs!(
                 "CreateVolume should not fail when requesting to create a volume with already existing name and same capacity"
             ),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::same_name_same_capacity),
         ),
         spec(
             cs!("CreateVolume should return appropriate values SingleNodeWriter NoCapacity"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::no_capacity),
         ),
         spec(
             cs!("CreateVolume should return appropriate values SingleNodeWriter WithCapacity 1Gi"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::with_capacity),
         ),
         spec(
             cs!("DeleteVolume should fail when no volume id is provided"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::delete_no_id),
         ),
         spec(
             cs!("DeleteVolume should return appropriate values (no optional values added)"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::delete_works),
         ),
         spec(
             cs!("DeleteVolume should succeed when an invalid volume id is used"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::delete_invalid_id),
         ),
         spec(
             cs!("GetCapacity should return capacity (no optional values added)"),
             &[SERVICE, CAPACITY],
-            NotWritten,
+            check!(volumes::capacity),
         ),
         spec(
             cs!(
                 "ListVolumes check the presence of new volumes and absence of deleted ones in the volume list"
             ),
             &[SERVICE, CREATE, LIST],
-            NotWritten,
+            check!(list::presence_and_absence),
         ),
         spec(
             cs!(
                 "ListVolumes pagination should detect volumes added between pages and accept tokens when the last volume from a page is deleted"
             ),
             &[SERVICE, CREATE, LIST],
-            NotWritten,
+            check!(list::pagination),
         ),
         spec(
             cs!("ListVolumes should fail when an invalid starting_token is passed"),
             &[SERVICE, LIST],
-            NotWritten,
+            check!(list::invalid_token),
         ),
         spec(
             cs!("ListVolumes should return appropriate values (no optional values added)"),
             &[SERVICE, LIST],
-            NotWritten,
+            check!(list::appropriate_values),
         ),
         spec(
             cs!("ValidateVolumeCapabilities should fail when no volume capabilities are provided"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::validate_no_capabilities),
         ),
         spec(
             cs!("ValidateVolumeCapabilities should fail when no volume id is provided"),
             &[SERVICE],
-            NotWritten,
+            check!(volumes::validate_no_id),
         ),
         spec(
             cs!("ValidateVolumeCapabilities should fail when the requested volume does not exist"),
             &[SERVICE],
-            NotWritten,
+            check!(volumes::validate_missing_volume),
         ),
         spec(
             cs!(
                 "ValidateVolumeCapabilities should return appropriate values (no optional values added)"
             ),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(volumes::validate_works),
         ),
         spec(
             cs!("volume lifecycle should be idempotent"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(publish::lifecycle_idempotent),
         ),
         spec(
             cs!("volume lifecycle should work"),
             &[SERVICE, CREATE],
-            NotWritten,
+            check!(publish::lifecycle_works),
         ),
         spec(
             "ExpandVolume [Controller Server] should fail if no capacity range is given",
             &[SERVICE, EXPAND],
-            NotWritten,
+            check!(expand::no_capacity_range),
         ),
         spec(
             "ExpandVolume [Controller Server] should fail if no volume id is given",
             &[SERVICE, EXPAND],
-            NotWritten,
+            check!(expand::no_volume_id),
         ),
         spec(
             "ExpandVolume [Controller Server] should work",
             &[SERVICE, CREATE, EXPAND],
-            NotWritten,
+            check!(expand::works),
         ),
         spec(
             "ModifyVolume [Controller Server] should fail if no volume id is given",

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod context;
 pub mod report;
+pub mod resources;
 pub mod specs;
 pub mod verdict;
 

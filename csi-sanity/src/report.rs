@@ -74,6 +74,12 @@ pub async fn run_all(ctx: &Ctx, out: &mut dyn Write) -> Report {
                 }
             }
         };
+        // Whatever the outcome, leave nothing behind; a failed clean-up fails the spec.
+        let problems = ctx.clean_up().await;
+        let outcome = match (outcome, problems.is_empty()) {
+            (Outcome::Passed, false) => Outcome::Failed(problems.join("; ")),
+            (outcome, _) => outcome,
+        };
         let ms = started.elapsed().as_millis();
         let _ = match &outcome {
             Outcome::Passed => writeln!(out, "PASS  {} ({ms} ms)", spec.name),
