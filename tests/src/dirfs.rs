@@ -1,0 +1,113 @@
+//! A directory-backed stand-in for the export root, until the real filesystem layer is used
+//! here: quotas are remembered, not enforced.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use rwxnfs_agent::fs::{
+    CloneMethod, FsError, Ownership, QuotaKind, RelPath, Space, VolumeFs, round_up,
+};
+
+pub struct DirFs {
+    pub root: PathBuf,
+    pub limits: Mutex<std::collections::HashMap<PathBuf, u64>>,
+    pub fail_clone: Mutex<bool>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> FsError + '_ {
+    move |source| FsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to)?;
+        } else {
+            std::fs::copy(entry.path(), to)?;
+        }
+    }
+    Ok(())
+}
+
+impl VolumeFs for DirFs {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn quota_kind(&self) -> QuotaKind {
+        QuotaKind::Btrfs // pretend to enforce, so capacities are "real"
+    }
+    fn granularity(&self) -> u64 {
+        4096
+    }
+    fn space(&self) -> Result<Space, FsError> {
+        Ok(Space {
+            total: 1 << 40,
+            available: 1 << 39,
+        })
+    }
+    fn create_volume(&self, rel: &RelPath, _o: Ownership) -> Result<(), FsError> {
+        let path = self.absolute(rel);
+        std::fs::create_dir_all(&path).map_err(io(&path))
+    }
+    fn set_limit(&self, rel: &RelPath, _project: u32, bytes: u64) -> Result<u64, FsError> {
+        let enforced = round_up(bytes, 4096);
+        self.limits
+            .lock()
+            .expect("test filesystem")
+            .insert(rel.as_path().to_owned(), enforced);
+        Ok(enforced)
+    }
+    fn used_bytes(&self, _rel: &RelPath) -> Result<u64, FsError> {
+        Ok(0)
+    }
+    fn clone_tree(&self, src: &RelPath, dst: &RelPath) -> Result<CloneMethod, FsError> {
+        if *self.fail_clone.lock().expect("test filesystem") {
+            return Err(FsError::NoSpace("test says no".into()));
+        }
+        let (s, d) = (self.absolute(src), self.absolute(dst));
+        std::fs::create_dir_all(d.parent().expect("test filesystem")).map_err(io(&d))?;
+        copy_dir(&s, &d).map_err(io(&d))?;
+        Ok(CloneMethod::Copy)
+    }
+    fn trash(&self, rel: &RelPath) -> Result<(), FsError> {
+        let path = self.absolute(rel);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+    fn archive(&self, rel: &RelPath) -> Result<Option<PathBuf>, FsError> {
+        let from = self.absolute(rel);
+        let to = self
+            .root
+            .join("archive")
+            .join(rel.as_path().file_name().expect("test filesystem"));
+        std::fs::create_dir_all(to.parent().expect("test filesystem")).map_err(io(&to))?;
+        std::fs::rename(&from, &to).map_err(io(&from))?;
+        Ok(Some(to))
+    }
+    fn purge_trash(&self) -> Result<usize, FsError> {
+        Ok(0)
+    }
+    fn exists(&self, rel: &RelPath) -> Result<bool, FsError> {
+        Ok(self.absolute(rel).exists())
+    }
+}
+
+impl DirFs {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            limits: Default::default(),
+            fail_clone: Mutex::new(false),
+        }
+    }
+}
