@@ -190,16 +190,18 @@ impl Endpoint {
             }
             Self::Unix(path) => {
                 let path = path.clone();
-                Ok(tonic::transport::Endpoint::from_static("http://[::1]:50051")
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, io::Error>(TokioIo::new(stream))
-                        }
-                    })))
+                Ok(
+                    tonic::transport::Endpoint::from_static("http://[::1]:50051")
+                        .connect_timeout(timeout)
+                        .timeout(timeout)
+                        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                            let path = path.clone();
+                            async move {
+                                let stream = tokio::net::UnixStream::connect(path).await?;
+                                Ok::<_, io::Error>(TokioIo::new(stream))
+                            }
+                        })),
+                )
             }
         }
     }
