@@ -2,13 +2,13 @@
 //! Errors become gRPC codes in exactly one place ([`AgentError`]'s conversion) and every
 //! failed call is logged with its code and the object it concerned.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use rwxnfs_proto::agent::{
     self as pb, AccessMode, DeletePolicy,
     agent_server::{Agent, AgentServer},
 };
-use rwxnfs_server::logging::log_rpc_result;
+use rwxnfs_server::logging::finish_rpc;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -35,8 +35,18 @@ impl AgentService {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-fn respond<T>(rpc: &'static str, object: &str, result: Result<T, AgentError>) -> Rpc<T> {
-    log_rpc_result(rpc, object, result.map(Response::new).map_err(Status::from))
+fn respond<T>(
+    rpc: &'static str,
+    started: Instant,
+    object: &str,
+    result: Result<T, AgentError>,
+) -> Rpc<T> {
+    finish_rpc(
+        rpc,
+        started,
+        object,
+        result.map(Response::new).map_err(Status::from),
+    )
 }
 
 fn timestamp(unix_ms: u64) -> prost_types::Timestamp {
@@ -184,6 +194,7 @@ fn snapshot_to(s: &SnapshotRecord) -> pb::Snapshot {
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn probe(&self, _request: Request<pb::ProbeRequest>) -> Rpc<pb::ProbeResponse> {
+        let started = Instant::now();
         let agent = &self.agent;
         let fs = agent.fs().clone();
         let root_ok = blocking(move || fs.space()).await;
@@ -195,26 +206,32 @@ impl Agent for AgentService {
         if !reason.is_empty() {
             tracing::warn!(%reason, "Probe: not ready");
         }
-        Ok(Response::new(pb::ProbeResponse {
-            ready: reason.is_empty(),
-            reason,
-            nfs_server: agent.exporter().kind().to_owned(),
-            quota: agent.fs().quota_kind().as_str().to_owned(),
-            quota_enforced: agent.fs().quota_enforced(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            server_addresses: agent
-                .settings()
-                .server_addresses
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-        }))
+        finish_rpc(
+            "Probe",
+            started,
+            "",
+            Ok(Response::new(pb::ProbeResponse {
+                ready: reason.is_empty(),
+                reason,
+                nfs_server: agent.exporter().kind().to_owned(),
+                quota: agent.fs().quota_kind().as_str().to_owned(),
+                quota_enforced: agent.fs().quota_enforced(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                server_addresses: agent
+                    .settings()
+                    .server_addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            })),
+        )
     }
 
     async fn get_capacity(
         &self,
         _request: Request<pb::GetCapacityRequest>,
     ) -> Rpc<pb::GetCapacityResponse> {
+        let started = Instant::now();
         let fs = self.agent.fs().clone();
         let result = blocking(move || fs.space())
             .await
@@ -225,13 +242,14 @@ impl Agent for AgentService {
                 maximum_export_bytes: 0,
                 granularity_bytes: self.agent.fs().granularity() as i64,
             });
-        respond("GetCapacity", "", result)
+        respond("GetCapacity", started, "", result)
     }
 
     async fn create_export(
         &self,
         request: Request<pb::CreateExportRequest>,
     ) -> Rpc<pb::CreateExportResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let name = r.name.clone();
         let result = async {
@@ -248,13 +266,14 @@ impl Agent for AgentService {
             })
         }
         .await;
-        respond("CreateExport", &name, result)
+        respond("CreateExport", started, &name, result)
     }
 
     async fn delete_export(
         &self,
         request: Request<pb::DeleteExportRequest>,
     ) -> Rpc<pb::DeleteExportResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = async {
             let policy = policy_from(r.policy, "policy")?;
@@ -262,13 +281,14 @@ impl Agent for AgentService {
             Ok(pb::DeleteExportResponse {})
         }
         .await;
-        respond("DeleteExport", &r.name, result)
+        respond("DeleteExport", started, &r.name, result)
     }
 
     async fn expand_export(
         &self,
         request: Request<pb::ExpandExportRequest>,
     ) -> Rpc<pb::ExpandExportResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
@@ -277,13 +297,14 @@ impl Agent for AgentService {
             .map(|c| pb::ExpandExportResponse {
                 capacity_bytes: c as i64,
             });
-        respond("ExpandExport", &r.name, result)
+        respond("ExpandExport", started, &r.name, result)
     }
 
     async fn grant_access(
         &self,
         request: Request<pb::GrantAccessRequest>,
     ) -> Rpc<pb::GrantAccessResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let name = r.name.clone();
         let result = async {
@@ -302,26 +323,28 @@ impl Agent for AgentService {
             })
         }
         .await;
-        respond("GrantAccess", &name, result)
+        respond("GrantAccess", started, &name, result)
     }
 
     async fn revoke_access(
         &self,
         request: Request<pb::RevokeAccessRequest>,
     ) -> Rpc<pb::RevokeAccessResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
             .revoke_access(&r.name, &r.client_id)
             .await
             .map(|()| pb::RevokeAccessResponse {});
-        respond("RevokeAccess", &r.name, result)
+        respond("RevokeAccess", started, &r.name, result)
     }
 
     async fn get_export(
         &self,
         request: Request<pb::GetExportRequest>,
     ) -> Rpc<pb::GetExportResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
@@ -330,13 +353,14 @@ impl Agent for AgentService {
             .map(|record| pb::GetExportResponse {
                 export: Some(self.export_to(&record)),
             });
-        respond("GetExport", &r.name, result)
+        respond("GetExport", started, &r.name, result)
     }
 
     async fn list_exports(
         &self,
         request: Request<pb::ListExportsRequest>,
     ) -> Rpc<pb::ListExportsResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
@@ -346,13 +370,14 @@ impl Agent for AgentService {
                 exports: records.iter().map(|rec| self.export_to(rec)).collect(),
                 next_token,
             });
-        respond("ListExports", "", result)
+        respond("ListExports", started, "", result)
     }
 
     async fn create_snapshot(
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Rpc<pb::CreateSnapshotResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
@@ -361,26 +386,28 @@ impl Agent for AgentService {
             .map(|s| pb::CreateSnapshotResponse {
                 snapshot: Some(snapshot_to(&s)),
             });
-        respond("CreateSnapshot", &r.name, result)
+        respond("CreateSnapshot", started, &r.name, result)
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
     ) -> Rpc<pb::DeleteSnapshotResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
             .delete_snapshot(&r.name)
             .await
             .map(|()| pb::DeleteSnapshotResponse {});
-        respond("DeleteSnapshot", &r.name, result)
+        respond("DeleteSnapshot", started, &r.name, result)
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Rpc<pb::ListSnapshotsResponse> {
+        let started = Instant::now();
         let r = request.into_inner();
         let result = self
             .agent
@@ -390,13 +417,14 @@ impl Agent for AgentService {
                 snapshots: snapshots.iter().map(snapshot_to).collect(),
                 next_token,
             });
-        respond("ListSnapshots", &r.name, result)
+        respond("ListSnapshots", started, &r.name, result)
     }
 
     async fn reconcile(
         &self,
         _request: Request<pb::ReconcileRequest>,
     ) -> Rpc<pb::ReconcileResponse> {
+        let started = Instant::now();
         let result = self
             .agent
             .reconcile()
@@ -406,6 +434,6 @@ impl Agent for AgentService {
                 unknown: report.unknown,
                 repaired: report.repaired,
             });
-        respond("Reconcile", "", result)
+        respond("Reconcile", started, "", result)
     }
 }

@@ -110,12 +110,29 @@ impl AgentBackend {
         self.client.clone()
     }
 
-    /// Prefixes the agent's message with the backend's name; the code is kept.
-    fn context(&self, status: Status) -> Status {
-        Status::new(
-            status.code(),
-            format!("backend {}: {}", self.name, status.message()),
-        )
+    /// Makes one agent call: records its latency and outcome, and prefixes a failure's message
+    /// with the backend's name (the code is kept).
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        rwxnfs_server::metrics::record_outgoing("agent", method, code, started.elapsed());
+        result
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Status::new(s.code(), format!("backend {}: {}", self.name, s.message())))
+    }
+
+    /// An agent answer that must carry an object.
+    fn present<T>(&self, object: Option<T>, method: &str) -> Result<T, Status> {
+        object.ok_or_else(|| {
+            Status::internal(format!("backend {}: {method} returned nothing", self.name))
+        })
     }
 }
 
@@ -144,27 +161,23 @@ impl Backend for AgentBackend {
     }
 
     async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
-        let r = self.client().probe(pb::ProbeRequest {}).await;
-        r.map(|r| r.into_inner()).map_err(|s| self.context(s))
+        self.call("Probe", self.client().probe(pb::ProbeRequest {}))
+            .await
     }
 
     async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
-        let r = self.client().get_capacity(pb::GetCapacityRequest {}).await;
-        r.map(|r| r.into_inner()).map_err(|s| self.context(s))
+        self.call(
+            "GetCapacity",
+            self.client().get_capacity(pb::GetCapacityRequest {}),
+        )
+        .await
     }
 
     async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
         let r = self
-            .client()
-            .create_export(req)
-            .await
-            .map_err(|s| self.context(s))?;
-        r.into_inner().export.ok_or_else(|| {
-            Status::internal(format!(
-                "backend {}: CreateExport returned no export",
-                self.name
-            ))
-        })
+            .call("CreateExport", self.client().create_export(req))
+            .await?;
+        self.present(r.export, "CreateExport")
     }
 
     async fn delete_export(&self, name: &str) -> Result<(), Status> {
@@ -172,11 +185,9 @@ impl Backend for AgentBackend {
             name: name.to_owned(),
             policy: 0,
         };
-        self.client()
-            .delete_export(req)
+        self.call("DeleteExport", self.client().delete_export(req))
             .await
             .map(|_| ())
-            .map_err(|s| self.context(s))
     }
 
     async fn expand_export(&self, name: &str, required: i64, limit: i64) -> Result<i64, Status> {
@@ -186,11 +197,9 @@ impl Backend for AgentBackend {
             limit_bytes: limit,
         };
         let r = self
-            .client()
-            .expand_export(req)
-            .await
-            .map_err(|s| self.context(s))?;
-        Ok(r.into_inner().capacity_bytes)
+            .call("ExpandExport", self.client().expand_export(req))
+            .await?;
+        Ok(r.capacity_bytes)
     }
 
     async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status> {
@@ -199,16 +208,9 @@ impl Backend for AgentBackend {
             client: Some(client),
         };
         let r = self
-            .client()
-            .grant_access(req)
-            .await
-            .map_err(|s| self.context(s))?;
-        r.into_inner().export.ok_or_else(|| {
-            Status::internal(format!(
-                "backend {}: GrantAccess returned no export",
-                self.name
-            ))
-        })
+            .call("GrantAccess", self.client().grant_access(req))
+            .await?;
+        self.present(r.export, "GrantAccess")
     }
 
     async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status> {
@@ -216,11 +218,9 @@ impl Backend for AgentBackend {
             name: name.to_owned(),
             client_id: client_id.to_owned(),
         };
-        self.client()
-            .revoke_access(req)
+        self.call("RevokeAccess", self.client().revoke_access(req))
             .await
             .map(|_| ())
-            .map_err(|s| self.context(s))
     }
 
     async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
@@ -228,16 +228,9 @@ impl Backend for AgentBackend {
             name: name.to_owned(),
         };
         let r = self
-            .client()
-            .get_export(req)
-            .await
-            .map_err(|s| self.context(s))?;
-        r.into_inner().export.ok_or_else(|| {
-            Status::internal(format!(
-                "backend {}: GetExport returned no export",
-                self.name
-            ))
-        })
+            .call("GetExport", self.client().get_export(req))
+            .await?;
+        self.present(r.export, "GetExport")
     }
 
     async fn list_exports(
@@ -250,11 +243,8 @@ impl Backend for AgentBackend {
             starting_token: token.to_owned(),
         };
         let r = self
-            .client()
-            .list_exports(req)
-            .await
-            .map_err(|s| self.context(s))?
-            .into_inner();
+            .call("ListExports", self.client().list_exports(req))
+            .await?;
         Ok((r.exports, r.next_token))
     }
 
@@ -264,27 +254,18 @@ impl Backend for AgentBackend {
             source_export: source.to_owned(),
         };
         let r = self
-            .client()
-            .create_snapshot(req)
-            .await
-            .map_err(|s| self.context(s))?;
-        r.into_inner().snapshot.ok_or_else(|| {
-            Status::internal(format!(
-                "backend {}: CreateSnapshot returned no snapshot",
-                self.name
-            ))
-        })
+            .call("CreateSnapshot", self.client().create_snapshot(req))
+            .await?;
+        self.present(r.snapshot, "CreateSnapshot")
     }
 
     async fn delete_snapshot(&self, name: &str) -> Result<(), Status> {
         let req = pb::DeleteSnapshotRequest {
             name: name.to_owned(),
         };
-        self.client()
-            .delete_snapshot(req)
+        self.call("DeleteSnapshot", self.client().delete_snapshot(req))
             .await
             .map(|_| ())
-            .map_err(|s| self.context(s))
     }
 
     async fn list_snapshots(
@@ -301,11 +282,8 @@ impl Backend for AgentBackend {
             source_export: source.to_owned(),
         };
         let r = self
-            .client()
-            .list_snapshots(req)
-            .await
-            .map_err(|s| self.context(s))?
-            .into_inner();
+            .call("ListSnapshots", self.client().list_snapshots(req))
+            .await?;
         Ok((r.snapshots, r.next_token))
     }
 }

@@ -1,6 +1,6 @@
 //! The CSI Controller service. Each RPC reads validate → lock → delegate to a backend.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use rwxnfs_model::{Name, Params, SnapshotId, VolumeId};
 use rwxnfs_proto::{
@@ -12,7 +12,7 @@ use rwxnfs_proto::{
         volume_content_source,
     },
 };
-use rwxnfs_server::logging::log_rpc_result;
+use rwxnfs_server::logging::finish_rpc;
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
@@ -199,6 +199,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateVolumeRequest>,
     ) -> Rpc<csi::CreateVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.name.is_empty() {
@@ -235,7 +236,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("CreateVolume", &req.name, result).map(Response::new)
+        finish_rpc("CreateVolume", started, &req.name, result).map(Response::new)
     }
 
     /// Deleting a volume that does not exist (or an id that cannot be ours) succeeds.
@@ -243,6 +244,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::DeleteVolumeRequest>,
     ) -> Rpc<csi::DeleteVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.volume_id.is_empty() {
@@ -257,7 +259,7 @@ impl Controller for ControllerService {
             Ok(csi::DeleteVolumeResponse {})
         }
         .await;
-        log_rpc_result("DeleteVolume", &req.volume_id, result).map(Response::new)
+        finish_rpc("DeleteVolume", started, &req.volume_id, result).map(Response::new)
     }
 
     /// Grants the node's addresses access to the export (read-only when asked).
@@ -265,6 +267,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Rpc<csi::ControllerPublishVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.volume_id.is_empty() {
@@ -297,7 +300,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("ControllerPublishVolume", &req.volume_id, result).map(Response::new)
+        finish_rpc("ControllerPublishVolume", started, &req.volume_id, result).map(Response::new)
     }
 
     /// Revokes the node's access; without a node id, every node's. Already gone: success.
@@ -305,6 +308,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Rpc<csi::ControllerUnpublishVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.volume_id.is_empty() {
@@ -329,13 +333,14 @@ impl Controller for ControllerService {
             Ok(csi::ControllerUnpublishVolumeResponse {})
         }
         .await;
-        log_rpc_result("ControllerUnpublishVolume", &req.volume_id, result).map(Response::new)
+        finish_rpc("ControllerUnpublishVolume", started, &req.volume_id, result).map(Response::new)
     }
 
     async fn validate_volume_capabilities(
         &self,
         request: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Rpc<csi::ValidateVolumeCapabilitiesResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.volume_id.is_empty() {
@@ -367,7 +372,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("ValidateVolumeCapabilities", &req.volume_id, result).map(Response::new)
+        finish_rpc(
+            "ValidateVolumeCapabilities",
+            started,
+            &req.volume_id,
+            result,
+        )
+        .map(Response::new)
     }
 
     /// Pages through every backend in configuration order; tokens stay valid while volumes
@@ -376,6 +387,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ListVolumesRequest>,
     ) -> Rpc<csi::ListVolumesResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.max_entries < 0 {
@@ -431,13 +443,14 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("ListVolumes", "", result).map(Response::new)
+        finish_rpc("ListVolumes", started, "", result).map(Response::new)
     }
 
     async fn get_capacity(
         &self,
         request: Request<csi::GetCapacityRequest>,
     ) -> Rpc<csi::GetCapacityResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             check_capabilities(&req.volume_capabilities)?;
@@ -458,7 +471,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("GetCapacity", "", result).map(Response::new)
+        finish_rpc("GetCapacity", started, "", result).map(Response::new)
     }
 
     async fn controller_get_capabilities(
@@ -486,6 +499,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateSnapshotRequest>,
     ) -> Rpc<csi::CreateSnapshotResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.name.is_empty() {
@@ -507,13 +521,14 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("CreateSnapshot", &req.name, result).map(Response::new)
+        finish_rpc("CreateSnapshot", started, &req.name, result).map(Response::new)
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<csi::DeleteSnapshotRequest>,
     ) -> Rpc<csi::DeleteSnapshotResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.snapshot_id.is_empty() {
@@ -530,22 +545,24 @@ impl Controller for ControllerService {
             Ok(csi::DeleteSnapshotResponse {})
         }
         .await;
-        log_rpc_result("DeleteSnapshot", &req.snapshot_id, result).map(Response::new)
+        finish_rpc("DeleteSnapshot", started, &req.snapshot_id, result).map(Response::new)
     }
 
     async fn list_snapshots(
         &self,
         request: Request<csi::ListSnapshotsRequest>,
     ) -> Rpc<csi::ListSnapshotsResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = self.list_snapshots_inner(&req).await;
-        log_rpc_result("ListSnapshots", &req.snapshot_id, result).map(Response::new)
+        finish_rpc("ListSnapshots", started, &req.snapshot_id, result).map(Response::new)
     }
 
     async fn get_snapshot(
         &self,
         request: Request<csi::GetSnapshotRequest>,
     ) -> Rpc<csi::GetSnapshotResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.snapshot_id.is_empty() {
@@ -567,7 +584,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("GetSnapshot", &req.snapshot_id, result).map(Response::new)
+        finish_rpc("GetSnapshot", started, &req.snapshot_id, result).map(Response::new)
     }
 
     /// Online expansion: the quota grows at once; no node-side step is needed.
@@ -575,6 +592,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Rpc<csi::ControllerExpandVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.volume_id.is_empty() {
@@ -599,13 +617,14 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("ControllerExpandVolume", &req.volume_id, result).map(Response::new)
+        finish_rpc("ControllerExpandVolume", started, &req.volume_id, result).map(Response::new)
     }
 
     async fn controller_get_volume(
         &self,
         request: Request<csi::ControllerGetVolumeRequest>,
     ) -> Rpc<csi::ControllerGetVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.volume_id.is_empty() {
@@ -629,7 +648,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        log_rpc_result("ControllerGetVolume", &req.volume_id, result).map(Response::new)
+        finish_rpc("ControllerGetVolume", started, &req.volume_id, result).map(Response::new)
     }
 
     /// Not advertised: rwxnfs has no mutable volume parameters.
@@ -637,9 +656,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Rpc<csi::ControllerModifyVolumeResponse> {
+        let started = Instant::now();
         let req = request.into_inner();
-        log_rpc_result(
+        finish_rpc(
             "ControllerModifyVolume",
+            started,
             &req.volume_id,
             Err(Status::unimplemented(
                 "ControllerModifyVolume is not supported: rwxnfs volumes have no mutable parameters",

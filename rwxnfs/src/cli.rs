@@ -60,6 +60,27 @@ pub struct CsiArgs {
     /// 500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 0.0.0.0:9809.
+    #[arg(long, env = "RWXNFS_METRICS_ADDRESS")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl CsiArgs {
+    /// Starts the metrics endpoint, when one is configured; it stops on SIGTERM/SIGINT.
+    pub async fn start_metrics(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.metrics_address {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!(%addr, "serving metrics on /metrics");
+            tokio::spawn(rwxnfs_server::metrics::serve(
+                listener,
+                rwxnfs_server::termination_signal(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]

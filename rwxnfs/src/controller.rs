@@ -16,6 +16,7 @@ use crate::cli::{ControllerArgs, CsiArgs};
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = ControllerConfig::load(&args.config)?;
     let router = router(&config, &args.csi)?;
+    args.csi.start_metrics().await?;
     rwxnfs_server::serve(
         router,
         &args.endpoint,

@@ -11,6 +11,7 @@ use crate::cli::{CsiArgs, NodeArgs};
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let router = router(&args.node_id, &args.csi)?;
+    args.csi.start_metrics().await?;
     rwxnfs_server::serve(
         router,
         &args.endpoint,

@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 
 pub use endpoint::{Endpoint, EndpointError};

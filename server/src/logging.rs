@@ -72,3 +72,15 @@ pub fn log_rpc_result<T>(
     }
     result
 }
+
+/// Ends an RPC: records it in the metrics (method, code, duration) and logs it if it failed.
+pub fn finish_rpc<T>(
+    rpc: &'static str,
+    started: std::time::Instant,
+    object_id: &str,
+    result: Result<T, Status>,
+) -> Result<T, Status> {
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    crate::metrics::record_rpc(rpc, code, started.elapsed());
+    log_rpc_result(rpc, object_id, result)
+}
