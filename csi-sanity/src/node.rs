@@ -2,6 +2,8 @@
 
 use rwxnfs_proto::csi::{NodeGetCapabilitiesRequest, NodeGetInfoRequest, node_service_capability};
 
+mod checks;
+
 use crate::{
     context::{Ctx, Need, NodeCap as N},
     specs::{Check::NotWritten, Spec, check, spec},
@@ -47,85 +49,89 @@ pub fn specs() -> Vec<Spec> {
         spec(
             "Node Service NodeGetVolumeStats should fail when no volume id is provided",
             &[STATS],
-            NotWritten,
+            check!(checks::stats_no_volume_id),
         ),
         spec(
             "Node Service NodeGetVolumeStats should fail when no volume path is provided",
             &[STATS],
-            NotWritten,
+            check!(checks::stats_no_path),
         ),
         spec(
             "Node Service NodeGetVolumeStats should fail when volume does not exist on the specified path",
             &[STATS],
-            NotWritten,
+            check!(checks::stats_wrong_path),
         ),
         spec(
             "Node Service NodeGetVolumeStats should fail when volume is not found",
             &[STATS],
-            NotWritten,
+            check!(checks::stats_volume_not_found),
         ),
         spec(
             "Node Service NodePublishVolume should fail when no target path is provided",
             &[],
-            NotWritten,
+            check!(checks::publish_no_target),
         ),
         spec(
             "Node Service NodePublishVolume should fail when no volume capability is provided",
             &[],
-            NotWritten,
+            check!(checks::publish_no_capability),
         ),
         spec(
             "Node Service NodePublishVolume should fail when no volume id is provided",
             &[],
-            NotWritten,
+            check!(checks::publish_no_volume_id),
         ),
         spec(
             "Node Service NodePublishVolume with single node multi writer capability should fail when volume with single node single writer access mode is already mounted at a different target path",
             &[MULTI_WRITER],
-            NotWritten,
+            check!(checks::single_writer_second_target),
         ),
         spec(
             "Node Service NodeStageVolume should fail when no staging target path is provided",
             &[Need::Node(N::StageUnstageVolume)],
-            NotWritten,
+            check!(checks::stage_no_path),
         ),
         spec(
             "Node Service NodeStageVolume should fail when no volume capability is provided",
             &[Need::Node(N::StageUnstageVolume)],
-            NotWritten,
+            check!(checks::stage_no_capability),
         ),
         spec(
             "Node Service NodeStageVolume should fail when no volume id is provided",
             &[Need::Node(N::StageUnstageVolume)],
-            NotWritten,
+            check!(checks::stage_no_volume_id),
         ),
         spec(
             "Node Service NodeUnpublishVolume should fail when no target path is provided",
             &[],
-            NotWritten,
+            check!(checks::unpublish_no_target),
         ),
         spec(
             "Node Service NodeUnpublishVolume should fail when no volume id is provided",
             &[],
-            NotWritten,
+            check!(checks::unpublish_no_volume_id),
         ),
         spec(
             "Node Service NodeUnpublishVolume should remove target path",
             &[],
-            NotWritten,
+            check!(checks::unpublish_removes_target),
         ),
         spec(
             "Node Service NodeUnstageVolume should fail when no staging target path is provided",
             &[Need::Node(N::StageUnstageVolume)],
-            NotWritten,
+            check!(checks::unstage_no_path),
         ),
         spec(
             "Node Service NodeUnstageVolume should fail when no volume id is provided",
             &[Need::Node(N::StageUnstageVolume)],
-            NotWritten,
+            check!(checks::unstage_no_volume_id),
         ),
-        spec("Node Service should be idempotent", &[], NotWritten),
-        spec("Node Service should work", &[], NotWritten),
+        spec(
+            "Node Service should be idempotent",
+            &[],
+            check!(checks::idempotent),
+        ),
+        spec("Node Service should work", &[], check!(checks::works)),
     ]
 }
 

@@ -12,7 +12,9 @@ use std::{
 use rwxnfs_proto::csi::{
     self, CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
     CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
-    NodeGetInfoRequest, VolumeCapability, volume_capability, volume_capability::access_mode::Mode,
+    NodeGetInfoRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
+    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, volume_capability,
+    volume_capability::access_mode::Mode,
 };
 use tonic::Status;
 
@@ -23,6 +25,8 @@ enum Created {
     Volume(String),
     Snapshot(String),
     Published { volume: String, node: String },
+    Staged { volume: String, path: String },
+    NodePublished { volume: String, target: String },
 }
 
 #[derive(Default)]
@@ -129,6 +133,68 @@ impl Ctx {
         Ok(())
     }
 
+    /// A fresh path under the staging (or target) directory; the parent is created, the path
+    /// itself is not (the plugin creates what it mounts on).
+    pub fn fresh_path(&self, staging: bool, label: &str) -> String {
+        let base = if staging {
+            &self.config.staging_dir
+        } else {
+            &self.config.target_dir
+        };
+        let _ = std::fs::create_dir_all(base);
+        base.join(unique(label)).display().to_string()
+    }
+
+    /// Stages a volume on the node and remembers it.
+    pub async fn stage(
+        &self,
+        volume: &csi::Volume,
+        path: &str,
+        cap: VolumeCapability,
+    ) -> Result<(), Status> {
+        self.node()
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                staging_target_path: path.to_owned(),
+                volume_capability: Some(cap),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            })
+            .await?;
+        self.resources.push(Created::Staged {
+            volume: volume.volume_id.clone(),
+            path: path.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Publishes a staged volume at `target` and remembers it.
+    pub async fn node_publish(
+        &self,
+        volume: &csi::Volume,
+        staging: &str,
+        target: &str,
+        cap: VolumeCapability,
+        readonly: bool,
+    ) -> Result<(), Status> {
+        self.node()
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                staging_target_path: staging.to_owned(),
+                target_path: target.to_owned(),
+                volume_capability: Some(cap),
+                readonly,
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            })
+            .await?;
+        self.resources.push(Created::NodePublished {
+            volume: volume.volume_id.clone(),
+            target: target.to_owned(),
+        });
+        Ok(())
+    }
+
     /// The node id the node plugin reports.
     pub async fn node_id(&self) -> Result<String, Status> {
         Ok(self
@@ -145,12 +211,30 @@ impl Ctx {
         let mut created = self.resources.take();
         // Unpublish before deleting snapshots before deleting volumes.
         created.sort_by_key(|c| match c {
-            Created::Published { .. } => 0,
-            Created::Snapshot(_) => 1,
-            Created::Volume(_) => 2,
+            Created::NodePublished { .. } => 0,
+            Created::Staged { .. } => 1,
+            Created::Published { .. } => 2,
+            Created::Snapshot(_) => 3,
+            Created::Volume(_) => 4,
         });
         for c in created {
             let result = match &c {
+                Created::NodePublished { volume, target } => self
+                    .node()
+                    .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                        volume_id: volume.clone(),
+                        target_path: target.clone(),
+                    })
+                    .await
+                    .map(|_| ()),
+                Created::Staged { volume, path } => self
+                    .node()
+                    .node_unstage_volume(NodeUnstageVolumeRequest {
+                        volume_id: volume.clone(),
+                        staging_target_path: path.clone(),
+                    })
+                    .await
+                    .map(|_| ()),
                 Created::Published { volume, node } => self
                     .controller()
                     .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
