@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 
 use rwxnfs_model::Name;
 
+pub mod beneath;
+pub mod plain;
+mod tree;
+
 /// A path relative to the export root, made only from validated names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RelPath(PathBuf);

@@ -1,17 +1,19 @@
 //! The controller, over a real agent (its table, locks and gRPC service), passes every
-//! controller-side spec of the conformance runner. The NFS server and filesystem underneath
-//! are stand-ins here; the real ones have their own tests.
+//! controller-side spec of the conformance runner, on a real export root (directories, reflink
+//! or byte copies, trash). The NFS server is an in-memory stand-in here; Ganesha has its own
+//! tests.
 
 use std::sync::Arc;
 
 use csi_sanity::Outcome;
 use rwxnfs_agent::exporter::fake::FakeExporter;
-use rwxnfs_tests::{Stack, dirfs::DirFs};
+use rwxnfs_agent::fs::plain::PlainFs;
+use rwxnfs_tests::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_controller_spec_passes() {
     let stack = Stack::start(
-        |root| Arc::new(DirFs::new(&root)),
+        |root| Arc::new(PlainFs::open(&root).expect("export root")),
         Arc::new(FakeExporter::new()),
     )
     .await;
