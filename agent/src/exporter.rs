@@ -8,6 +8,7 @@ use std::{net::IpAddr, path::PathBuf};
 use ipnet::IpNet;
 
 pub mod fake;
+pub mod ganesha;
 pub mod kernel;
 
 /// Read-write or read-only, per client.

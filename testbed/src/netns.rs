@@ -1,0 +1,102 @@
+//! Network namespaces and the veth links between them.
+
+use std::{
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) must be installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    /// A new namespace with loopback up; `label` goes into its (unique) name.
+    pub fn new(label: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("rwx-{}-{n}-{label}", std::process::id());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Self { name }
+    }
+
+    /// Joins this namespace (the server side) to `other` with a veth pair on subnet
+    /// 10.77.`subnet`.0/24: this side is .1, the other .2.
+    pub fn link(&self, other: &Netns, subnet: u8) -> Link {
+        let (here, there) = (format!("vs{subnet}"), format!("vc{subnet}"));
+        ip(&[
+            "link",
+            "add",
+            &here,
+            "netns",
+            &self.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &there,
+            "netns",
+            &other.name,
+        ]);
+        let server = format!("10.77.{subnet}.1");
+        let client = format!("10.77.{subnet}.2");
+        ip(&[
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &format!("{server}/24"),
+            "dev",
+            &here,
+        ]);
+        ip(&[
+            "-n",
+            &other.name,
+            "addr",
+            "add",
+            &format!("{client}/24"),
+            "dev",
+            &there,
+        ]);
+        ip(&["-n", &self.name, "link", "set", &here, "up"]);
+        ip(&["-n", &other.name, "link", "set", &there, "up"]);
+        Link { server, client }
+    }
+
+    /// A command run inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The two addresses of a link.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub server: String,
+    pub client: String,
+}
