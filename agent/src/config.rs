@@ -82,6 +82,9 @@ pub enum NfsServer {
         /// NFS versions to export with (default [4]).
         #[serde(default)]
         protocols: Option<Vec<u8>>,
+        /// Ganesha's `Dbus_Name_Prefix`, when it is set (several instances on one bus).
+        #[serde(default)]
+        dbus_name_prefix: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     Kernel {
@@ -96,6 +99,7 @@ impl Default for NfsServer {
         NfsServer::Ganesha {
             dbus_address: None,
             protocols: None,
+            dbus_name_prefix: None,
         }
     }
 }

@@ -163,6 +163,25 @@ pub trait VolumeFs: Send + Sync + 'static {
     }
 }
 
+/// Opens the export root with the quota kind asked for, or the best one it supports.
+///
+/// This build enforces no quotas yet: `auto` and `none` give a root whose capacity is reported
+/// but not enforced (Probe and GetCapacity say so), and asking for `xfs` or `btrfs` explicitly
+/// is an error rather than a silent downgrade.
+pub fn open_root(root: &Path, requested: Option<QuotaKind>) -> Result<Box<dyn VolumeFs>, FsError> {
+    match requested {
+        None | Some(QuotaKind::None) => Ok(Box::new(plain::PlainFs::open(root)?)),
+        Some(kind) => Err(FsError::Quota {
+            path: root.to_owned(),
+            message: format!(
+                "{} quotas are not supported by this build of the agent; use `quota: none` (capacity \
+                 reported, not enforced) or `quota: auto`",
+                kind.as_str()
+            ),
+        }),
+    }
+}
+
 /// Rounds `bytes` up to a multiple of `granularity` (saturating).
 pub fn round_up(bytes: u64, granularity: u64) -> u64 {
     if granularity <= 1 {

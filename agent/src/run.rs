@@ -153,3 +153,35 @@ pub async fn serve(
     }
     first_error.map_or(Ok(()), Err)
 }
+
+/// The NFS server the configuration names.
+pub fn exporter(config: &AgentConfig) -> Result<Arc<dyn Exporter>, crate::exporter::ExportError> {
+    use crate::{
+        config::NfsServer,
+        exporter::{
+            ganesha::{GaneshaExporter, GaneshaSettings},
+            kernel::{KernelExporter, ProcessRunner},
+        },
+    };
+    Ok(match &config.nfs_server {
+        NfsServer::Ganesha {
+            dbus_address,
+            protocols,
+            dbus_name_prefix,
+        } => Arc::new(GaneshaExporter::new(GaneshaSettings {
+            dbus_address: dbus_address.clone(),
+            name_prefix: dbus_name_prefix.clone(),
+            conf_dir: config.state_dir.join("ganesha"),
+            protocols: protocols.clone().unwrap_or_else(|| vec![4]),
+        })?),
+        NfsServer::Kernel { exports_file } => Arc::new(KernelExporter::new(
+            "exportfs".into(),
+            exports_file
+                .clone()
+                .unwrap_or_else(|| "/etc/exports.d/rwxnfs.exports".into()),
+            Arc::new(ProcessRunner {
+                timeout: Duration::from_secs(30),
+            }),
+        )),
+    })
+}

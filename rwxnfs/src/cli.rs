@@ -117,9 +117,22 @@ pub struct ControllerArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The agent's configuration file.
-    #[arg(long, default_value = "/etc/rwxnfs/agent.yaml")]
+    /// The agent's configuration file (see the README's "The agent's configuration file").
+    #[arg(
+        long,
+        default_value = "/etc/rwxnfs/agent.yaml",
+        env = "RWXNFS_AGENT_CONFIG"
+    )]
     pub config: PathBuf,
+
+    /// Serve TCP endpoints without TLS. For development only: anyone who can reach the port
+    /// can then create, grant and delete exports.
+    #[arg(long)]
+    pub insecure_tcp: bool,
+
+    /// How long calls in flight may run after SIGTERM before they are abandoned.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +151,10 @@ pub struct DevArgs {
     /// The node id of the embedded node plugin (default: this host's name).
     #[arg(long)]
     pub node_id: Option<String>,
+
+    /// The TCP port the embedded NFS-Ganesha serves NFSv4 on.
+    #[arg(long, default_value_t = 2049)]
+    pub nfs_port: u16,
 
     #[command(flatten)]
     pub csi: CsiArgs,

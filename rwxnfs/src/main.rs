@@ -1,5 +1,6 @@
 //! `rwxnfs`: one binary for every rwxnfs component.
 
+mod agent;
 mod cli;
 mod controller;
 mod dev;
@@ -37,7 +38,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Controller(args) => controller::run(args).await,
-            Command::Agent(_) => not_implemented("agent", "the export agent"),
+            Command::Agent(args) => agent::run(args).await,
             Command::Doctor(_) => {
                 not_implemented("doctor", "the mesh and NFS configuration checker")
             }

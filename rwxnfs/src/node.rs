@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rwxnfs_model::DriverName;
 use rwxnfs_node::{NfsClientCheck, NodeConfig, NodeService};
-use rwxnfs_server::{Endpoint, IdentityService};
+use rwxnfs_server::IdentityService;
 
 use crate::cli::{CsiArgs, NodeArgs};
 
@@ -43,9 +43,4 @@ pub fn router(node_id: &str, csi: &CsiArgs) -> anyhow::Result<tonic::transport::
         .add_service(identity.into_server())
         .add_service(node.into_server())
         .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
-}
-
-/// The endpoint a node plugin of `rwxnfs dev` listens on.
-pub fn dev_endpoint(state_dir: &std::path::Path) -> Endpoint {
-    Endpoint::Unix(state_dir.join("node.sock"))
 }

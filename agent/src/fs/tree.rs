@@ -192,7 +192,9 @@ impl Progress {
             self.copied_files += 1;
             let before = self.bytes / PROGRESS_BYTES;
             self.bytes += bytes;
-            if self.copied_files.is_multiple_of(PROGRESS_FILES) || self.bytes / PROGRESS_BYTES > before {
+            if self.copied_files.is_multiple_of(PROGRESS_FILES)
+                || self.bytes / PROGRESS_BYTES > before
+            {
                 tracing::info!(
                     files = self.files,
                     copied_bytes = self.bytes,

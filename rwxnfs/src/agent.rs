@@ -1,0 +1,49 @@
+//! `rwxnfs agent`.
+
+use std::sync::Arc;
+
+use rwxnfs_agent::{config::AgentConfig, fs, run};
+use rwxnfs_server::Shutdown;
+
+use crate::cli::AgentArgs;
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&args.config)?;
+    let root = Arc::from(fs::open_root(
+        &config.export_root,
+        config.quota.requested(),
+    )?);
+    let exporter = run::exporter(&config)?;
+    let agent = start(&config, root, exporter)?;
+    run::serve(
+        agent,
+        &config,
+        args.insecure_tcp,
+        Shutdown::on_signal(),
+        args.shutdown_grace,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Builds the agent and says loudly what it does not enforce.
+pub fn start(
+    config: &AgentConfig,
+    root: Arc<dyn fs::VolumeFs>,
+    exporter: Arc<dyn rwxnfs_agent::exporter::Exporter>,
+) -> anyhow::Result<Arc<rwxnfs_agent::ExportAgent>> {
+    if !root.quota_enforced() {
+        tracing::warn!(
+            export_root = %config.export_root.display(),
+            "quotas are not enforced on this export root: capacities are reported, not enforced"
+        );
+    }
+    tracing::info!(
+        export_root = %config.export_root.display(),
+        state_dir = %config.state_dir.display(),
+        nfs_server = exporter.kind(),
+        quota = root.quota_kind().as_str(),
+        "agent starting"
+    );
+    Ok(run::start(config, root, exporter)?)
+}
