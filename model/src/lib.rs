@@ -5,11 +5,13 @@
 
 mod driver_name;
 mod id;
+pub mod mount_options;
 mod name;
 pub mod params;
 
 pub use driver_name::{DriverName, DriverNameError};
 pub use id::{IdError, SnapshotId, VolumeId};
+pub use mount_options::{MountOptionError, MountOptions};
 pub use name::{Name, NameError};
 pub use params::{NfsVersion, ParamError, Params};
 
