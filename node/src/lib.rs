@@ -1,7 +1,10 @@
-//! The CSI node plugin: mounts a volume's NFS export on a node and bind-mounts it into pods.
+//! The CSI node plugin: mounts a volume's NFS export once per node at the staging path with
+//! the mount system call, bind-mounts it into pods, and never hangs on a dead server.
 
+pub mod guard;
+pub mod mounter;
 mod nodeserver;
 mod probe;
 
-pub use nodeserver::{NodeConfig, NodeService};
+pub use nodeserver::{NodeConfig, NodeService, STEP_LIMIT};
 pub use probe::NfsClientCheck;
