@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use rwxnfs_model::Name;
 
 pub mod beneath;
+pub mod btrfs;
 pub mod plain;
 mod tree;
 
@@ -165,17 +166,23 @@ pub trait VolumeFs: Send + Sync + 'static {
 
 /// Opens the export root with the quota kind asked for, or the best one it supports.
 ///
-/// This build enforces no quotas yet: `auto` and `none` give a root whose capacity is reported
-/// but not enforced (Probe and GetCapacity say so), and asking for `xfs` or `btrfs` explicitly
-/// is an error rather than a silent downgrade.
+/// `auto` picks btrfs (subvolumes and qgroups) on a btrfs root and otherwise a root whose
+/// capacity is reported but not enforced (Probe and GetCapacity say so). XFS project quotas are
+/// not in this build: asking for them is an error rather than a silent downgrade.
 pub fn open_root(root: &Path, requested: Option<QuotaKind>) -> Result<Box<dyn VolumeFs>, FsError> {
     match requested {
-        None | Some(QuotaKind::None) => Ok(Box::new(plain::PlainFs::open(root)?)),
+        Some(QuotaKind::None) => Ok(Box::new(plain::PlainFs::open(root)?)),
+        Some(QuotaKind::Btrfs) => Ok(Box::new(btrfs::BtrfsFs::open(root)?)),
+        None => match btrfs::BtrfsFs::open(root) {
+            Ok(fs) => Ok(Box::new(fs)),
+            Err(FsError::Quota { .. }) => Ok(Box::new(plain::PlainFs::open(root)?)),
+            Err(e) => Err(e),
+        },
         Some(kind) => Err(FsError::Quota {
             path: root.to_owned(),
             message: format!(
-                "{} quotas are not supported by this build of the agent; use `quota: none` (capacity \
-                 reported, not enforced) or `quota: auto`",
+                "{} quotas are not supported by this build of the agent; use `quota: btrfs` on btrfs, \
+                 or `quota: none` (capacity reported, not enforced)",
                 kind.as_str()
             ),
         }),
