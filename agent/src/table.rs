@@ -142,6 +142,7 @@ impl Table {
                 path: dir.clone(),
                 source,
             })?;
+            remove_leftover_temporaries(dir);
         }
         Ok(table)
     }
@@ -216,6 +217,20 @@ impl Table {
     }
 }
 
+/// Temporary files of writes a crash interrupted (the records they were replacing are intact).
+/// Only at open: while the agent runs, a temporary file may be another call's write in flight.
+fn remove_leftover_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn read_record<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, TableError> {
     match fs::read(path) {
         Ok(bytes) => {
@@ -246,10 +261,7 @@ fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            // A write a crash interrupted: the record it was replacing is still intact.
-            let _ = fs::remove_file(dir.join(&name));
-        } else if name.ends_with(".json") {
+        if name.ends_with(".json") && !name.starts_with('.') {
             names.push(name);
         }
     }
@@ -286,12 +298,20 @@ fn remove_record(dir: &Path, name: &str) -> Result<(), TableError> {
     }
 }
 
-/// temp file + fsync + rename + fsync(dir).
+/// temp file + fsync + rename + fsync(dir). The temporary name is unique per call, so
+/// concurrent writers of the same file never trip over each other's temporary (the last
+/// rename wins, and every reader sees a whole file).
 pub fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        ".{}.{}-{n}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;

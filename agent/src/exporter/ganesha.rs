@@ -49,6 +49,9 @@ pub struct GaneshaExporter {
     settings: GaneshaSettings,
     service: String,
     connection: Mutex<Option<Connection>>,
+    /// The include file is rebuilt from the directory listing: one rebuild at a time, so a
+    /// slower rebuild never overwrites a newer one with a stale listing.
+    include: Mutex<()>,
 }
 
 /// One row of ShowExports: id, path, per-protocol flags, last-change time.
@@ -141,6 +144,7 @@ impl GaneshaExporter {
             settings,
             service,
             connection: Mutex::new(None),
+            include: Mutex::new(()),
         })
     }
 
@@ -235,6 +239,7 @@ impl GaneshaExporter {
 
     /// Rewrites the include file from the export files present.
     async fn write_include(&self) -> Result<(), ExportError> {
+        let _one_at_a_time = self.include.lock().await;
         let dir = self.settings.conf_dir.clone();
         let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
             let mut files: Vec<String> = std::fs::read_dir(&dir)?

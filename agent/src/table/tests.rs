@@ -78,15 +78,20 @@ fn a_lost_counter_continues_after_the_highest_recorded_id() {
 }
 
 #[test]
-fn a_half_written_temporary_file_is_ignored_and_cleaned() {
+fn a_half_written_temporary_file_is_ignored_and_cleaned_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let table = Table::open(dir.path()).unwrap();
     table.put_export(&record("a", 100)).unwrap();
-    let tmp = dir.path().join("exports/.a.json.tmp");
+    let tmp = dir.path().join("exports/.a.json.123-0.tmp");
     std::fs::write(&tmp, b"{\"name\": \"a\", \"exp").unwrap();
 
-    let records = table.exports().unwrap();
-    assert_eq!(records, vec![record("a", 100)]);
+    assert_eq!(table.exports().unwrap(), vec![record("a", 100)]);
+    assert!(
+        tmp.exists(),
+        "while running, a temporary may be another write in flight"
+    );
+    let reopened = Table::open(dir.path()).unwrap();
+    assert_eq!(reopened.exports().unwrap(), vec![record("a", 100)]);
     assert!(!tmp.exists());
 }
 
