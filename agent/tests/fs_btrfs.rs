@@ -3,61 +3,19 @@
 //! snapshots, and deleted volumes are destroyed.
 #![allow(clippy::unwrap_used)]
 
-use std::{io::Write, path::Path, process::Command};
+use std::{io::Write, path::Path};
 
 use rwxnfs_agent::fs::{
     CloneMethod, Ownership, QuotaKind, RelPath, VolumeFs, btrfs::BtrfsFs, open_root,
 };
 use rwxnfs_model::Name;
+use rwxnfs_testbed::{LoopFs, loopfs_run as run};
 
-/// A loop-mounted btrfs with quotas enabled, torn down on drop.
-struct LoopBtrfs {
-    _dir: tempfile::TempDir,
-    mount: std::path::PathBuf,
-    device: String,
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is missing ({e}): run scripts/install-test-deps"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-impl LoopBtrfs {
-    fn new(size_mb: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("btrfs.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size_mb << 20)
-            .unwrap();
-        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()]);
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        let fs = Self {
-            _dir: dir,
-            mount,
-            device,
-        };
-        run("mkfs.btrfs", &["-q", &fs.device]);
-        run("mount", &[&fs.device, fs.mount.to_str().unwrap()]);
-        run("btrfs", &["quota", "enable", fs.mount.to_str().unwrap()]);
-        fs
-    }
-}
-
-impl Drop for LoopBtrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
+/// A loop-mounted btrfs with quotas enabled.
+fn btrfs(size_mb: u64) -> LoopFs {
+    let fs = LoopFs::new("btrfs", size_mb, &["-q"]);
+    run("btrfs", &["quota", "enable", &fs.mount.to_string_lossy()]);
+    fs
 }
 
 fn vol(name: &str) -> RelPath {
@@ -76,7 +34,7 @@ fn write_mb(path: &Path, mb: usize) -> std::io::Result<()> {
 
 #[test]
 fn quotas_are_enforced_expansions_lift_them_and_snapshots_are_instant() {
-    let loopfs = LoopBtrfs::new(512);
+    let loopfs = btrfs(512);
     let fs = BtrfsFs::open(&loopfs.mount).unwrap();
     assert_eq!(fs.quota_kind(), QuotaKind::Btrfs);
     let owner = Ownership {
@@ -132,7 +90,7 @@ fn quotas_are_enforced_expansions_lift_them_and_snapshots_are_instant() {
 
 #[test]
 fn auto_detection_picks_btrfs_and_quota_none_stays_plain() {
-    let loopfs = LoopBtrfs::new(256);
+    let loopfs = btrfs(256);
     assert_eq!(
         open_root(&loopfs.mount, None).unwrap().quota_kind(),
         QuotaKind::Btrfs

@@ -5,68 +5,12 @@
 use std::{
     os::unix::fs::{MetadataExt, symlink},
     path::Path,
-    process::Command,
     time::Instant,
 };
 
 use rwxnfs_agent::fs::{CloneMethod, RelPath, VolumeFs, plain::PlainFs};
 use rwxnfs_model::Name;
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is missing ({e}): run scripts/install-test-deps"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct LoopXfs {
-    _dir: tempfile::TempDir,
-    mount: std::path::PathBuf,
-    device: String,
-}
-
-impl LoopXfs {
-    fn new(size_mb: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("xfs.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size_mb << 20)
-            .unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show", image.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        let fs = Self {
-            _dir: dir,
-            mount,
-            device,
-        };
-        run("mkfs.xfs", &["-q", "-m", "reflink=1", &fs.device]);
-        run("mount", &[&fs.device, fs.mount.to_str().unwrap()]);
-        fs
-    }
-}
-
-impl Drop for LoopXfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
-}
+use rwxnfs_testbed::{LoopFs, loopfs_run as run};
 
 /// 200 files of 1 MiB with distinct content, in nested directories, plus links.
 fn populate(root: &Path) {
@@ -122,7 +66,7 @@ fn same_tree(a: &Path, b: &Path) {
 
 #[test]
 fn a_200_mb_volume_is_cloned_by_reflink_and_equals_the_original() {
-    let xfs = LoopXfs::new(1024);
+    let xfs = LoopFs::new("xfs", 1024, &["-q", "-m", "reflink=1"]);
     let fs = PlainFs::open(&xfs.mount).unwrap();
     let src = RelPath::volume(&Name::parse("src").unwrap());
     std::fs::create_dir_all(xfs.mount.join("volumes/src")).unwrap();

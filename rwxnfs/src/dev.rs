@@ -76,22 +76,7 @@ fn start_bus(l: &Layout) -> anyhow::Result<ChildGuard> {
     let config = l.p("dbus.conf");
     std::fs::write(
         &config,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"#,
-            socket.display()
-        ),
+        rwxnfs_agent::exporter::ganesha::private_bus_config(&socket),
     )?;
     let guard = ChildGuard::spawn(
         "dbus-daemon",

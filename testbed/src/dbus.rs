@@ -19,22 +19,7 @@ impl Dbus {
         let config = dir.join("dbus.conf");
         std::fs::write(
             &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"#,
-                socket.display()
-            ),
+            rwxnfs_agent::exporter::ganesha::private_bus_config(&socket),
         )
         .expect("write dbus config");
         let process = Process::spawn(

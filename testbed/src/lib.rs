@@ -13,11 +13,13 @@
 mod client;
 mod dbus;
 mod ganesha;
+mod loopfs;
 mod netns;
 
 pub use client::{NfsOutcome, nfs_cat, nfs_write};
 pub use dbus::Dbus;
 pub use ganesha::Ganesha;
+pub use loopfs::{LoopFs, run as loopfs_run};
 pub use netns::{Link, Netns};
 
 use std::{

@@ -168,6 +168,19 @@ impl Root {
         Ok(())
     }
 
+    /// Gives the directory `rel` an owner, a group and permission bits.
+    pub fn set_owner_mode(&self, rel: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), FsError> {
+        let dir = self.open_dir(rel)?;
+        let err = |e| self.error(rel, e);
+        nix::unistd::fchown(
+            dir.as_fd(),
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(err)?;
+        nix::sys::stat::fchmod(dir.as_fd(), Mode::from_bits_truncate(mode)).map_err(err)
+    }
+
     /// Renames `from` to `to`, both beneath the root. `to` must not exist.
     pub fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
         let (from_dir, from_name) = self.parent(from)?;

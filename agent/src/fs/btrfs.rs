@@ -15,11 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::{
-    errno::Errno,
-    sys::stat::{Mode, fchmod, fstat},
-    unistd::{Gid, Uid, fchown},
-};
+use nix::{errno::Errno, sys::stat::fstat};
 
 use super::{
     CloneMethod, FsError, Ownership, QuotaKind, RelPath, Space, VolumeFs,
@@ -190,16 +186,8 @@ impl VolumeFs for BtrfsFs {
         copy_name(&mut args.name, &name).map_err(|e| self.root().error(path, e))?;
         ioctl(parent.as_fd(), BTRFS_IOC_SUBVOL_CREATE, &mut args)
             .map_err(|e| self.root().error(path, e))?;
-        let dir = self.root().open_dir(path)?;
-        let err = |e| self.root().error(path, e);
-        fchown(
-            dir.as_fd(),
-            Some(Uid::from_raw(ownership.uid)),
-            Some(Gid::from_raw(ownership.gid)),
-        )
-        .map_err(err)?;
-        fchmod(dir.as_fd(), Mode::from_bits_truncate(ownership.mode)).map_err(err)?;
-        Ok(())
+        self.root()
+            .set_owner_mode(path, ownership.uid, ownership.gid, ownership.mode)
     }
 
     fn set_limit(&self, rel: &RelPath, _project_id: u32, bytes: u64) -> Result<u64, FsError> {

@@ -3,18 +3,11 @@
 //! enforced (Probe and GetCapacity say so).
 
 use std::{
-    os::fd::AsFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use nix::{
-    sys::{
-        stat::{Mode, fchmod},
-        statvfs::fstatvfs,
-    },
-    unistd::{Gid, Uid, fchown},
-};
+use nix::sys::statvfs::fstatvfs;
 
 use super::{
     CloneMethod, FsError, Ownership, QuotaKind, RelPath, Space, VolumeFs, beneath::Root, round_up,
@@ -121,16 +114,8 @@ impl VolumeFs for PlainFs {
         if !self.root.mkdir(rel.as_path(), 0o700)? {
             return Ok(());
         }
-        let dir = self.root.open_dir(rel.as_path())?;
-        let err = |e| self.root.error(rel.as_path(), e);
-        fchown(
-            dir.as_fd(),
-            Some(Uid::from_raw(ownership.uid)),
-            Some(Gid::from_raw(ownership.gid)),
-        )
-        .map_err(err)?;
-        fchmod(dir.as_fd(), Mode::from_bits_truncate(ownership.mode)).map_err(err)?;
-        Ok(())
+        self.root
+            .set_owner_mode(rel.as_path(), ownership.uid, ownership.gid, ownership.mode)
     }
 
     fn set_limit(&self, rel: &RelPath, _project_id: u32, bytes: u64) -> Result<u64, FsError> {
