@@ -31,10 +31,21 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the three endpoints under a fresh temporary directory.
+    /// Starts the three endpoints under a fresh temporary directory; the controller maps
+    /// [`NODE_ID`] to 127.0.0.1.
     pub async fn start(
         fs: impl FnOnce(PathBuf) -> Arc<dyn VolumeFs>,
         exporter: Arc<dyn Exporter>,
+    ) -> Self {
+        Self::start_with_nodes(fs, exporter, &[(NODE_ID, IpAddr::from([127, 0, 0, 1]))]).await
+    }
+
+    /// Starts the stack with the controller's node map (node id -> the address the NFS server
+    /// sees for it).
+    pub async fn start_with_nodes(
+        fs: impl FnOnce(PathBuf) -> Arc<dyn VolumeFs>,
+        exporter: Arc<dyn Exporter>,
+        node_map: &[(&str, IpAddr)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("exports");
@@ -66,7 +77,12 @@ impl Stack {
             server: Some(IpAddr::from([127, 0, 0, 1])),
         })
         .expect("backend");
-        let nodes = StaticNodes([(NODE_ID.to_owned(), vec![IpAddr::from([127, 0, 0, 1])])].into());
+        let nodes = StaticNodes(
+            node_map
+                .iter()
+                .map(|(id, addr)| (id.to_string(), vec![*addr]))
+                .collect(),
+        );
         let identity = IdentityService::new(
             driver(),
             "test",
