@@ -467,7 +467,9 @@ impl ExportAgent {
                 }
                 None => fs.create_volume(&rel, ownership)?,
             }
-            fs.set_limit(&rel, project_id, capacity)
+            let enforced = fs.set_limit(&rel, project_id, capacity)?;
+            fs.prepare_export(&rel)?;
+            Ok::<_, crate::fs::FsError>(enforced)
         })
         .await
     }

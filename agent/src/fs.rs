@@ -158,6 +158,13 @@ pub trait VolumeFs: Send + Sync + 'static {
     /// Whether `rel` exists.
     fn exists(&self, rel: &RelPath) -> Result<bool, FsError>;
 
+    /// Makes the volume at `rel` exportable, where the NFS server needs more than the
+    /// directory (NFS-Ganesha exports a btrfs subvolume only when it is mounted on its own).
+    /// Called after a volume is created and for every volume at reconcile. Idempotent.
+    fn prepare_export(&self, _rel: &RelPath) -> Result<(), FsError> {
+        Ok(())
+    }
+
     /// The absolute path of `rel` on this host, for the NFS server.
     fn absolute(&self, rel: &RelPath) -> PathBuf {
         self.root().join(rel.as_path())
@@ -169,11 +176,18 @@ pub trait VolumeFs: Send + Sync + 'static {
 /// `auto` picks btrfs (subvolumes and qgroups) on a btrfs root and otherwise a root whose
 /// capacity is reported but not enforced (Probe and GetCapacity say so). XFS project quotas are
 /// not in this build: asking for them is an error rather than a silent downgrade.
-pub fn open_root(root: &Path, requested: Option<QuotaKind>) -> Result<Box<dyn VolumeFs>, FsError> {
+///
+/// `mount_subvolumes`: the NFS server needs each btrfs subvolume mounted on its own (Ganesha).
+pub fn open_root(
+    root: &Path,
+    requested: Option<QuotaKind>,
+    mount_subvolumes: bool,
+) -> Result<Box<dyn VolumeFs>, FsError> {
+    let btrfs = || btrfs::BtrfsFs::open(root).map(|fs| fs.mounting_subvolumes(mount_subvolumes));
     match requested {
         Some(QuotaKind::None) => Ok(Box::new(plain::PlainFs::open(root)?)),
-        Some(QuotaKind::Btrfs) => Ok(Box::new(btrfs::BtrfsFs::open(root)?)),
-        None => match btrfs::BtrfsFs::open(root) {
+        Some(QuotaKind::Btrfs) => Ok(Box::new(btrfs()?)),
+        None => match btrfs() {
             Ok(fs) => Ok(Box::new(fs)),
             Err(FsError::Quota { .. }) => Ok(Box::new(plain::PlainFs::open(root)?)),
             Err(e) => Err(e),

@@ -49,7 +49,15 @@ impl ExportAgent {
                 RecordState::Ready => {
                     let fs = self.fs.clone();
                     let rel = RelPath::volume(&name);
-                    if !blocking(move || fs.exists(&rel)).await? {
+                    let present = blocking(move || -> Result<bool, AgentError> {
+                        if !fs.exists(&rel)? {
+                            return Ok(false);
+                        }
+                        fs.prepare_export(&rel)?;
+                        Ok(true)
+                    })
+                    .await?;
+                    if !present {
                         tracing::error!(export = %name, "the export's data directory is missing; not exporting it");
                         report.missing.push(name.to_string());
                         continue;

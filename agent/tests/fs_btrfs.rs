@@ -92,18 +92,18 @@ fn quotas_are_enforced_expansions_lift_them_and_snapshots_are_instant() {
 fn auto_detection_picks_btrfs_and_quota_none_stays_plain() {
     let loopfs = btrfs(256);
     assert_eq!(
-        open_root(&loopfs.mount, None).unwrap().quota_kind(),
+        open_root(&loopfs.mount, None, false).unwrap().quota_kind(),
         QuotaKind::Btrfs
     );
     assert_eq!(
-        open_root(&loopfs.mount, Some(QuotaKind::None))
+        open_root(&loopfs.mount, Some(QuotaKind::None), false)
             .unwrap()
             .quota_kind(),
         QuotaKind::None
     );
     let tmp = tempfile::tempdir().unwrap();
     assert!(
-        open_root(tmp.path(), Some(QuotaKind::Btrfs)).is_err(),
+        open_root(tmp.path(), Some(QuotaKind::Btrfs), false).is_err(),
         "btrfs asked for on a non-btrfs root"
     );
 }

@@ -6,6 +6,7 @@
 mod driver_name;
 mod id;
 pub mod mount_options;
+pub mod mountinfo;
 mod name;
 pub mod params;
 

@@ -9,9 +9,15 @@ use crate::cli::AgentArgs;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = AgentConfig::load(&args.config)?;
+    // NFS-Ganesha exports a btrfs subvolume only when it is mounted on its own.
+    let mount_subvolumes = matches!(
+        config.nfs_server,
+        rwxnfs_agent::config::NfsServer::Ganesha { .. }
+    );
     let root = Arc::from(fs::open_root(
         &config.export_root,
         config.quota.requested(),
+        mount_subvolumes,
     )?);
     let exporter = run::exporter(&config)?;
     let agent = start(&config, root, exporter)?;

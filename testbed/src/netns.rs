@@ -78,10 +78,13 @@ impl Netns {
         Link { server, client }
     }
 
-    /// A command run inside this namespace.
+    /// A command run inside this network namespace. It keeps this process's mount namespace
+    /// (`nsenter --net`, not `ip netns exec`, which makes a private one), so filesystems the
+    /// test mounts later are visible to it, as on a real NFS host.
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
         c
     }
 }

@@ -17,6 +17,8 @@ use std::{
 
 use nix::{errno::Errno, sys::stat::fstat};
 
+use rwxnfs_model::mountinfo::{MountEntry, parse_mountinfo};
+
 use super::{
     CloneMethod, FsError, Ownership, QuotaKind, RelPath, Space, VolumeFs,
     beneath::Root,
@@ -55,6 +57,17 @@ struct VolArgsV2 {
     name: [u8; VOL_V2_NAME_MAX],
 }
 
+const INO_LOOKUP_PATH_MAX: usize = 4080;
+/// _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args)
+const BTRFS_IOC_INO_LOOKUP: libc::c_ulong = 0xD000_9412;
+
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; INO_LOOKUP_PATH_MAX],
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct QgroupLimits {
@@ -90,6 +103,8 @@ fn ioctl<T>(fd: BorrowedFd<'_>, request: libc::c_ulong, arg: &mut T) -> Result<(
 
 pub struct BtrfsFs {
     plain: PlainFs,
+    /// Mount every exported subvolume on its own path (NFS-Ganesha needs that).
+    mount_subvolumes: bool,
 }
 
 impl BtrfsFs {
@@ -102,11 +117,60 @@ impl BtrfsFs {
                 message: "not a btrfs filesystem".into(),
             });
         }
-        Ok(Self { plain })
+        Ok(Self {
+            plain,
+            mount_subvolumes: false,
+        })
+    }
+
+    /// Mount each volume's subvolume on its own path before it is exported.
+    pub fn mounting_subvolumes(mut self, yes: bool) -> Self {
+        self.mount_subvolumes = yes;
+        self
     }
 
     fn root(&self) -> &Root {
         self.plain.beneath()
+    }
+
+    fn mounts(&self) -> Result<Vec<MountEntry>, FsError> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| parse_mountinfo(&t))
+            .map_err(|source| FsError::Io {
+                path: "/proc/self/mountinfo".into(),
+                source,
+            })
+    }
+
+    /// The block device the export root is on, from the mount table.
+    fn device(&self) -> Result<String, FsError> {
+        let root = self.root().path();
+        self.mounts()?
+            .into_iter()
+            .filter(|m| m.fs_type == "btrfs" && root.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.as_os_str().len())
+            .map(|m| m.source)
+            .ok_or_else(|| FsError::Quota {
+                path: root.to_owned(),
+                message: "cannot find the btrfs device in the mount table".into(),
+            })
+    }
+
+    /// Whether something is mounted at `rel`.
+    fn is_mount_point(&self, rel: &Path) -> Result<bool, FsError> {
+        let abs = self.root().path().join(rel);
+        Ok(self.mounts()?.iter().any(|m| m.mount_point == abs))
+    }
+
+    /// The id of the subvolume whose root is the open directory `dir`.
+    fn subvolume_id(&self, dir: BorrowedFd<'_>, rel: &Path) -> Result<u64, FsError> {
+        let mut args = InoLookupArgs {
+            treeid: 0,
+            objectid: SUBVOLUME_ROOT_INO,
+            name: [0; INO_LOOKUP_PATH_MAX],
+        };
+        ioctl(dir, BTRFS_IOC_INO_LOOKUP, &mut args).map_err(|e| self.root().error(rel, e))?;
+        Ok(args.treeid)
     }
 
     fn quota_error(&self, rel: &Path, errno: Errno) -> FsError {
@@ -226,10 +290,12 @@ impl VolumeFs for BtrfsFs {
     }
 
     fn trash(&self, rel: &RelPath) -> Result<(), FsError> {
+        self.unmount_subvolume(rel)?;
         self.plain.trash(rel)
     }
 
     fn archive(&self, rel: &RelPath) -> Result<Option<PathBuf>, FsError> {
+        self.unmount_subvolume(rel)?;
         self.plain.archive(rel)
     }
 
@@ -272,5 +338,46 @@ impl VolumeFs for BtrfsFs {
 
     fn exists(&self, rel: &RelPath) -> Result<bool, FsError> {
         self.plain.exists(rel)
+    }
+
+    /// Mounts the subvolume on its own path (through the descriptor opened beneath the root,
+    /// so the mount lands exactly there), when the NFS server needs it.
+    fn prepare_export(&self, rel: &RelPath) -> Result<(), FsError> {
+        let path = rel.as_path();
+        if !self.mount_subvolumes || self.is_mount_point(path)? {
+            return Ok(());
+        }
+        let dir = self.root().open_dir(path)?;
+        let id = self.subvolume_id(dir.as_fd(), path)?;
+        let device = self.device()?;
+        let target = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        nix::mount::mount(
+            Some(device.as_str()),
+            target.as_str(),
+            Some("btrfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("subvolid={id}").as_str()),
+        )
+        .map_err(|e| self.root().error(path, e))?;
+        tracing::info!(volume = %rel, subvolume = id, "subvolume mounted for export");
+        Ok(())
+    }
+}
+
+impl BtrfsFs {
+    /// Undoes [`VolumeFs::prepare_export`] (lazily: an NFS server may still hold it briefly).
+    fn unmount_subvolume(&self, rel: &RelPath) -> Result<(), FsError> {
+        if !self.mount_subvolumes
+            || self.root().stat(rel.as_path())?.is_none()
+            || !self.is_mount_point(rel.as_path())?
+        {
+            return Ok(());
+        }
+        let abs = self.root().path().join(rel.as_path());
+        nix::mount::umount2(
+            &abs,
+            nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+        )
+        .map_err(|e| self.root().error(rel.as_path(), e))
     }
 }
