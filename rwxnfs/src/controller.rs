@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use rwxnfs_controller::{AgentBackend, Backend, ControllerConfig, ControllerService, StaticNodes};
+use rwxnfs_controller::{
+    AgentBackend, Backend, ControllerConfig, ControllerService, NodeResolver, StaticNodes,
+    nodes::KubeNodes,
+};
 use rwxnfs_model::DriverName;
 use rwxnfs_proto::csi::plugin_capability;
 use rwxnfs_server::{
@@ -15,7 +18,17 @@ use crate::cli::{ControllerArgs, CsiArgs};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = ControllerConfig::load(&args.config)?;
-    let router = router(&config, &args.csi)?;
+    let nodes: Arc<dyn NodeResolver> = if config.nodes.is_empty() {
+        let kube = KubeNodes::from_environment().await.context(
+            "the configuration has no `nodes` map, so node addresses come from the Kubernetes API, \
+             but no in-cluster service account or kubeconfig was found",
+        )?;
+        tracing::info!("node addresses come from Kubernetes Node objects");
+        Arc::new(kube)
+    } else {
+        Arc::new(StaticNodes(config.nodes.clone()))
+    };
+    let router = router(&config, nodes, &args.csi)?;
     args.csi.start_metrics().await?;
     rwxnfs_server::serve(
         router,
@@ -60,6 +73,7 @@ impl Readiness for BackendsReady {
 /// The controller endpoint's services: Identity, Controller and reflection.
 pub fn router(
     config: &ControllerConfig,
+    nodes: Arc<dyn NodeResolver>,
     csi: &CsiArgs,
 ) -> anyhow::Result<tonic::transport::server::Router> {
     let name = DriverName::parse(&csi.driver_name)?;
@@ -67,10 +81,7 @@ pub fn router(
     for backend in &config.backends {
         backends.push(Arc::new(AgentBackend::new(backend)?));
     }
-    let controller = ControllerService::new(
-        backends.clone(),
-        Arc::new(StaticNodes(config.nodes.clone())),
-    );
+    let controller = ControllerService::new(backends.clone(), nodes);
     let identity = IdentityService::new(
         name,
         crate::version(),

@@ -201,7 +201,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let shutdown = Shutdown::on_signal();
     let grace = args.csi.shutdown_grace;
-    let controller = crate::controller::router(&controller_config(&l, &node_id), &args.csi)?;
+    let controller_config = controller_config(&l, &node_id);
+    let nodes = Arc::new(rwxnfs_controller::StaticNodes(
+        controller_config.nodes.clone(),
+    ));
+    let controller = crate::controller::router(&controller_config, nodes, &args.csi)?;
     let node = crate::node::router(&node_id, &args.csi)?;
     let (controller_ep, node_ep) = (
         Endpoint::Unix(l.p("controller.sock")),
