@@ -10,8 +10,22 @@ pub use rwxnfs_model::mountinfo::{MountEntry, parse_mountinfo, unescape};
 
 use nix::mount::{MntFlags, MsFlags};
 
+/// What statvfs says about a mounted filesystem.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsStats {
+    pub fragment_size: u64,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_available: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub files_available: u64,
+}
+
 /// What the node plugin does to mounts.
 pub trait Mounter: Send + Sync + 'static {
+    /// statvfs(2) of a mounted path; on a stale NFS mount this fails with ESTALE.
+    fn stat_fs(&self, path: &Path) -> io::Result<FsStats>;
     /// Mounts an NFS export: `fs_type` is "nfs4" or "nfs", `data` carries `addr=`.
     fn mount_nfs(
         &self,
@@ -32,6 +46,19 @@ pub trait Mounter: Send + Sync + 'static {
 pub struct SystemMounter;
 
 impl Mounter for SystemMounter {
+    fn stat_fs(&self, path: &Path) -> io::Result<FsStats> {
+        let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+        Ok(FsStats {
+            fragment_size: st.fragment_size() as u64,
+            blocks: st.blocks() as u64,
+            blocks_free: st.blocks_free() as u64,
+            blocks_available: st.blocks_available() as u64,
+            files: st.files() as u64,
+            files_free: st.files_free() as u64,
+            files_available: st.files_available() as u64,
+        })
+    }
+
     fn mount_nfs(
         &self,
         source: &str,
@@ -79,6 +106,8 @@ pub struct FakeMounter {
     pub calls: Mutex<Vec<String>>,
     /// When set, every call fails with this errno.
     pub fail: Mutex<Option<i32>>,
+    /// Paths whose statvfs fails with ESTALE (a server that came back with another fsid).
+    pub stale: Mutex<Vec<std::path::PathBuf>>,
 }
 
 impl FakeMounter {
@@ -109,6 +138,22 @@ impl FakeMounter {
 }
 
 impl Mounter for FakeMounter {
+    fn stat_fs(&self, path: &Path) -> io::Result<FsStats> {
+        let stale = self.stale.lock().unwrap_or_else(|e| e.into_inner());
+        if stale.iter().any(|p| p == path) {
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        Ok(FsStats {
+            fragment_size: 4096,
+            blocks: 256,
+            blocks_free: 128,
+            blocks_available: 128,
+            files: 100,
+            files_free: 50,
+            files_available: 50,
+        })
+    }
+
     fn mount_nfs(
         &self,
         source: &str,

@@ -293,6 +293,81 @@ impl NodeService {
         Ok(())
     }
 
+    async fn stat_fs(&self, path: &Path) -> Result<crate::mounter::FsStats, GuardError> {
+        let (mounter, p) = (self.mounter.clone(), path.to_owned());
+        self.guard
+            .run("statvfs", path, move || mounter.stat_fs(&p))
+            .await
+    }
+
+    /// A staged mount whose server came back with another fsid, or after a failover that did
+    /// not keep the handles, answers ESTALE (or EIO) for good: unmount it and every bind of it,
+    /// stage again from the request's volume context, and bind the targets again.
+    async fn restage_if_stale(
+        &self,
+        req: &NodePublishVolumeRequest,
+        cap: &VolumeCapability,
+    ) -> Result<(), Status> {
+        let staging = PathBuf::from(&req.staging_target_path);
+        let Err(e) = self.stat_fs(&staging).await else {
+            return Ok(());
+        };
+        let stale = matches!(e.raw_os_error(), Some(libc::ESTALE | libc::EIO))
+            || matches!(e, GuardError::TimedOut { .. });
+        if !stale {
+            return Ok(());
+        }
+        tracing::warn!(volume_id = %req.volume_id, staging = %staging.display(), error = %e, "staged mount is stale; staging it again");
+        let mounts = self.mounts().await?;
+        let Some(staged) = mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == staging)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let binds: Vec<(PathBuf, bool)> = mounts
+            .iter()
+            .filter(|m| m.source == staged.source && m.mount_point != staging)
+            .map(|m| (m.mount_point.clone(), m.read_only()))
+            .collect();
+        for (target, _) in &binds {
+            self.unmount_all(target).await?;
+        }
+        self.unmount_all(&staging).await?;
+        let stage = NodeStageVolumeRequest {
+            volume_id: req.volume_id.clone(),
+            staging_target_path: req.staging_target_path.clone(),
+            volume_capability: Some(cap.clone()),
+            volume_context: req.volume_context.clone(),
+            ..Default::default()
+        };
+        self.stage(&stage, cap).await?;
+        for (target, read_only) in binds {
+            self.bind(&staging, &target, read_only).await?;
+        }
+        Ok(())
+    }
+
+    async fn bind(&self, staging: &Path, target: &Path, read_only: bool) -> Result<(), Status> {
+        let (mounter, from, to) = (self.mounter.clone(), staging.to_owned(), target.to_owned());
+        self.guard
+            .run("bind mount", target, move || mounter.bind(&from, &to))
+            .await
+            .map_err(guard_status)?;
+        if read_only {
+            let (mounter, to) = (self.mounter.clone(), target.to_owned());
+            self.guard
+                .run("read-only remount", target, move || {
+                    mounter.remount_read_only(&to)
+                })
+                .await
+                .map_err(guard_status)?;
+        }
+        Ok(())
+    }
+
     async fn publish(
         &self,
         req: &NodePublishVolumeRequest,
@@ -300,6 +375,9 @@ impl NodeService {
     ) -> Result<(), Status> {
         let staging = PathBuf::from(&req.staging_target_path);
         let target = PathBuf::from(&req.target_path);
+        if self.mounted_at(&staging).await?.is_some() {
+            self.restage_if_stale(req, cap).await?;
+        }
         let mounts = self.mounts().await?;
         let staged = mounts
             .iter()
@@ -350,20 +428,7 @@ impl NodeService {
             )));
         }
         self.mkdir(&target).await?;
-        let (mounter, from, to) = (self.mounter.clone(), staging.clone(), target.clone());
-        self.guard
-            .run("bind mount", &target, move || mounter.bind(&from, &to))
-            .await
-            .map_err(guard_status)?;
-        if read_only {
-            let (mounter, to) = (self.mounter.clone(), target.clone());
-            self.guard
-                .run("read-only remount", &target, move || {
-                    mounter.remount_read_only(&to)
-                })
-                .await
-                .map_err(guard_status)?;
-        }
+        self.bind(&staging, &target, read_only).await?;
         tracing::info!(volume_id = %req.volume_id, target = %target.display(), read_only, "published");
         Ok(())
     }
@@ -391,27 +456,20 @@ impl NodeService {
                 req.volume_id
             )));
         }
-        let p = path.clone();
-        let condition = match self
-            .guard
-            .run("statvfs", &path, move || {
-                nix::sys::statvfs::statvfs(&p).map_err(std::io::Error::from)
-            })
-            .await
-        {
+        let condition = match self.stat_fs(&path).await {
             Ok(st) => {
-                let frag = st.fragment_size() as i64;
+                let frag = st.fragment_size as i64;
                 let usage = vec![
                     VolumeUsage {
-                        available: st.blocks_available() as i64 * frag,
-                        total: st.blocks() as i64 * frag,
-                        used: (st.blocks() as i64 - st.blocks_free() as i64) * frag,
+                        available: st.blocks_available as i64 * frag,
+                        total: st.blocks as i64 * frag,
+                        used: (st.blocks as i64 - st.blocks_free as i64) * frag,
                         unit: volume_usage::Unit::Bytes as i32,
                     },
                     VolumeUsage {
-                        available: st.files_available() as i64,
-                        total: st.files() as i64,
-                        used: st.files() as i64 - st.files_free() as i64,
+                        available: st.files_available as i64,
+                        total: st.files as i64,
+                        used: st.files as i64 - st.files_free as i64,
                         unit: volume_usage::Unit::Inodes as i32,
                     },
                 ];

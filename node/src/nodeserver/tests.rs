@@ -315,3 +315,62 @@ async fn node_info_reports_the_configured_node_id() {
         ("n1", 0)
     );
 }
+
+#[tokio::test]
+async fn a_stale_staged_mount_is_staged_again_on_the_next_publish_and_targets_are_rebound() {
+    let (svc, mounter, dir) = service();
+    svc.node_stage_volume(Request::new(stage_req(dir.path(), &[])))
+        .await
+        .unwrap();
+    svc.node_publish_volume(Request::new(publish_req(
+        dir.path(),
+        "t1",
+        Mode::MultiNodeMultiWriter,
+        true,
+    )))
+    .await
+    .unwrap();
+    let staging = dir.path().join("staging");
+
+    // The server came back with another fsid: stats report it, the next publish repairs it.
+    mounter.stale.lock().unwrap().push(staging.clone());
+    let stats = svc
+        .node_get_volume_stats(Request::new(NodeGetVolumeStatsRequest {
+            volume_id: "vol1:ha:pvc-1".into(),
+            volume_path: staging.display().to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = stats.volume_condition.unwrap();
+    assert!(
+        condition.abnormal && condition.message.contains("116"),
+        "{}",
+        condition.message
+    );
+
+    mounter.calls.lock().unwrap().clear();
+    svc.node_publish_volume(Request::new(publish_req(
+        dir.path(),
+        "t2",
+        Mode::MultiNodeMultiWriter,
+        false,
+    )))
+    .await
+    .unwrap();
+    let calls = mounter.calls.lock().unwrap().clone();
+    let order: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        order,
+        ["umount", "umount", "mount", "bind", "remount-ro", "bind"],
+        "{calls:#?}"
+    );
+    let table = mounter.mounts().unwrap();
+    assert_eq!(table.len(), 3, "staging, t1 (read-only again) and t2");
+    assert!(
+        table
+            .iter()
+            .any(|m| m.mount_point == dir.path().join("t1") && m.read_only())
+    );
+}
