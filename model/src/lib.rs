@@ -5,6 +5,7 @@
 
 mod driver_name;
 mod id;
+pub mod mesh;
 pub mod mount_options;
 pub mod mountinfo;
 mod name;

@@ -44,6 +44,10 @@ pub enum Command {
     /// and print the exact fix for each finding.
     Doctor(DoctorArgs),
 
+    /// Service-mesh settings derived from the configuration.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+
     /// Run the whole stack on this machine, for trying rwxnfs out and for conformance runs.
     /// No cluster is needed; everything listens on unix sockets under one state directory.
     Dev(DevArgs),
@@ -140,6 +144,30 @@ pub struct DoctorArgs {
     /// Manifests to check: files or directories of YAML, or - for standard input.
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeshCommand {
+    /// Print the Istio annotations and labels the driver's pods need for a controller
+    /// configuration: the ports and addresses its NFS and agent traffic use, excluded from
+    /// sidecars, and ambient mode off.
+    Annotations(MeshArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MeshArgs {
+    /// The controller's configuration file.
+    #[arg(long, default_value = "/etc/rwxnfs/controller.yaml")]
+    pub config: PathBuf,
+    /// The NFS version the StorageClasses use: 4.2, 4.1, 4.0 or 3.
+    #[arg(long, default_value = "4.2")]
+    pub nfs_version: String,
+    /// NFSv3 with `nolock` or `local_lock=all` (no lockd/statd traffic).
+    #[arg(long)]
+    pub local_locks: bool,
+    /// NFSv3: the port mountd is pinned to on the servers.
+    #[arg(long)]
+    pub mountd_port: Option<u16>,
 }
 
 #[derive(Args, Debug)]

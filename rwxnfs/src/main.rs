@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod controller;
 mod dev;
+mod mesh;
 mod node;
 
 use clap::Parser;
@@ -37,6 +38,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Mesh(command) => mesh::run(command),
             Command::Controller(args) => controller::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Doctor(_) => {

@@ -1,0 +1,83 @@
+//! `rwxnfs mesh annotations`.
+
+use std::net::IpAddr;
+
+use rwxnfs_controller::ControllerConfig;
+use rwxnfs_model::mesh::{self, BackendTraffic, NfsProtocol};
+use rwxnfs_server::Endpoint;
+
+use crate::cli::{MeshArgs, MeshCommand};
+
+pub fn run(command: MeshCommand) -> anyhow::Result<()> {
+    let MeshCommand::Annotations(args) = command;
+    print!("{}", annotations(&args)?);
+    Ok(())
+}
+
+fn annotations(args: &MeshArgs) -> anyhow::Result<String> {
+    let config = ControllerConfig::load(&args.config)?;
+    let protocol = match args.nfs_version.as_str() {
+        "4.2" | "4.1" => NfsProtocol::V41Plus,
+        "4.0" | "4" => NfsProtocol::V40,
+        "3" => NfsProtocol::V3 {
+            local_locks: args.local_locks,
+            mountd_port: args.mountd_port,
+        },
+        other => anyhow::bail!("--nfs-version {other:?} is not one of 4.2, 4.1, 4.0, 3"),
+    };
+    let mut unresolved = Vec::new();
+    let traffic = mesh::merge(config.backends.iter().map(|b| {
+        let agent = match b.agent.endpoint.parse::<Endpoint>() {
+            Ok(Endpoint::Tcp(addr)) => {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
+                match (host.trim_matches(['[', ']']).parse::<IpAddr>(), port.parse::<u16>()) {
+                    (Ok(ip), Ok(port)) => Some((ip, port)),
+                    _ => {
+                        unresolved.push(format!("backend {}: agent host {host:?} is a name; exclude its addresses by hand", b.name));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        mesh::traffic(&BackendTraffic { servers: b.server.into_iter().collect(), agent, protocol, nfs_port: None })
+    }));
+    let mut out = format!(
+        "# controller pod\n{}",
+        mesh::controller_pod_annotations(&traffic)
+    );
+    for note in unresolved {
+        out.push_str(&format!("# note: {note}\n"));
+    }
+    out.push_str("---\n# node plugin pod (hostNetwork)\n");
+    out.push_str(mesh::NODE_POD_LABELS);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_follow_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("controller.yaml");
+        std::fs::write(&config, "backends:\n  - name: ha1\n    agent:\n      endpoint: tcp://192.168.222.25:9820\n      tls: {ca: /a, cert: /b, key: /c}\n    server: 192.168.222.25\n").unwrap();
+        let args = MeshArgs {
+            config,
+            nfs_version: "3".into(),
+            local_locks: true,
+            mountd_port: Some(892),
+        };
+        let out = annotations(&args).unwrap();
+        assert!(
+            out.contains("excludeOutboundPorts: \"111,892,2049,9820\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("excludeOutboundIPRanges: \"192.168.222.25/32\""),
+            "{out}"
+        );
+        assert!(out.contains("sidecar.istio.io/inject: \"false\""));
+    }
+}
