@@ -22,6 +22,7 @@ pub mod beneath;
 pub mod btrfs;
 pub mod plain;
 mod tree;
+pub mod xfs;
 
 /// A path relative to the export root, made only from validated names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -173,9 +174,10 @@ pub trait VolumeFs: Send + Sync + 'static {
 
 /// Opens the export root with the quota kind asked for, or the best one it supports.
 ///
-/// `auto` picks btrfs (subvolumes and qgroups) on a btrfs root and otherwise a root whose
-/// capacity is reported but not enforced (Probe and GetCapacity say so). XFS project quotas are
-/// not in this build: asking for them is an error rather than a silent downgrade.
+/// `auto` picks btrfs (subvolumes and qgroups) on btrfs, XFS project quotas on an XFS root
+/// mounted with `prjquota`, and otherwise a root whose capacity is reported but not enforced
+/// (Probe and GetCapacity say so). Asking for a kind the root cannot do is an error, never a
+/// silent downgrade.
 ///
 /// `mount_subvolumes`: the NFS server needs each btrfs subvolume mounted on its own (Ganesha).
 pub fn open_root(
@@ -187,19 +189,16 @@ pub fn open_root(
     match requested {
         Some(QuotaKind::None) => Ok(Box::new(plain::PlainFs::open(root)?)),
         Some(QuotaKind::Btrfs) => Ok(Box::new(btrfs()?)),
+        Some(QuotaKind::Xfs) => Ok(Box::new(xfs::XfsFs::open(root)?)),
         None => match btrfs() {
             Ok(fs) => Ok(Box::new(fs)),
-            Err(FsError::Quota { .. }) => Ok(Box::new(plain::PlainFs::open(root)?)),
+            Err(FsError::Quota { .. }) => match xfs::XfsFs::open(root) {
+                Ok(fs) => Ok(Box::new(fs)),
+                Err(FsError::Quota { .. }) => Ok(Box::new(plain::PlainFs::open(root)?)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
-        Some(kind) => Err(FsError::Quota {
-            path: root.to_owned(),
-            message: format!(
-                "{} quotas are not supported by this build of the agent; use `quota: btrfs` on btrfs, \
-                 or `quota: none` (capacity reported, not enforced)",
-                kind.as_str()
-            ),
-        }),
     }
 }
 

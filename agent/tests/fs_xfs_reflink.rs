@@ -100,3 +100,22 @@ fn a_200_mb_volume_is_cloned_by_reflink_and_equals_the_original() {
         "200 MiB tree: reflink clone {reflink:?}, byte copy (cp --reflink=never + sync) {copy:?}"
     );
 }
+
+#[test]
+fn project_quotas_need_a_prjquota_mount_and_say_so() {
+    let xfs = LoopFs::new("xfs", 300, &["-q", "-m", "reflink=1"]);
+    let err = match rwxnfs_agent::fs::xfs::XfsFs::open(&xfs.mount) {
+        Ok(_) => panic!("an XFS mounted without prjquota cannot enforce project quotas"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("prjquota"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let err =
+        rwxnfs_agent::fs::open_root(tmp.path(), Some(rwxnfs_agent::fs::QuotaKind::Xfs), false)
+            .err()
+            .unwrap();
+    assert!(err.to_string().contains("not an XFS filesystem"), "{err}");
+    // Auto-detection falls back to an unenforced root, and says so through quota_kind.
+    let root = rwxnfs_agent::fs::open_root(&xfs.mount, None, false).unwrap();
+    assert_eq!(root.quota_kind(), rwxnfs_agent::fs::QuotaKind::None);
+}

@@ -12,6 +12,8 @@ pub struct MountEntry {
     pub fs_type: String,
     pub source: String,
     pub options: Vec<String>,
+    /// The filesystem's own options (after the source), e.g. `prjquota` on XFS.
+    pub super_options: Vec<String>,
     pub major_minor: String,
 }
 
@@ -61,6 +63,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
                 options: fields[5].split(',').map(str::to_owned).collect(),
                 fs_type: fields[sep + 1].to_owned(),
                 source: unescape(fields[sep + 2]),
+                super_options: fields
+                    .get(sep + 3)
+                    .map(|o| o.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
             })
         })
         .collect()

@@ -132,6 +132,7 @@ impl FakeMounter {
                 fs_type: fs_type.to_owned(),
                 source: source.to_owned(),
                 options: vec![if ro { "ro" } else { "rw" }.to_owned()],
+                super_options: Vec::new(),
                 major_minor: "0:1".into(),
             });
     }
