@@ -184,6 +184,11 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 2049)]
     pub nfs_port: u16,
 
+    /// The address volumes tell nodes to mount from (e.g. 10.0.2.2 for a QEMU guest on user
+    /// networking, which reaches this host's 127.0.0.1 there).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub server_address: std::net::IpAddr,
+
     #[command(flatten)]
     pub csi: CsiArgs,
 }

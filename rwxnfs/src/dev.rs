@@ -147,7 +147,7 @@ fn agent_config(l: &Layout) -> anyhow::Result<AgentConfig> {
     Ok(AgentConfig::parse(&text, Path::new("(rwxnfs dev)"))?)
 }
 
-fn controller_config(l: &Layout, node_id: &str) -> ControllerConfig {
+fn controller_config(l: &Layout, node_id: &str, server: IpAddr) -> ControllerConfig {
     ControllerConfig {
         backends: vec![BackendConfig {
             name: "dev".into(),
@@ -156,7 +156,7 @@ fn controller_config(l: &Layout, node_id: &str) -> ControllerConfig {
                 tls: None,
                 timeout_seconds: Some(30),
             },
-            server: Some(IpAddr::from([127, 0, 0, 1])),
+            server: Some(server),
         }],
         nodes: BTreeMap::from([(node_id.to_owned(), vec![IpAddr::from([127, 0, 0, 1])])]),
     }
@@ -201,7 +201,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let shutdown = Shutdown::on_signal();
     let grace = args.csi.shutdown_grace;
-    let controller_config = controller_config(&l, &node_id);
+    let controller_config = controller_config(&l, &node_id, args.server_address);
     let nodes = Arc::new(rwxnfs_controller::StaticNodes(
         controller_config.nodes.clone(),
     ));
