@@ -9,16 +9,13 @@ use std::sync::Arc;
 use rwxnfs_agent::{
     ExportAgent, Settings,
     access::GrantRequest,
-    exporter::{
-        Access, Squash,
-        ganesha::{GaneshaExporter, GaneshaSettings, INCLUDE_FILE},
-    },
+    exporter::{Access, Squash},
     exports::{CreateRequest, OptionsRequest},
     fs::btrfs::BtrfsFs,
     table::Table,
 };
 use rwxnfs_testbed::{
-    Dbus, Ganesha, LoopFs, Netns, NfsOutcome, loopfs_run as run, nfs_cat, nfs_write, require,
+    GaneshaServer, LoopFs, Netns, NfsOutcome, loopfs_run as run, nfs_cat, nfs_write, require,
 };
 
 #[tokio::test]
@@ -39,29 +36,11 @@ async fn a_client_cannot_write_past_the_claims_size_until_it_is_expanded() {
         &["quota", "enable", &btrfs.mount.to_string_lossy()],
     );
     let dir = tempfile::tempdir().unwrap();
-    let bus = Dbus::start(dir.path());
-    let server = Netns::new("q-srv");
+    let server = GaneshaServer::start(dir.path(), "quota");
     let node = Netns::new("q-node");
-    let link = server.link(&node, 1);
+    let link = server.netns.link(&node, 1);
     let state = dir.path().join("state");
-    std::fs::create_dir_all(state.join("ganesha")).unwrap();
-    let _ganesha = Ganesha::start(
-        &server,
-        &bus,
-        dir.path(),
-        &state.join("ganesha").join(INCLUDE_FILE),
-        &state.join("recovery"),
-        "quota",
-    );
-    let exporter = Arc::new(
-        GaneshaExporter::new(GaneshaSettings {
-            dbus_address: Some(bus.address()),
-            name_prefix: Some("quota".into()),
-            conf_dir: state.join("ganesha"),
-            protocols: vec![4],
-        })
-        .unwrap(),
-    );
+    let exporter = server.exporter.clone();
     let fs = Arc::new(
         BtrfsFs::open(&btrfs.mount)
             .unwrap()

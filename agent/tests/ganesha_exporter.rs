@@ -5,56 +5,18 @@
 
 use std::{path::Path, time::Instant};
 
-use rwxnfs_agent::exporter::{
-    Access, Client, ExportSpec, Exporter, Squash,
-    ganesha::{GaneshaExporter, GaneshaSettings, INCLUDE_FILE},
-};
-use rwxnfs_testbed::{Dbus, Ganesha, Netns, NfsOutcome, nfs_cat, nfs_write, require};
+use rwxnfs_agent::exporter::{Access, Client, ExportSpec, Exporter, Squash};
+use rwxnfs_testbed::{GaneshaServer, Netns, NfsOutcome, nfs_cat, nfs_write};
 
 struct Bed {
     dir: tempfile::TempDir,
-    bus: Dbus,
-    server: Netns,
-    ganesha: Ganesha,
-    exporter: GaneshaExporter,
+    host: GaneshaServer,
 }
 
 fn bed(prefix: &str) -> Bed {
-    require(&[
-        "ip",
-        "ganesha.nfsd",
-        "dbus-daemon",
-        "dbus-send",
-        "nfs-cat",
-        "nfs-cp",
-    ]);
     let dir = tempfile::tempdir().unwrap();
-    let bus = Dbus::start(dir.path());
-    let server = Netns::new("srv");
-    let conf_dir = dir.path().join("state/ganesha");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let ganesha = Ganesha::start(
-        &server,
-        &bus,
-        dir.path(),
-        &conf_dir.join(INCLUDE_FILE),
-        &dir.path().join("state/recovery"),
-        prefix,
-    );
-    let exporter = GaneshaExporter::new(GaneshaSettings {
-        dbus_address: Some(bus.address()),
-        name_prefix: Some(prefix.to_owned()),
-        conf_dir,
-        protocols: vec![4],
-    })
-    .unwrap();
-    Bed {
-        dir,
-        bus,
-        server,
-        ganesha,
-        exporter,
-    }
+    let host = GaneshaServer::start(dir.path(), prefix);
+    Bed { dir, host }
 }
 
 fn volume(dir: &Path, name: &str) -> std::path::PathBuf {
@@ -82,13 +44,14 @@ async fn clients_get_exactly_the_access_the_export_grants() {
     let bed = bed("acl");
     let node_a = Netns::new("a");
     let node_b = Netns::new("b");
-    let link_a = bed.server.link(&node_a, 1);
-    let link_b = bed.server.link(&node_b, 2);
+    let link_a = bed.host.netns.link(&node_a, 1);
+    let link_b = bed.host.netns.link(&node_b, 2);
     let path = volume(bed.dir.path(), "v1");
     let scratch = bed.dir.path();
 
     {
-        bed.exporter
+        bed.host
+            .exporter
             .apply(&spec(
                 101,
                 &path,
@@ -121,7 +84,8 @@ async fn clients_get_exactly_the_access_the_export_grants() {
             (addr(&link_a.client), Access::Rw),
             (addr(&link_b.client), Access::Ro),
         ];
-        bed.exporter
+        bed.host
+            .exporter
             .apply(&spec(101, &path, "/v1", both))
             .await
             .unwrap();
@@ -137,7 +101,8 @@ async fn clients_get_exactly_the_access_the_export_grants() {
         assert!(!path.join("g").exists());
 
         // Revoke A.
-        bed.exporter
+        bed.host
+            .exporter
             .apply(&spec(
                 101,
                 &path,
@@ -153,10 +118,10 @@ async fn clients_get_exactly_the_access_the_export_grants() {
         );
 
         // Remove the export: gone for everyone.
-        assert!(bed.exporter.active().await.unwrap().contains(&101));
-        bed.exporter.remove(101).await.unwrap();
-        bed.exporter.remove(101).await.unwrap();
-        assert!(!bed.exporter.active().await.unwrap().contains(&101));
+        assert!(bed.host.exporter.active().await.unwrap().contains(&101));
+        bed.host.exporter.remove(101).await.unwrap();
+        bed.host.exporter.remove(101).await.unwrap();
+        assert!(!bed.host.exporter.active().await.unwrap().contains(&101));
         assert_eq!(
             nfs_cat(&node_b, &link_b.server, "/v1/f"),
             NfsOutcome::Denied
@@ -168,10 +133,11 @@ async fn clients_get_exactly_the_access_the_export_grants() {
 async fn a_restarted_ganesha_comes_back_with_every_export() {
     let mut bed = bed("restart");
     let node = Netns::new("n");
-    let link = bed.server.link(&node, 1);
+    let link = bed.host.netns.link(&node, 1);
     let (p1, p2) = (volume(bed.dir.path(), "r1"), volume(bed.dir.path(), "r2"));
     std::fs::write(p2.join("data"), b"survives").unwrap();
-    bed.exporter
+    bed.host
+        .exporter
         .apply(&spec(
             201,
             &p1,
@@ -180,7 +146,8 @@ async fn a_restarted_ganesha_comes_back_with_every_export() {
         ))
         .await
         .unwrap();
-    bed.exporter
+    bed.host
+        .exporter
         .apply(&spec(
             202,
             &p2,
@@ -190,9 +157,9 @@ async fn a_restarted_ganesha_comes_back_with_every_export() {
         .await
         .unwrap();
 
-    bed.ganesha.restart(&bed.server, &bed.bus);
+    bed.host.ganesha.restart(&bed.host.netns, &bed.host.bus);
 
-    let active = bed.exporter.active().await.unwrap();
+    let active = bed.host.exporter.active().await.unwrap();
     assert!(
         active.contains(&201) && active.contains(&202),
         "after restart: {active:?}"
@@ -211,7 +178,8 @@ async fn add_export_latency() {
     for i in 0..N {
         let path = volume(bed.dir.path(), &format!("l{i}"));
         let started = Instant::now();
-        bed.exporter
+        bed.host
+            .exporter
             .apply(&spec(1000 + i, &path, &format!("/l{i}"), vec![]))
             .await
             .unwrap();
@@ -225,5 +193,5 @@ async fn add_export_latency() {
         p(0.99),
         p(1.0)
     );
-    assert_eq!(bed.exporter.active().await.unwrap().len(), N as usize);
+    assert_eq!(bed.host.exporter.active().await.unwrap().len(), N as usize);
 }

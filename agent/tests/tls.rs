@@ -13,6 +13,7 @@ use rwxnfs_agent::{
 };
 use rwxnfs_proto::agent::{ProbeRequest, agent_client::AgentClient};
 use rwxnfs_server::Shutdown;
+use rwxnfs_testbed::free_port;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 struct Pki {
@@ -41,14 +42,6 @@ impl Pki {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn config(dir: &Path, port: u16, tls: bool) -> AgentConfig {

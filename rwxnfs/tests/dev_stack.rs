@@ -10,14 +10,7 @@ use std::{
 
 use csi_sanity::{Config, Outcome};
 use rwxnfs_server::Endpoint;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use rwxnfs_testbed::free_port;
 
 fn pids_of(name: &str) -> Vec<String> {
     let out = Command::new("pgrep").args(["-x", name]).output().unwrap();

@@ -16,6 +16,7 @@ use std::{
 
 use csi_sanity::{Config, Outcome};
 use rwxnfs_server::Endpoint;
+use rwxnfs_testbed::free_port;
 
 /// A process killed (by PID) and reaped when dropped.
 struct Guard(Child);
@@ -25,14 +26,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One file of a newc cpio archive.

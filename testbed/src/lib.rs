@@ -15,12 +15,14 @@ mod dbus;
 mod ganesha;
 mod loopfs;
 mod netns;
+mod server;
 
 pub use client::{NfsOutcome, nfs_cat, nfs_write};
 pub use dbus::Dbus;
 pub use ganesha::Ganesha;
 pub use loopfs::{LoopFs, run as loopfs_run};
 pub use netns::{Link, Netns};
+pub use server::{GaneshaServer, free_port};
 
 use std::{
     path::Path,

@@ -6,12 +6,9 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use rwxnfs_agent::{
-    exporter::ganesha::{GaneshaExporter, GaneshaSettings, INCLUDE_FILE},
-    fs::plain::PlainFs,
-};
+use rwxnfs_agent::fs::plain::PlainFs;
 use rwxnfs_proto::csi::{self, controller_client::ControllerClient};
-use rwxnfs_testbed::{Dbus, Ganesha, Netns, NfsOutcome, nfs_cat, nfs_write, require};
+use rwxnfs_testbed::{GaneshaServer, Netns, NfsOutcome, nfs_cat, nfs_write};
 use rwxnfs_tests::Stack;
 
 fn writer() -> csi::VolumeCapability {
@@ -25,38 +22,11 @@ fn writer() -> csi::VolumeCapability {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_reaches_a_volume_only_while_it_is_published_to_it() {
-    require(&[
-        "ip",
-        "ganesha.nfsd",
-        "dbus-daemon",
-        "dbus-send",
-        "nfs-cat",
-        "nfs-cp",
-    ]);
     let dir = tempfile::tempdir().unwrap();
-    let bus = Dbus::start(dir.path());
-    let server = Netns::new("acl-srv");
+    let server = GaneshaServer::start(dir.path(), "acl");
     let (node_a, node_b) = (Netns::new("acl-a"), Netns::new("acl-b"));
-    let (link_a, link_b) = (server.link(&node_a, 1), server.link(&node_b, 2));
-    let conf_dir = dir.path().join("ganesha-exports");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let _ganesha = Ganesha::start(
-        &server,
-        &bus,
-        dir.path(),
-        &conf_dir.join(INCLUDE_FILE),
-        &dir.path().join("recovery"),
-        "acl",
-    );
-    let exporter = Arc::new(
-        GaneshaExporter::new(GaneshaSettings {
-            dbus_address: Some(bus.address()),
-            name_prefix: Some("acl".into()),
-            conf_dir,
-            protocols: vec![4],
-        })
-        .unwrap(),
-    );
+    let (link_a, link_b) = (server.netns.link(&node_a, 1), server.netns.link(&node_b, 2));
+    let exporter = server.exporter.clone();
     let nodes: [(&str, IpAddr); 2] = [
         ("node-a", link_a.client.parse().unwrap()),
         ("node-b", link_b.client.parse().unwrap()),
