@@ -326,23 +326,7 @@ fn copy_entry(
         SFlag::S_IFLNK => {
             let target = readlinkat(dir.src.as_fd(), name).map_err(e)?;
             symlinkat(target.as_os_str(), dir.dst.as_fd(), name).map_err(e)?;
-            fchownat(
-                dir.dst.as_fd(),
-                name,
-                Some(Uid::from_raw(st.st_uid)),
-                Some(Gid::from_raw(st.st_gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(e)?;
-            let (atime, mtime) = times(&st);
-            utimensat(
-                dir.dst.as_fd(),
-                name,
-                &atime,
-                &mtime,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(e)?;
+            copy_entry_meta(dir.dst.as_fd(), name, &st).map_err(e)?;
         }
         other => {
             // FIFOs, sockets and device nodes: recreated, not opened.
@@ -354,26 +338,24 @@ fn copy_entry(
                 st.st_rdev,
             )
             .map_err(e)?;
-            fchownat(
-                dir.dst.as_fd(),
-                name,
-                Some(Uid::from_raw(st.st_uid)),
-                Some(Gid::from_raw(st.st_gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(e)?;
-            let (atime, mtime) = times(&st);
-            utimensat(
-                dir.dst.as_fd(),
-                name,
-                &atime,
-                &mtime,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(e)?;
+            copy_entry_meta(dir.dst.as_fd(), name, &st).map_err(e)?;
         }
     }
     Ok(())
+}
+
+/// Owner and times of an entry that is not opened (a symlink or a special file), set on the
+/// entry itself, never on what a symlink points to.
+fn copy_entry_meta(dir: BorrowedFd<'_>, name: &CStr, st: &FileStat) -> Result<(), Errno> {
+    fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    let (atime, mtime) = times(st);
+    utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
 }
 
 /// Removes everything inside the open directory `dir` (not `dir` itself). Directories on
