@@ -35,7 +35,20 @@ use crate::cli::DevArgs;
 struct ChildGuard(String, Child);
 
 impl ChildGuard {
+    /// Starts `command`; the kernel sends it SIGTERM should `rwxnfs dev` die without
+    /// stopping it (SIGKILL, a crash), so no Ganesha or bus outlives the stack.
     fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+        // parent; it runs in the child between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command.spawn().with_context(|| {
             format!("cannot start {name}; is it installed? (scripts/dev installs it)")
         })?;

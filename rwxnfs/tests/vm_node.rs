@@ -22,7 +22,14 @@ use rwxnfs_testbed::free_port;
 struct Guard(Child);
 
 impl Drop for Guard {
+    /// SIGTERM first, so `rwxnfs dev` stops its Ganesha and bus; SIGKILL if it lingers.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -106,7 +113,7 @@ async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
     let dir = tempfile::tempdir().unwrap();
     let (nfs_port, node_port) = (free_port(), free_port());
     let state = dir.path().join("dev");
-    let _dev = Guard(
+    let dev = Guard(
         Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
             .args([
                 "--log-format",
@@ -182,5 +189,16 @@ async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
     assert!(
         serial().contains("staged"),
         "the node plugin logged no NFS mount"
+    );
+    drop(dev);
+    let left = Command::new("pgrep")
+        .arg("-f")
+        .arg(state.display().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "rwxnfs dev left processes behind: {}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }
