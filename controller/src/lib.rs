@@ -6,6 +6,7 @@ pub mod config;
 pub mod controllerserver;
 pub mod convert;
 pub mod inflight;
+pub mod mesh;
 pub mod nodes;
 
 pub use backend::{AgentBackend, Backend};

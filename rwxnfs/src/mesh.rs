@@ -1,10 +1,7 @@
 //! `rwxnfs mesh annotations`.
 
-use std::net::IpAddr;
-
 use rwxnfs_controller::ControllerConfig;
-use rwxnfs_model::mesh::{self, BackendTraffic, NfsProtocol};
-use rwxnfs_server::Endpoint;
+use rwxnfs_model::mesh::{self, NfsProtocol};
 
 use crate::cli::{MeshArgs, MeshCommand};
 
@@ -25,23 +22,7 @@ fn annotations(args: &MeshArgs) -> anyhow::Result<String> {
         },
         other => anyhow::bail!("--nfs-version {other:?} is not one of 4.2, 4.1, 4.0, 3"),
     };
-    let mut unresolved = Vec::new();
-    let traffic = mesh::merge(config.backends.iter().map(|b| {
-        let agent = match b.agent.endpoint.parse::<Endpoint>() {
-            Ok(Endpoint::Tcp(addr)) => {
-                let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
-                match (host.trim_matches(['[', ']']).parse::<IpAddr>(), port.parse::<u16>()) {
-                    (Ok(ip), Ok(port)) => Some((ip, port)),
-                    _ => {
-                        unresolved.push(format!("backend {}: agent host {host:?} is a name; exclude its addresses by hand", b.name));
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        mesh::traffic(&BackendTraffic { servers: b.server.into_iter().collect(), agent, protocol, nfs_port: None })
-    }));
+    let (traffic, unresolved) = rwxnfs_controller::mesh::traffic(&config, protocol);
     let mut out = format!(
         "# controller pod\n{}",
         mesh::controller_pod_annotations(&traffic)

@@ -1,0 +1,69 @@
+//! The traffic a controller configuration's backends use, for service-mesh exclusions.
+
+use std::net::IpAddr;
+
+use rwxnfs_model::mesh::{self, BackendTraffic, NfsProtocol, Traffic};
+use rwxnfs_server::Endpoint;
+
+use crate::ControllerConfig;
+
+/// The merged ports and addresses of every backend when mounted with `protocol`, and a note for
+/// each agent whose address is a name (its addresses cannot be excluded by range from here).
+pub fn traffic(config: &ControllerConfig, protocol: NfsProtocol) -> (Traffic, Vec<String>) {
+    let mut unresolved = Vec::new();
+    let merged = mesh::merge(config.backends.iter().map(|b| {
+        let agent = match b.agent.endpoint.parse::<Endpoint>() {
+            Ok(Endpoint::Tcp(addr)) => match agent_address(&addr) {
+                Some(agent) => Some(agent),
+                None => {
+                    unresolved.push(format!(
+                        "backend {}: agent address {addr:?} is a name; exclude its addresses by hand",
+                        b.name
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        mesh::traffic(&BackendTraffic {
+            servers: b.server.into_iter().collect(),
+            agent,
+            protocol,
+            nfs_port: None,
+        })
+    }));
+    (merged, unresolved)
+}
+
+fn agent_address(addr: &str) -> Option<(IpAddr, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let ip = host.trim_matches(['[', ']']).parse().ok()?;
+    Some((ip, port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn tcp_agents_and_servers_become_ports_and_ranges_and_names_become_notes() {
+        let config = ControllerConfig::parse(
+            "backends:\n  - name: a\n    agent: {endpoint: \"tcp://192.168.222.25:9820\", tls: {ca: /a, cert: /b, key: /c}}\n    server: 192.168.222.26\n  - name: b\n    agent: {endpoint: \"tcp://agent.example:9821\", tls: {ca: /a, cert: /b, key: /c}}\n",
+            Path::new("controller.yaml"),
+        )
+        .unwrap();
+        let (t, notes) = traffic(&config, NfsProtocol::V41Plus);
+        assert_eq!(
+            t.tcp_ports.iter().copied().collect::<Vec<_>>(),
+            [2049, 9820]
+        );
+        assert_eq!(
+            t.ranges.iter().cloned().collect::<Vec<_>>(),
+            ["192.168.222.25/32", "192.168.222.26/32"]
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("agent.example"));
+    }
+}
