@@ -140,10 +140,35 @@ pub struct AgentArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Driver pods are the pods and pod templates with a container of the rwxnfs image run as \
+`controller` or `node`, or labelled app.kubernetes.io/part-of=rwxnfs (the role then from \
+app.kubernetes.io/component, else DaemonSet = node). The ports and VIPs to exclude come from \
+the controller's ConfigMap (key controller.yaml) when it is among the objects, else NFSv4.1 \
+and agent port 9820. Finding codes are listed in the README's \"Service meshes\" section.
+
+Exit status: 0 clean (info findings only), 1 warnings but no errors, 2 errors, or the input \
+could not be read (unreadable file, malformed YAML, Kubernetes API unreachable).")]
 pub struct DoctorArgs {
-    /// Manifests to check: files or directories of YAML, or - for standard input.
-    #[arg(short = 'f', long = "filename")]
+    /// Manifests to check: files or directories of YAML (read recursively, *.yaml and *.yml),
+    /// or - for standard input. Repeatable. Without it the live cluster is checked.
+    #[arg(short = 'f', long = "filename", conflicts_with = "kubeconfig")]
     pub files: Vec<PathBuf>,
+
+    /// Check the cluster of this kubeconfig (default: the in-cluster service account, then
+    /// KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: DoctorOutput,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoctorOutput {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod controller;
 mod dev;
+mod doctor;
 mod mesh;
 mod node;
 
@@ -34,29 +35,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    runtime.block_on(async {
+        let result = match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Mesh(command) => mesh::run(command),
             Command::Controller(args) => controller::run(args).await,
             Command::Agent(args) => agent::run(args).await,
-            Command::Doctor(_) => {
-                not_implemented("doctor", "the mesh and NFS configuration checker")
+            Command::Doctor(args) => return doctor::run(args).await,
+        };
+        match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("rwxnfs: {err:#}");
+                std::process::ExitCode::FAILURE
             }
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("rwxnfs: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn not_implemented(command: &str, what: &str) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "'rwxnfs {command}' ({what}) is not implemented yet in this build; nothing was started"
-    )
+    })
 }
