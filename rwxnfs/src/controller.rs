@@ -7,7 +7,8 @@ use rwxnfs_controller::{
     AgentBackend, Backend, ControllerConfig, ControllerService, NodeResolver, StaticNodes,
     nodes::KubeNodes,
 };
-use rwxnfs_model::DriverName;
+use rwxnfs_doctor::selfcheck;
+use rwxnfs_model::{DriverName, mesh::NfsProtocol};
 use rwxnfs_proto::csi::plugin_capability;
 use rwxnfs_server::{
     IdentityService, Readiness,
@@ -28,6 +29,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     } else {
         Arc::new(StaticNodes(config.nodes.clone()))
     };
+    start_self_check(&config, &args.config);
     let router = router(&config, nodes, &args.csi)?;
     args.csi.start_metrics().await?;
     rwxnfs_server::serve(
@@ -39,6 +41,39 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// In a cluster (POD_NAME and POD_NAMESPACE from the downward API), checks this pod's
+/// service-mesh settings against the configuration's traffic, in the background: findings are
+/// logged with their fix and recorded as an Event; an unreachable API is logged, never fatal.
+fn start_self_check(config: &ControllerConfig, path: &std::path::Path) {
+    let (Ok(pod), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
+    else {
+        tracing::debug!("POD_NAME or POD_NAMESPACE unset: not in a cluster, no mesh self-check");
+        return;
+    };
+    let (traffic, unresolved) = rwxnfs_controller::mesh::traffic(config, NfsProtocol::V41Plus);
+    for note in unresolved {
+        tracing::info!("self-check: {note}");
+    }
+    let me = selfcheck::Identity {
+        pod,
+        namespace,
+        traffic,
+        config: path.display().to_string(),
+    };
+    tokio::spawn(async move {
+        let client = match rwxnfs_doctor::live::client(None).await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = %e, "self-check skipped: no Kubernetes API client");
+                return;
+            }
+        };
+        if let Err(e) = selfcheck::run(&client, &me).await {
+            tracing::warn!(error = %e, "self-check incomplete");
+        }
+    });
 }
 
 /// Ready while at least one backend's agent answers and is ready; each one that is not is
