@@ -93,6 +93,57 @@ async fn an_injected_pod_without_exclusions_is_reported_and_an_event_recorded() 
     assert!(note.len() <= 1024);
 }
 
+/// Collects what the self-check logs.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_finding_is_logged_at_its_severity_with_its_fix() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (client, handle) = client();
+    let api = serve(
+        handle,
+        Answers::from([
+            (get(POD), (StatusCode::OK, pod(json!({})))),
+            (get(NAMESPACE), (StatusCode::OK, namespace())),
+        ]),
+    );
+    selfcheck::run(&client, &me())
+        .await
+        .expect("the check runs");
+    drop(client);
+    api.await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = |code: &str| {
+        text.lines()
+            .find(|l| l.contains(code))
+            .unwrap_or_else(|| panic!("{code} not logged:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("RWX001").contains("ERROR")
+            && line("RWX001").contains("fix=kubectl -n rwxnfs patch deployment rwxnfs-controller"),
+        "{text}"
+    );
+    assert!(line("RWX003").contains("WARN"), "{text}");
+}
+
 #[tokio::test]
 async fn a_correctly_annotated_pod_records_no_event() {
     let (client, handle) = client();
