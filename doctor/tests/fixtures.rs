@@ -76,7 +76,7 @@ fn every_bad_fixture_produces_its_finding_and_nothing_else_serious() {
 #[test]
 fn the_good_manifests_are_clean_and_every_kind_was_read() {
     let objects = load(&[fixtures().join("good")]).unwrap();
-    assert_eq!(objects.namespaces.len(), 2);
+    assert_eq!(objects.namespaces.len(), 3);
     assert_eq!(objects.persistent_volumes.len(), 1, "the List is flattened");
     assert_eq!(objects.peer_authentications.as_ref().map(Vec::len), Some(2));
     let report = analyze(&objects);
@@ -134,6 +134,15 @@ fn the_fixes_name_exactly_what_is_missing() {
         f.fix.command.starts_with("kubectl apply -f - <<'EOF'")
             && f.fix.command.contains(r#""2049":{"mode":"PERMISSIVE"}"#),
         "{}",
+        f.fix.command
+    );
+    let report = run(&[fixtures().join("bad/RWX011-strict-mtls-ambient.yaml")]);
+    let f = report.findings.iter().find(|f| f.code == "RWX011").unwrap();
+    assert!(
+        f.fix
+            .command
+            .contains(r#""istio.io/dataplane-mode":"none""#),
+        "in ambient the server is opted out: {}",
         f.fix.command
     );
     let report = run(&[fixtures().join("bad/RWX060-registration-path.yaml")]);
