@@ -83,6 +83,13 @@ pub trait Exporter: Send + Sync + 'static {
     /// "ganesha" or "kernel".
     fn kind(&self) -> &'static str;
 
+    /// The path clients mount for an export named `name` whose directory is `absolute`.
+    /// NFS-Ganesha serves each export at a pseudo path of its own (`/<name>`), so that is the
+    /// default; kernel nfsd's NFSv4 namespace is the server's real directory tree.
+    fn client_path(&self, name: &str, _absolute: &std::path::Path) -> String {
+        format!("/{name}")
+    }
+
     /// Makes `spec` active with exactly its client list. Already active with the same id:
     /// its clients are replaced (so this also serves as "update").
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError>;

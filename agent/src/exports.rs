@@ -352,7 +352,9 @@ impl ExportAgent {
             export_id: self.allocate_export_id().await?,
             state: RecordState::Creating,
             path: rel.as_path().to_owned(),
-            pseudo_path: format!("/{name}"),
+            pseudo_path: self
+                .exporter
+                .client_path(name.as_ref(), &self.fs.absolute(&rel)),
             capacity_bytes: capacity,
             quota_enforced: self.fs.quota_enforced(),
             clients: Vec::new(),

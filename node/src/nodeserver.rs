@@ -445,9 +445,10 @@ impl NodeService {
                 req.volume_id
             ))
         })?;
-        // For rwxnfs ids the export is /<name>: a mount of anything else is not this volume.
+        // An rwxnfs export's path ends in the export's name (`/<name>` on NFS-Ganesha,
+        // `<root>/volumes/<name>` on kernel nfsd): a mount of anything else is not this volume.
         if let Ok(id) = req.volume_id.parse::<VolumeId>()
-            && !mount.source.ends_with(&format!(":/{}", id.name))
+            && !export_name_is(&mount.source, id.name.as_ref())
         {
             return Err(Status::not_found(format!(
                 "{} is a mount of {}, not of volume {}",
@@ -677,6 +678,14 @@ impl Node for NodeService {
             accessible_topology: None,
         }))
     }
+}
+
+/// Whether an NFS mount source (`server:/path`) names the export `name`: its path's last
+/// component.
+fn export_name_is(source: &str, name: &str) -> bool {
+    source
+        .split_once(":/")
+        .is_some_and(|(_, path)| path.rsplit('/').next() == Some(name))
 }
 
 #[cfg(test)]

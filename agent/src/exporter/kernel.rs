@@ -178,6 +178,10 @@ impl Exporter for KernelExporter {
         "kernel"
     }
 
+    fn client_path(&self, _name: &str, absolute: &Path) -> String {
+        absolute.display().to_string()
+    }
+
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
         let mut applied = self.applied.lock().await;
         let previous = applied.get(&spec.export_id).cloned();

@@ -374,3 +374,19 @@ async fn a_stale_staged_mount_is_staged_again_on_the_next_publish_and_targets_ar
             .any(|m| m.mount_point == dir.path().join("t1") && m.read_only())
     );
 }
+
+#[test]
+fn a_mount_names_its_export_by_the_last_component_of_its_path() {
+    assert!(export_name_is("10.0.0.1:/pvc-7", "pvc-7"));
+    assert!(export_name_is(
+        "10.0.0.1:/drbd/exports/volumes/pvc-7",
+        "pvc-7"
+    ));
+    assert!(export_name_is("[fd00::1]:/pvc-7", "pvc-7"));
+    assert!(!export_name_is("10.0.0.1:/pvc-77", "pvc-7"));
+    assert!(!export_name_is(
+        "10.0.0.1:/drbd/exports/volumes/xpvc-7",
+        "pvc-7"
+    ));
+    assert!(!export_name_is("tmpfs", "pvc-7"));
+}

@@ -167,3 +167,13 @@ async fn a_refusal_from_exportfs_is_reported_with_its_message() {
         "{err}"
     );
 }
+
+#[test]
+fn clients_mount_the_real_directory_since_nfsd_has_no_pseudo_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, _) = exporter(dir.path());
+    assert_eq!(
+        exporter.client_path("pvc-7", Path::new("/drbd/exports/volumes/pvc-7")),
+        "/drbd/exports/volumes/pvc-7"
+    );
+}
