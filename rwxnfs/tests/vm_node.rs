@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -16,7 +15,10 @@ use std::{
 
 use csi_sanity::{Config, Outcome};
 use rwxnfs_server::Endpoint;
-use rwxnfs_testbed::free_port;
+use rwxnfs_testbed::{
+    free_port,
+    vm::{Lab, VmSpec},
+};
 
 /// A process killed (by PID) and reaped when dropped.
 struct Guard(Child);
@@ -35,71 +37,6 @@ impl Drop for Guard {
     }
 }
 
-/// One file of a newc cpio archive.
-fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
-    let header = format!(
-        "070701{ino:08X}{mode:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
-        0,
-        0,
-        1,
-        0,
-        data.len(),
-        0,
-        0,
-        0,
-        0,
-        name.len() + 1,
-        0
-    );
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
-/// The base image (built once from Debian packages and cached), plus this build's binary and
-/// the scenario appended as a second archive.
-fn initrd(dir: &Path, scenario: &str) -> (PathBuf, PathBuf) {
-    let image = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-image");
-    let builder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vm/build-image");
-    let status = Command::new(&builder).arg(&image).status().unwrap();
-    assert!(
-        status.success(),
-        "tests/vm/build-image failed (needs qemu-system-x86, busybox-static: scripts/install-test-deps)"
-    );
-    let mut archive = Vec::new();
-    cpio_entry(
-        &mut archive,
-        1,
-        "bin/rwxnfs",
-        0o100_755,
-        &std::fs::read(env!("CARGO_BIN_EXE_rwxnfs")).unwrap(),
-    );
-    cpio_entry(&mut archive, 2, "scenario", 0o100_644, scenario.as_bytes());
-    cpio_entry(&mut archive, 3, "TRAILER!!!", 0, &[]);
-    let mut initrd = std::fs::read(image.join("base.cpio.gz")).unwrap();
-    let mut gz = Command::new("gzip")
-        .arg("-1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = gz.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&archive).unwrap());
-    let compressed = gz.wait_with_output().unwrap().stdout;
-    writer.join().unwrap();
-    initrd.extend_from_slice(&compressed);
-    let path = dir.join("initrd.gz");
-    std::fs::write(&path, initrd).unwrap();
-    (image.join("vmlinuz"), path)
-}
-
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
@@ -111,7 +48,7 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
     let dir = tempfile::tempdir().unwrap();
-    let (nfs_port, node_port) = (free_port(), free_port());
+    let nfs_port = free_port();
     let state = dir.path().join("dev");
     let dev = Guard(
         Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
@@ -133,34 +70,25 @@ async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
             .spawn()
             .unwrap(),
     );
-    let scenario = "ip addr add 10.0.2.15/24 dev eth0\nip link set eth0 up\nip route add default via 10.0.2.2\n\
-                    exec /bin/rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 --node-id vm-node\n";
-    let (kernel, initrd) = initrd(dir.path(), scenario);
-    let log = dir.path().join("serial.log");
-    let started = Instant::now();
-    let _vm = Guard(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-no-reboot", "-kernel"])
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1", "-device", "virtio-net-pci,netdev=n0", "-netdev"])
-            .arg(format!(
-                "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{node_port}-:7000,guestfwd=tcp:10.0.2.100:2049-tcp:127.0.0.1:{nfs_port}"
-            ))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut lab = Lab::new(
+        "node-ganesha",
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
     );
-    let serial = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for(
-        "the node plugin in the VM",
-        Duration::from_secs(120),
-        || serial().contains("listening"),
-    );
-    println!("VM booted and serving after {:?}", started.elapsed());
+    let mut vm = lab.start(VmSpec {
+        forwards: vec![7000],
+        host_services: vec![(2049, nfs_port)],
+        boot: "modprobe nfsv4\nsetsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 \
+               --node-id vm-node > /work/node.log 2>&1 &\n"
+            .into(),
+        ..VmSpec::new("vm-node")
+    });
+    println!("VM booted in {:?}", vm.wait_ready(Duration::from_secs(180)));
+    let node_port = vm.port(7000);
+    let node_log = vm.work().join("node.log");
+    wait_for("the node plugin in the VM", Duration::from_secs(60), || {
+        std::fs::read_to_string(&node_log).is_ok_and(|l| l.contains("listening"))
+    });
     wait_for("rwxnfs dev", Duration::from_secs(60), || {
         state.join("controller.sock").exists()
     });
@@ -181,13 +109,10 @@ async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
         .iter()
         .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
         .collect();
-    if !failed.is_empty() {
-        eprintln!("--- VM serial console ---\n{}", serial());
-    }
     assert!(failed.is_empty(), "failed: {failed:#?}");
     assert_eq!(report.passed(), 19, "{}", report.summary());
     assert!(
-        serial().contains("staged"),
+        std::fs::read_to_string(&node_log).is_ok_and(|l| l.contains("staged")),
         "the node plugin logged no NFS mount"
     );
     drop(dev);

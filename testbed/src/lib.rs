@@ -16,6 +16,7 @@ mod ganesha;
 mod loopfs;
 mod netns;
 mod server;
+pub mod vm;
 
 pub use client::{NfsOutcome, nfs_cat, nfs_write};
 pub use dbus::Dbus;

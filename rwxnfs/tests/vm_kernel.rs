@@ -1,0 +1,460 @@
+//! The real-kernel tier with kernel nfsd: two QEMU VMs on a private network.
+//!
+//! - `nfs1` (10.99.0.1) formats a virtio disk as XFS, mounts it with `prjquota` as the export
+//!   root, runs kernel nfsd (rpcbind, nfsdcld, rpc.mountd, rpc.nfsd), `rwxnfs agent` with the
+//!   kernel exporter and XFS project quotas, and `rwxnfs controller` next to it.
+//! - `node1` (10.99.0.2) runs `rwxnfs node`.
+//!
+//! The host reaches only the two CSI endpoints, through forwarded ports; everything NFS stays
+//! between the VMs. Our conformance runner drives both endpoints, then each scenario of the
+//! tier runs against the same pair (they share one boot, which is the slow part under
+//! software emulation).
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use csi_sanity::{Config, Outcome};
+use rwxnfs_proto::csi::{
+    self, controller_client::ControllerClient, identity_client::IdentityClient,
+    node_client::NodeClient,
+};
+use rwxnfs_server::Endpoint;
+use rwxnfs_testbed::vm::{Lab, Vm, VmSpec};
+use tonic::transport::Channel;
+
+const SERVER_BOOT: &str = r#"
+modprobe nfsd
+modprobe xfs
+mkfs.xfs -q /dev/vda
+mkdir -p /srv/exports /etc/exports.d /etc/rwxnfs /run/rwxnfs /var/lib/nfs/v4recovery
+mount -o prjquota /dev/vda /srv/exports
+mount -t nfsd nfsd /proc/fs/nfsd
+mount -t rpc_pipefs rpc_pipefs /var/lib/nfs/rpc_pipefs
+: > /etc/exports
+exportfs -ra
+rpcbind -w
+# Short lease and grace so the stale-handle and restart scenarios do not wait 90 s.
+echo 10 > /proc/fs/nfsd/nfsv4leasetime
+echo 10 > /proc/fs/nfsd/nfsv4gracetime
+nfsdcld
+rpc.mountd --no-udp
+rpc.nfsd --no-udp 8
+cat > /etc/rwxnfs/agent.yaml <<EOF
+exportRoot: /srv/exports
+stateDir: /srv/exports/.rwxnfs
+nfsServer:
+  kind: kernel
+quota: xfs
+serverAddresses: [10.99.0.1]
+listen: [unix:///run/rwxnfs/agent.sock]
+EOF
+cat > /etc/rwxnfs/controller.yaml <<EOF
+backends:
+  - name: vm
+    agent:
+      endpoint: unix:///run/rwxnfs/agent.sock
+    server: 10.99.0.1
+nodes:
+  node1: [10.99.0.2]
+EOF
+setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/agent.log 2>&1 &
+setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --config /etc/rwxnfs/controller.yaml > /work/controller.log 2>&1 &
+"#;
+
+const NODE_BOOT: &str = r#"
+modprobe nfsv4
+modprobe nfsv3
+setsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 --node-id node1 > /work/node.log 2>&1 &
+"#;
+
+const MIB: i64 = 1 << 20;
+
+struct Pair {
+    _lab: Lab,
+    server: Vm,
+    node: Vm,
+    controller: ControllerClient<Channel>,
+    node_csi: NodeClient<Channel>,
+}
+
+async fn boot() -> Pair {
+    let mut lab = Lab::new(
+        "kernel-nfsd",
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
+    );
+    let mut server = lab.start(VmSpec {
+        memory_mb: 448,
+        lan: Some(1),
+        forwards: vec![7001],
+        disks_mb: vec![512],
+        boot: SERVER_BOOT.into(),
+        ..VmSpec::new("nfs1")
+    });
+    let mut node = lab.start(VmSpec {
+        lan: Some(2),
+        forwards: vec![7000],
+        boot: NODE_BOOT.into(),
+        ..VmSpec::new("node1")
+    });
+    let limit = Duration::from_secs(180);
+    println!("nfs1 booted in {:?}", server.wait_ready(limit));
+    println!("node1 booted in {:?}", node.wait_ready(limit));
+    let controller = ControllerClient::new(ready(server.port(7001)).await);
+    let node_csi = NodeClient::new(ready(node.port(7000)).await);
+    Pair {
+        _lab: lab,
+        server,
+        node,
+        controller,
+        node_csi,
+    }
+}
+
+/// Connects to a forwarded CSI endpoint once its Probe says ready.
+async fn ready(port: u16) -> Channel {
+    let endpoint = Endpoint::Tcp(format!("127.0.0.1:{port}"));
+    let start = Instant::now();
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            let probe = IdentityClient::new(channel.clone())
+                .probe(csi::ProbeRequest {})
+                .await;
+            if probe.is_ok_and(|r| r.into_inner().ready == Some(true)) {
+                return channel;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{endpoint} not ready within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_nfsd_and_xfs_quotas_in_vms() {
+    let started = Instant::now();
+    let mut pair = boot().await;
+    println!("both endpoints ready after {:?}", started.elapsed());
+
+    let step = Instant::now();
+    conformance(&pair).await;
+    println!("conformance: {:?}", step.elapsed());
+
+    let step = Instant::now();
+    for version in ["4.2", "4.1", "3"] {
+        node_mount(&mut pair, version).await;
+    }
+    println!("node-mount (4.2, 4.1, 3): {:?}", step.elapsed());
+
+    let step = Instant::now();
+    quota(&mut pair).await;
+    println!("quota: {:?}", step.elapsed());
+}
+
+/// Every applicable spec of our conformance runner, against the pair.
+async fn conformance(pair: &Pair) {
+    let mut config = Config::new(Endpoint::Tcp(format!("127.0.0.1:{}", pair.node.port(7000))));
+    config.controller_endpoint = Some(Endpoint::Tcp(format!(
+        "127.0.0.1:{}",
+        pair.server.port(7001)
+    )));
+    // It looks for the target path on this host's filesystem; the VM has its own.
+    config.skip = vec!["should remove target path".into()];
+    config.test_volume_size = 64 * MIB;
+    config.test_volume_expand_size = 128 * MIB;
+    config.staging_dir = PathBuf::from("/tmp/csi-staging");
+    config.target_dir = PathBuf::from("/tmp/csi-target");
+    let mut out = Vec::new();
+    let report = csi_sanity::run(config, &mut out).await.unwrap();
+    print!("{}", String::from_utf8_lossy(&out));
+    let failed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .collect();
+    assert!(failed.is_empty(), "failed: {failed:#?}");
+    // Of the 96: ModifyVolume, VolumeAttributeClass, GroupController, NodeExpandVolume and the
+    // attach limit are not applicable (19), one looks at this host's filesystem; all the rest
+    // must pass.
+    let not_applicable = report
+        .results
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Skipped(why) if why.starts_with("not applicable")))
+        .count();
+    assert_eq!(not_applicable, 19, "{}", report.summary());
+    assert_eq!(report.passed(), 76, "{}", report.summary());
+}
+
+fn mount_capability(read_only: bool) -> csi::VolumeCapability {
+    use csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+    let mode = if read_only {
+        Mode::MultiNodeReaderOnly
+    } else {
+        Mode::MultiNodeMultiWriter
+    };
+    csi::VolumeCapability {
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+    }
+}
+
+/// A volume created, published to node1, staged and published there.
+struct Mounted {
+    id: String,
+    context: std::collections::HashMap<String, String>,
+    staging: String,
+    target: String,
+}
+
+async fn create_and_mount(
+    pair: &mut Pair,
+    name: &str,
+    params: &[(&str, &str)],
+    size: i64,
+) -> Mounted {
+    let created = pair
+        .controller
+        .create_volume(csi::CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: size,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability(false)],
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    pair.controller
+        .controller_publish_volume(csi::ControllerPublishVolumeRequest {
+            volume_id: created.volume_id.clone(),
+            node_id: "node1".into(),
+            volume_capability: Some(mount_capability(false)),
+            readonly: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let staging = format!("/tmp/stage/{name}");
+    let target = format!("/tmp/target/{name}");
+    pair.node_csi
+        .node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: created.volume_id.clone(),
+            staging_target_path: staging.clone(),
+            volume_capability: Some(mount_capability(false)),
+            volume_context: created.volume_context.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    publish(
+        pair,
+        &created.volume_id,
+        &created.volume_context,
+        &staging,
+        &target,
+        false,
+    )
+    .await;
+    Mounted {
+        id: created.volume_id,
+        context: created.volume_context,
+        staging,
+        target,
+    }
+}
+
+async fn publish(
+    pair: &mut Pair,
+    id: &str,
+    context: &std::collections::HashMap<String, String>,
+    staging: &str,
+    target: &str,
+    readonly: bool,
+) {
+    pair.node_csi
+        .node_publish_volume(csi::NodePublishVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.into(),
+            target_path: target.into(),
+            volume_capability: Some(mount_capability(readonly)),
+            readonly,
+            volume_context: context.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn unmount_and_delete(pair: &mut Pair, m: &Mounted, targets: &[&str]) {
+    for target in targets {
+        pair.node_csi
+            .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+                volume_id: m.id.clone(),
+                target_path: target.to_string(),
+            })
+            .await
+            .unwrap();
+    }
+    pair.node_csi
+        .node_unstage_volume(csi::NodeUnstageVolumeRequest {
+            volume_id: m.id.clone(),
+            staging_target_path: m.staging.clone(),
+        })
+        .await
+        .unwrap();
+    pair.controller
+        .controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
+            volume_id: m.id.clone(),
+            node_id: "node1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    pair.controller
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// The export directory of a volume on nfs1: with kernel nfsd, what clients mount is the
+/// server's real path.
+fn export_dir(m: &Mounted) -> String {
+    let share = &m.context["share"];
+    assert!(share.starts_with("/srv/exports/volumes/"), "{share}");
+    share.clone()
+}
+
+/// Scenario `node-mount`: stage and publish over one NFS version; a file written through the
+/// target is in the export on the server; a read-only publish refuses writes; nothing is left
+/// mounted afterwards.
+async fn node_mount(pair: &mut Pair, version: &str) {
+    let name = format!("mount-v{}", version.replace('.', ""));
+    // The node's root writes as root (the default, squash: root, would make it nobody).
+    let params: &[(&str, &str)] = &[("nfsVersion", version), ("squash", "none")];
+    let m = create_and_mount(pair, &name, params, 32 * MIB).await;
+    let mounts = pair
+        .node
+        .sh(&format!("grep ' {} ' /proc/mounts", m.staging));
+    let expect = if version == "3" {
+        " nfs ".to_string()
+    } else {
+        format!("vers={version}")
+    };
+    assert!(mounts.contains(&expect), "v{version}: {mounts}");
+    pair.node.sh(&format!(
+        "echo written-through-v{version} > {}/hello && sync",
+        m.target
+    ));
+    let on_server = pair.server.sh(&format!("cat {}/hello", export_dir(&m)));
+    assert_eq!(on_server.trim(), format!("written-through-v{version}"));
+
+    let ro_target = format!("{}-ro", m.target);
+    publish(pair, &m.id, &m.context, &m.staging, &ro_target, true).await;
+    let refused = pair.node.run(
+        &format!("echo no > {ro_target}/refused"),
+        Duration::from_secs(30),
+    );
+    assert_ne!(
+        refused.rc, 0,
+        "v{version}: a read-only publish took a write"
+    );
+    assert!(
+        refused.out.contains("Read-only"),
+        "v{version}: {}",
+        refused.out
+    );
+    let read = pair.node.sh(&format!("cat {ro_target}/hello"));
+    assert_eq!(read.trim(), format!("written-through-v{version}"));
+
+    unmount_and_delete(pair, &m, &[&m.target, &ro_target]).await;
+    let left = pair.node.sh("grep -c ' nfs' /proc/mounts || true");
+    assert_eq!(left.trim(), "0", "v{version}: mounts left behind");
+}
+
+/// Scenario `quota`: a write past the claim's size fails with EDQUOT on the client; after an
+/// online ControllerExpandVolume the same write succeeds, with no node-side step.
+async fn quota(pair: &mut Pair) {
+    let m = create_and_mount(pair, "quota", &[("squash", "none")], 16 * MIB).await;
+    let write = |mib: u32| {
+        format!(
+            "dd if=/dev/zero of={}/big bs=1M count={mib} conv=fsync 2>&1",
+            m.target
+        )
+    };
+    let refused = pair.node.run(&write(24), Duration::from_secs(60));
+    assert_ne!(
+        refused.rc, 0,
+        "24 MiB fit into a 16 MiB claim: {}",
+        refused.out
+    );
+    // XFS answers a write past a *project* quota with ENOSPC (user and group quotas give
+    // EDQUOT), and nfsd passes it on as NFS4ERR_NOSPC. The disk itself has room: it is the
+    // claim's limit that refused.
+    assert!(
+        refused.out.contains("No space left on device"),
+        "expected the project quota's ENOSPC: {}",
+        refused.out
+    );
+    let free_mib: u64 = pair
+        .server
+        .sh("df -m /srv/exports | awk 'NR==2{print $4}'")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        free_mib > 200,
+        "the export root itself is full: {free_mib} MiB free"
+    );
+    let expanded = pair
+        .controller
+        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: m.id.clone(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 48 * MIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!expanded.node_expansion_required);
+    assert!(expanded.capacity_bytes >= 48 * MIB);
+    pair.node.sh(&format!("rm -f {}/big", m.target));
+    let fits = pair.node.run(&write(24), Duration::from_secs(60));
+    assert_eq!(fits.rc, 0, "after expansion: {}", fits.out);
+    let stats = pair
+        .node_csi
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: m.id.clone(),
+            volume_path: m.target.clone(),
+            staging_target_path: m.staging.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes = stats
+        .usage
+        .iter()
+        .find(|u| u.unit == csi::volume_usage::Unit::Bytes as i32)
+        .unwrap();
+    // XFS reports a project-quota directory's limit as its size, and NFS passes that on.
+    assert_eq!(bytes.total, 48 * MIB, "{stats:?}");
+    unmount_and_delete(pair, &m, &[&m.target]).await;
+}

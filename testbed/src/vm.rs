@@ -1,0 +1,365 @@
+//! The real-kernel tier: QEMU VMs (software emulation) booted from Debian's kernel with the
+//! image that `tests/vm/build-image` makes from Debian packages.
+//!
+//! A [`Lab`] owns everything one test starts: the VMs, the private network that joins them
+//! (a [`Hub`] on loopback) and their logs, which stay under `target/tmp/vm/<test>/` and are
+//! printed when the test fails. Every VM gets
+//! - the project's binaries, read-only over 9p at `/opt/rwxnfs` (first on its `PATH`);
+//! - its own work directory over 9p at `/work`: the boot script goes in, daemons' logs come
+//!   out, and [`Vm::run`] drops commands there that the guest's init executes;
+//! - `eth0`, QEMU's user network with `restrict=on`: nothing leaves the guest through it, it
+//!   only carries the host's forwarded ports to the guest ([`Vm::port`]);
+//! - `eth1` on the lab's network (10.99.0.0/24) when the VM has an address there.
+//!
+//! QEMU processes are killed by their PID when the VM (or the lab) drops, on every exit path.
+
+mod hub;
+
+pub use hub::Hub;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::free_port;
+
+/// The cached base image: a kernel and an initramfs.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl Image {
+    /// Builds the image if its inputs changed (a no-op otherwise) and returns it.
+    pub fn get(target_tmp: &Path) -> Image {
+        let dir = target_tmp.join("vm-image");
+        let builder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vm/build-image");
+        let status = Command::new(&builder)
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|e| panic!("{}: {e}", builder.display()));
+        assert!(
+            status.success(),
+            "tests/vm/build-image failed; it needs qemu-system-x86, busybox-static, cpio, \
+             binutils and xz-utils (scripts/install-test-deps)"
+        );
+        Image {
+            kernel: dir.join("vmlinux"),
+            initrd: dir.join("base.cpio.gz"),
+        }
+    }
+}
+
+/// What one VM is made of.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    pub name: String,
+    pub memory_mb: u32,
+    /// Its address on the lab network (10.99.0.N/24), if it joins it.
+    pub lan: Option<u8>,
+    /// Guest TCP ports the host reaches through 127.0.0.1.
+    pub forwards: Vec<u16>,
+    /// `(port, host port)`: the guest's connections to 10.0.2.100:port reach the host's
+    /// 127.0.0.1:host port (a server the test runs on the host); nothing else is reachable.
+    pub host_services: Vec<(u16, u16)>,
+    /// Sizes of empty virtio disks (`/dev/vda`, `/dev/vdb`, ...), in MiB.
+    pub disks_mb: Vec<u64>,
+    /// Shell run at boot, after the network is up; its output goes to `/work/boot.log`.
+    pub boot: String,
+}
+
+impl VmSpec {
+    pub fn new(name: &str) -> VmSpec {
+        VmSpec {
+            name: name.into(),
+            memory_mb: 320,
+            lan: None,
+            forwards: Vec::new(),
+            host_services: Vec::new(),
+            disks_mb: Vec::new(),
+            boot: String::new(),
+        }
+    }
+}
+
+/// One test's VMs, network and logs.
+pub struct Lab {
+    dir: PathBuf,
+    image: Image,
+    bin_dir: PathBuf,
+    hub: Hub,
+    names: Vec<(String, PathBuf)>,
+}
+
+impl Lab {
+    /// `name` names the log directory; `bin` is a binary of this build whose directory the VMs
+    /// share (e.g. `env!("CARGO_BIN_EXE_rwxnfs")`).
+    pub fn new(name: &str, target_tmp: &Path, bin: &Path) -> Lab {
+        crate::require(&["qemu-system-x86_64"]);
+        let image = Image::get(target_tmp);
+        let dir = target_tmp.join("vm").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the lab's directory");
+        let bin_dir = bin
+            .parent()
+            .expect("the binary has a directory")
+            .to_path_buf();
+        Lab {
+            dir,
+            image,
+            bin_dir,
+            hub: Hub::start(),
+            names: Vec::new(),
+        }
+    }
+
+    /// Where this lab keeps its logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Boots a VM; [`Vm::wait_ready`] waits for its boot script to finish.
+    pub fn start(&mut self, spec: VmSpec) -> Vm {
+        let index = self.names.len() as u8 + 1;
+        let work = self.dir.join(&spec.name);
+        std::fs::create_dir_all(work.join("cmd")).expect("create the VM's work directory");
+        std::fs::write(work.join("boot"), boot_script(&spec)).expect("write the boot script");
+        let forwards: HashMap<u16, u16> = spec.forwards.iter().map(|&p| (p, free_port())).collect();
+        let mut disks = Vec::new();
+        for (i, size) in spec.disks_mb.iter().enumerate() {
+            let path = work.join(format!("disk{i}.img"));
+            let file = std::fs::File::create(&path).expect("create a disk image");
+            file.set_len(size << 20).expect("size the disk image");
+            disks.push(path);
+        }
+        let serial = work.join("serial.log");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-smp", "1", "-nographic", "-no-reboot"])
+            .arg("-m")
+            .arg(spec.memory_mb.to_string())
+            .arg("-kernel")
+            .arg(&self.image.kernel)
+            .arg("-initrd")
+            .arg(&self.image.initrd)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 quiet panic=-1 rwxnfs.hostname={}",
+                spec.name
+            ))
+            .arg("-virtfs")
+            .arg(format!(
+                "local,path={},mount_tag=rwxnfs-bin,security_model=none,readonly=on",
+                self.bin_dir.display()
+            ))
+            .arg("-virtfs")
+            .arg(format!(
+                "local,path={},mount_tag=rwxnfs-work,security_model=none",
+                work.display()
+            ));
+        let hostfwd: String = forwards
+            .iter()
+            .map(|(guest, host)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+            .chain(spec.host_services.iter().map(|(port, host)| {
+                format!(",guestfwd=tcp:10.0.2.100:{port}-tcp:127.0.0.1:{host}")
+            }))
+            .collect();
+        cmd.args(["-device", "virtio-net-pci,netdev=user0,romfile="])
+            .arg("-netdev")
+            .arg(format!("user,id=user0,restrict=on{hostfwd}"));
+        if spec.lan.is_some() {
+            cmd.arg("-device")
+                .arg(format!(
+                    "virtio-net-pci,netdev=lan0,romfile=,mac=52:54:00:99:00:{index:02x}"
+                ))
+                .arg("-netdev")
+                .arg(format!(
+                    "socket,id=lan0,connect=127.0.0.1:{}",
+                    self.hub.port()
+                ));
+        }
+        for disk in &disks {
+            cmd.arg("-drive")
+                .arg(format!("file={},if=virtio,format=raw", disk.display()));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&serial).expect("create the serial log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        self.names.push((spec.name.clone(), work.clone()));
+        Vm {
+            name: spec.name,
+            child: Some(child),
+            work,
+            forwards,
+            started: Instant::now(),
+            seq: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Drop for Lab {
+    /// A failing test shows what every VM printed and logged.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (name, work) in &self.names {
+            let Ok(entries) = std::fs::read_dir(work) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                    eprintln!("--- {name}: {} (last 60 lines) ---", path.display());
+                    for line in tail.iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+        eprintln!("--- the logs are kept under {} ---", self.dir.display());
+    }
+}
+
+fn boot_script(spec: &VmSpec) -> String {
+    let mut s = String::from("set -ex\nip addr add 10.0.2.15/24 dev eth0\nip link set eth0 up\n");
+    if let Some(n) = spec.lan {
+        s.push_str(&format!(
+            "ip addr add 10.99.0.{n}/24 dev eth1\nip link set eth1 up\n"
+        ));
+    }
+    s.push_str(&spec.boot);
+    s
+}
+
+/// A running VM. Dropping it kills QEMU.
+pub struct Vm {
+    pub name: String,
+    child: Option<Child>,
+    work: PathBuf,
+    forwards: HashMap<u16, u16>,
+    started: Instant,
+    seq: AtomicU32,
+}
+
+/// What a command in the guest printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub rc: i32,
+    pub out: String,
+}
+
+impl Vm {
+    /// The host port (on 127.0.0.1) that leads to the guest's TCP `port`.
+    pub fn port(&self, guest: u16) -> u16 {
+        *self
+            .forwards
+            .get(&guest)
+            .unwrap_or_else(|| panic!("{}: port {guest} is not forwarded", self.name))
+    }
+
+    /// The VM's work directory on the host (`/work` in the guest).
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// Waits until init has run the boot script; returns the time since QEMU started.
+    pub fn wait_ready(&mut self, limit: Duration) -> Duration {
+        let serial = self.work.join("serial.log");
+        loop {
+            let text = std::fs::read_to_string(&serial).unwrap_or_default();
+            if text.contains("VM-READY") {
+                break;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("{}: QEMU exited during boot ({status})", self.name);
+            }
+            assert!(
+                self.started.elapsed() < limit,
+                "{}: not ready within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rc = std::fs::read_to_string(self.work.join("boot.rc")).unwrap_or_default();
+        let boot = std::fs::read_to_string(self.work.join("boot.log")).unwrap_or_default();
+        assert_eq!(
+            rc.trim(),
+            "0",
+            "{}: the boot script failed:\n{boot}",
+            self.name
+        );
+        self.started.elapsed()
+    }
+
+    /// Runs `script` with the guest's `sh`; fails the test when it does not end within `limit`.
+    pub fn run(&self, script: &str, limit: Duration) -> Output {
+        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        let cmd = self.work.join("cmd");
+        let tmp = cmd.join(format!("{n}.tmp"));
+        std::fs::write(&tmp, script).expect("write a command");
+        std::fs::rename(&tmp, cmd.join(format!("{n}.sh"))).expect("hand the command over");
+        let rc_file = cmd.join(format!("{n}.rc"));
+        let start = Instant::now();
+        while !rc_file.exists() {
+            assert!(
+                start.elapsed() < limit,
+                "{}: `{script}` did not finish within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rc = std::fs::read_to_string(&rc_file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(-1);
+        let out = std::fs::read_to_string(cmd.join(format!("{n}.out"))).unwrap_or_default();
+        Output { rc, out }
+    }
+
+    /// Runs `script` and returns its output; fails the test when it exits non-zero.
+    pub fn sh(&self, script: &str) -> String {
+        let output = self.run(script, Duration::from_secs(60));
+        assert_eq!(
+            output.rc, 0,
+            "{}: `{script}` exited {}:\n{}",
+            self.name, output.rc, output.out
+        );
+        output.out
+    }
+
+    /// Pulls the plug: QEMU is killed at once, as a host that loses power.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
