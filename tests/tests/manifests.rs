@@ -707,3 +707,8 @@ fn storage_classes_and_static_volumes_use_parameters_the_driver_accepts() {
 fn the_ha_files_parse_and_start_in_the_documented_order() {
     ha::check();
 }
+
+#[test]
+fn nfs_ganesha_accepts_the_shipped_ganesha_conf() {
+    ha::ganesha_accepts_its_configuration();
+}

@@ -1,7 +1,12 @@
 //! manifests/ha/: the NFS hosts' files, parsed where they have a format (TOML, systemd units,
 //! YAML, nfs.conf), and checked against each other and the order the failover relies on.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use rwxnfs_agent::config::{AgentConfig, NfsServer};
 
@@ -462,4 +467,78 @@ fn pacemaker_group_follows_the_same_order(kernel: &Chain) {
             "pacemaker/rwxnfs.crm: a {constraint} constraint ties the group to the DRBD Primary"
         );
     }
+}
+
+/// The shipped ganesha.conf, with its two host paths moved into a scratch directory, read by
+/// the real NFS-Ganesha: it must parse and start its grace period. Runs Ganesha in a network
+/// namespace of its own (root), for about a second.
+pub fn ganesha_accepts_its_configuration() {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let recovery = dir.path().join("recovery");
+    let index = dir.path().join("exports.conf");
+    std::fs::create_dir(&recovery).expect("mkdir");
+    std::fs::write(&index, "").expect("an empty export index");
+    let shipped = read("nfs/ganesha.conf");
+    let conf = shipped
+        .replace("/var/lib/nfs/ganesha", recovery.to_str().expect("UTF-8"))
+        .replace(
+            "/drbd/exports/.rwxnfs/ganesha/exports.conf",
+            index.to_str().expect("UTF-8"),
+        );
+    assert_ne!(conf, shipped, "the paths to move are in ganesha.conf");
+    let conf_file = dir.path().join("ganesha.conf");
+    std::fs::write(&conf_file, conf).expect("write");
+    let log = dir.path().join("ganesha.log");
+    let script = format!(
+        "ip link set lo up && exec ganesha.nfsd -F -f {} -L {} -p {}",
+        conf_file.display(),
+        log.display(),
+        dir.path().join("pid").display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .spawn()
+        .expect("unshare (util-linux) runs");
+    // Ganesha reports unknown or invalid settings as CONFIG lines while it starts, some after
+    // its grace period began: read the log once it is in grace and has had a moment more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("IN GRACE") || child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ganesha said nothing in 10 s: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.is_empty(),
+        "no log from ganesha.nfsd: is NFS-Ganesha installed? scripts/install-test-deps installs nfs-ganesha"
+    );
+    assert!(
+        text.contains("Configuration file successfully parsed"),
+        "NFS-Ganesha refuses manifests/ha/nfs/ganesha.conf:\n{text}"
+    );
+    // Debian's build lacks the RADOS URL library and says so once; anything else about the
+    // configuration is about ours.
+    for line in text
+        .lines()
+        .filter(|l| l.contains(":CONFIG :") && !l.contains("RADOS"))
+    {
+        let bad = ["WARN", "CRIT", "MAJ", "FATAL"]
+            .iter()
+            .any(|level| line.contains(&format!(":CONFIG :{level}")));
+        assert!(!bad, "ganesha.conf: {line}");
+    }
+    let grace = &ganesha_conf()["NFSv4.Grace_Period"];
+    assert!(
+        text.contains(&format!("IN GRACE, duration {grace}")),
+        "the grace period from ganesha.conf:\n{text}"
+    );
 }
