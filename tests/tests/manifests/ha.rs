@@ -333,6 +333,25 @@ fn nfsd_settings() {
         "the grace period ({grace} s) is shorter than a lease ({lease} s)"
     );
     assert_eq!(nfsd.get("vers4.1").map(String::as_str), Some("y"));
+    // nfs-utils 2.6.2 ignores `scope=`: the drop-in starts rpc.nfsd under the scope as its host
+    // name, in a UTS namespace of its own.
+    let rel = "systemd/nfs-server.service.d/rwxnfs.conf";
+    let dropin = unit(rel);
+    let starts = &dropin["Service"]["ExecStart"];
+    assert_eq!(
+        starts.first().map(String::as_str),
+        Some(""),
+        "{rel}: replaces ExecStart"
+    );
+    let start = one(&dropin, rel, "Service", "ExecStart");
+    assert!(
+        start.starts_with("/usr/bin/unshare --uts "),
+        "{rel}: {start}"
+    );
+    assert!(
+        start.contains(&format!("hostname {scope} && exec /usr/sbin/rpc.nfsd")),
+        "{rel}: the scope in the drop-in is nfs.conf's {scope:?}: {start}"
+    );
 }
 
 /// Ganesha's blocks `NAME { Key = value; ... }`, flattened to `NAME.Key` -> value.
