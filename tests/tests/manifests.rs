@@ -5,26 +5,32 @@
 //! and their bindings, ConfigMaps and Secrets, socket paths, the driver name, resources and
 //! probes, and the Istio settings against what `rwxnfs mesh annotations` derives.
 
+#[path = "manifests/examples.rs"]
+mod examples;
+#[path = "manifests/ganesha.rs"]
+mod ganesha;
 #[path = "manifests/ha.rs"]
 mod ha;
+#[path = "manifests/mesh.rs"]
+mod mesh_settings;
 #[path = "manifests/objects.rs"]
 mod objects;
+#[path = "manifests/pods.rs"]
+mod pods;
 #[path = "manifests/rbac.rs"]
 mod rbac;
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
-use k8s_openapi::{
-    api::core::v1::{Container, Probe},
-    apimachinery::pkg::util::intstr::IntOrString,
-};
-use objects::{Object, Pod, Rendering, driver_renderings, flag, manifests, name};
+use examples::examples;
+use mesh_settings::{assert_carries, mesh_settings};
+use objects::{Object, Rendering, driver_renderings, flag, name};
+use pods::{args, host_path, probe_reaches_a_server, unix_path, volume_holding};
 use rwxnfs_controller::ControllerConfig;
 use rwxnfs_model::{
-    DEFAULT_DRIVER_NAME, MountOptions, NfsVersion, Params,
+    DEFAULT_DRIVER_NAME,
     mesh::{self, NfsProtocol},
 };
-use rwxnfs_server::Endpoint;
 
 const CONTROLLER: &str = "Deployment rwxnfs-controller";
 const NODE: &str = "DaemonSet rwxnfs-node";
@@ -52,22 +58,6 @@ fn every_kustomization_and_example_parses_into_api_types() {
     }
     let examples = examples();
     assert!(examples.len() >= 5, "manifests/examples/ lost files");
-}
-
-/// manifests/examples/ rendered as its kustomization, plus every file in it that the
-/// kustomization leaves out (they need a share of the reader's own).
-fn examples() -> Vec<Rendering> {
-    let dir = manifests().join("examples");
-    let mut out = vec![Rendering::of_kustomization(&dir)];
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("manifests/examples exists")
-        .map(|e| e.expect("readable").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
-        .collect();
-    files.sort();
-    out.extend(files.iter().map(|f| Rendering::of_file(f)));
-    out
 }
 
 #[test]
@@ -113,34 +103,6 @@ fn the_csidriver_is_the_one_the_plugins_announce() {
             assert_eq!(driver, DEFAULT_DRIVER_NAME, "{}: {what}", rendering.origin);
         }
     }
-}
-
-fn args(c: &Container) -> &[String] {
-    c.args.as_deref().unwrap_or_default()
-}
-
-fn unix_path(endpoint: &str, what: &str) -> String {
-    match endpoint.parse::<Endpoint>() {
-        Ok(Endpoint::Unix(path)) => path.display().to_string(),
-        other => panic!("{what}: {endpoint:?} is not a unix:// endpoint ({other:?})"),
-    }
-}
-
-/// The volume mounted at the directory that holds `path` in `container`, and the rest of the
-/// path below it.
-fn volume_holding<'a>(container: &'a Container, path: &str) -> (&'a str, String) {
-    container
-        .volume_mounts
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| {
-            let rest = path.strip_prefix(m.mount_path.trim_end_matches('/'))?;
-            rest.starts_with('/')
-                .then(|| (m.name.as_str(), rest.to_string()))
-        })
-        .max_by_key(|(_, rest)| std::cmp::Reverse(rest.len()))
-        .unwrap_or_else(|| panic!("container {}: nothing is mounted at {path}", container.name))
 }
 
 #[test]
@@ -200,18 +162,6 @@ fn node_socket_is_registered_with_the_kubelet(rendering: &Rendering) {
         host_path(&pod, registration),
         "/var/lib/kubelet/plugins_registry"
     );
-}
-
-fn host_path(pod: &Pod<'_>, volume: &str) -> String {
-    pod.spec()
-        .volumes
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .find(|v| v.name == volume)
-        .and_then(|v| v.host_path.as_ref())
-        .map(|h| h.path.clone())
-        .unwrap_or_else(|| panic!("{}: volume {volume} is not a hostPath", pod.workload))
 }
 
 #[test]
@@ -345,56 +295,6 @@ fn every_container_has_resources_and_a_liveness_probe_that_reaches_something() {
     }
 }
 
-/// A probe's port is one a container of the same pod listens on: the one that serves the
-/// path. The CSI plugins are probed through the livenessprobe sidecar (which calls the CSI
-/// Probe on the socket), the sidecars through their own leader-election health endpoint, the
-/// livenessprobe sidecar through its port.
-fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe, what: &str) {
-    let port = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
-        (Some(get), _, _) => &get.port,
-        (_, Some(tcp), _) => &tcp.port,
-        (_, _, Some(_)) => return,
-        _ => panic!("{what}: a liveness probe without an action"),
-    };
-    let number = match port {
-        IntOrString::Int(n) => *n,
-        IntOrString::String(named) => c
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|p| p.name.as_deref() == Some(named))
-            .map(|p| p.container_port)
-            .unwrap_or_else(|| panic!("{what}: probes port {named:?}, which it does not declare")),
-    };
-    let server = pod
-        .spec()
-        .containers
-        .iter()
-        .find(|s| {
-            flag(args(s), "http-endpoint")
-                .and_then(|e| e.rsplit(':').next())
-                .is_some_and(|p| p == number.to_string())
-        })
-        .unwrap_or_else(|| panic!("{what}: nothing in the pod serves port {number}"));
-    let path = probe.http_get.as_ref().and_then(|g| g.path.as_deref());
-    match (server.name.as_str(), path) {
-        ("livenessprobe", Some("/healthz") | None) => {}
-        ("node-driver-registrar", Some("/healthz")) => {}
-        (sidecar, Some("/healthz/leader-election")) => {
-            assert_eq!(
-                sidecar, c.name,
-                "{what}: probes another container's leader election"
-            );
-            assert!(
-                flag(args(c), "leader-election").is_some(),
-                "{what}: no leader election to probe"
-            );
-        }
-        (server, path) => panic!("{what}: probes {path:?} on {server}, which serves no such check"),
-    }
-}
-
 #[test]
 fn service_accounts_exist_and_hold_only_what_their_pods_use() {
     for rendering in driver_renderings() {
@@ -500,7 +400,7 @@ fn controller_config_matches_its_mounts(rendering: &Rendering, deploying: &str) 
 }
 
 /// The controller configuration in the rendered ConfigMap, and its key.
-fn shipped_controller_config(rendering: &Rendering) -> (ControllerConfig, String) {
+pub fn shipped_controller_config(rendering: &Rendering) -> (ControllerConfig, String) {
     let cm = rendering
         .config_maps()
         .into_iter()
@@ -512,45 +412,6 @@ fn shipped_controller_config(rendering: &Rendering) -> (ControllerConfig, String
     let config = ControllerConfig::parse(&text, Path::new(&file))
         .unwrap_or_else(|e| panic!("the shipped controller configuration: {e}"));
     (config, file)
-}
-
-#[derive(serde::Deserialize)]
-struct MeshSettings {
-    metadata: MeshMetadata,
-}
-
-#[derive(serde::Deserialize)]
-struct MeshMetadata {
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-fn mesh_settings(yaml: &str) -> MeshMetadata {
-    serde_yaml_ng::from_str::<MeshSettings>(yaml)
-        .expect("rwxnfs mesh annotations prints YAML")
-        .metadata
-}
-
-fn assert_carries(pod: &Pod<'_>, wanted: &MeshMetadata, origin: &str) {
-    let (labels, annotations) = (pod.labels(), pod.annotations());
-    for (key, value) in &wanted.labels {
-        assert_eq!(
-            labels.get(key),
-            Some(value),
-            "{origin}: {} label {key}",
-            pod.workload
-        );
-    }
-    for (key, value) in &wanted.annotations {
-        assert_eq!(
-            annotations.get(key),
-            Some(value),
-            "{origin}: {} annotation {key}: run `rwxnfs mesh annotations --config manifests/base/config/controller.yaml` and copy what it prints",
-            pod.workload
-        );
-    }
 }
 
 #[test]
@@ -590,125 +451,11 @@ fn the_istio_settings_are_what_rwxnfs_mesh_annotations_prints() {
 }
 
 #[test]
-fn the_walkthrough_claims_4gi_shared_and_appends_every_30s() {
-    let walkthrough = Rendering::of_kustomization(&manifests().join("examples"));
-    let claim = walkthrough
-        .objects
-        .iter()
-        .find_map(|o| match o {
-            Object::PersistentVolumeClaim(c) if name(&c.metadata) == "nfs-app" => c.spec.clone(),
-            _ => None,
-        })
-        .expect("PVC nfs-app");
-    assert_eq!(
-        claim.access_modes.as_deref(),
-        Some(&["ReadWriteMany".to_string()][..])
-    );
-    assert_eq!(claim.storage_class_name.as_deref(), Some("rwxnfs"));
-    let size = claim
-        .resources
-        .and_then(|r| r.requests)
-        .and_then(|r| r.get("storage").cloned());
-    assert_eq!(size.map(|q| q.0), Some("4Gi".to_string()));
-    let app = walkthrough
-        .pods()
-        .into_iter()
-        .find(|p| p.workload == "Deployment nfs-app")
-        .expect("the app");
-    let spec = app.spec();
-    let claim_volume = spec
-        .volumes
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .find(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .is_some_and(|c| c.claim_name == "nfs-app")
-        })
-        .expect("a volume from the claim");
-    let writer = &spec.containers[0];
-    let (volume, _) = volume_holding(writer, "/data/test-file.txt");
-    assert_eq!(volume, claim_volume.name);
-    let script = args(writer).join(" ");
-    for needed in ["hostname", "date", ">> /data/test-file.txt", "sleep 30"] {
-        assert!(script.contains(needed), "the writer's loop: {script}");
-    }
-    let class = walkthrough
-        .objects
-        .iter()
-        .any(|o| matches!(o, Object::StorageClass(sc) if name(&sc.metadata) == "rwxnfs"));
-    assert!(
-        class,
-        "the walkthrough creates the StorageClass its claim names"
-    );
-}
-
-#[test]
-fn storage_classes_and_static_volumes_use_parameters_the_driver_accepts() {
-    let (config, _) = shipped_controller_config(&Rendering::of_kustomization(&manifests()));
-    for rendering in examples() {
-        for object in &rendering.objects {
-            match object {
-                Object::StorageClass(sc) => {
-                    let raw: BTreeMap<String, String> = sc.parameters.clone().unwrap_or_default();
-                    let params = Params::parse(&raw).unwrap_or_else(|e| {
-                        panic!(
-                            "{}: StorageClass {}: {e}",
-                            rendering.origin,
-                            name(&sc.metadata)
-                        )
-                    });
-                    let options = sc.mount_options.clone().unwrap_or_default();
-                    MountOptions::merge(params.nfs_version, options.iter().map(String::as_str))
-                        .unwrap_or_else(|e| panic!("{}: mountOptions: {e}", rendering.origin));
-                    let backend = params.backend.map(|b| b.to_string()).unwrap_or_default();
-                    let configured = config.backends.iter().any(|b| b.name == backend);
-                    let not_yet = name(&sc.metadata).contains("subdir");
-                    assert!(
-                        configured || not_yet,
-                        "{}: backend {backend:?} is not in the shipped controller configuration",
-                        rendering.origin
-                    );
-                }
-                Object::PersistentVolume(pv) => {
-                    let csi = pv
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.csi.clone())
-                        .expect("a CSI volume");
-                    let attrs = csi.volume_attributes.unwrap_or_default();
-                    for key in attrs.keys() {
-                        assert!(
-                            ["server", "share", "nfsVersion", "mountOptions"]
-                                .contains(&key.as_str()),
-                            "{}: volumeAttributes {key} is not read by the node plugin",
-                            rendering.origin
-                        );
-                    }
-                    assert!(attrs.get("share").is_some_and(|s| s.starts_with('/')));
-                    let version: NfsVersion = attrs
-                        .get("nfsVersion")
-                        .map(|v| v.parse().expect("nfsVersion"))
-                        .unwrap_or_default();
-                    MountOptions::merge(version, attrs.get("mountOptions").map(String::as_str))
-                        .unwrap_or_else(|e| panic!("{}: mountOptions: {e}", rendering.origin));
-                }
-                Object::VolumeSnapshotClass(c) => {
-                    assert!(["Delete", "Retain"].contains(&c.deletion_policy.as_str()));
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-#[test]
 fn the_ha_files_parse_and_start_in_the_documented_order() {
     ha::check();
 }
 
 #[test]
 fn nfs_ganesha_accepts_the_shipped_ganesha_conf() {
-    ha::ganesha_accepts_its_configuration();
+    ganesha::accepts_its_configuration();
 }

@@ -1,0 +1,99 @@
+//! Reading pod templates: container arguments, volumes and where they are mounted, probes.
+
+use k8s_openapi::{
+    api::core::v1::{Container, Probe},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use rwxnfs_server::Endpoint;
+
+use crate::objects::{Pod, flag};
+
+pub fn args(c: &Container) -> &[String] {
+    c.args.as_deref().unwrap_or_default()
+}
+
+pub fn unix_path(endpoint: &str, what: &str) -> String {
+    match endpoint.parse::<Endpoint>() {
+        Ok(Endpoint::Unix(path)) => path.display().to_string(),
+        other => panic!("{what}: {endpoint:?} is not a unix:// endpoint ({other:?})"),
+    }
+}
+
+/// The volume mounted at the directory that holds `path` in `container`, and the rest of the
+/// path below it.
+pub fn volume_holding<'a>(container: &'a Container, path: &str) -> (&'a str, String) {
+    container
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            let rest = path.strip_prefix(m.mount_path.trim_end_matches('/'))?;
+            rest.starts_with('/')
+                .then(|| (m.name.as_str(), rest.to_string()))
+        })
+        .max_by_key(|(_, rest)| std::cmp::Reverse(rest.len()))
+        .unwrap_or_else(|| panic!("container {}: nothing is mounted at {path}", container.name))
+}
+
+pub fn host_path(pod: &Pod<'_>, volume: &str) -> String {
+    pod.spec()
+        .volumes
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.host_path.as_ref())
+        .map(|h| h.path.clone())
+        .unwrap_or_else(|| panic!("{}: volume {volume} is not a hostPath", pod.workload))
+}
+
+/// A probe's port is one a container of the same pod listens on: the one that serves the
+/// path. The CSI plugins are probed through the livenessprobe sidecar (which calls the CSI
+/// Probe on the socket), the sidecars through their own leader-election health endpoint, the
+/// livenessprobe sidecar through its port.
+pub fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe, what: &str) {
+    let port = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
+        (Some(get), _, _) => &get.port,
+        (_, Some(tcp), _) => &tcp.port,
+        (_, _, Some(_)) => return,
+        _ => panic!("{what}: a liveness probe without an action"),
+    };
+    let number = match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(named) => c
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.name.as_deref() == Some(named))
+            .map(|p| p.container_port)
+            .unwrap_or_else(|| panic!("{what}: probes port {named:?}, which it does not declare")),
+    };
+    let server = pod
+        .spec()
+        .containers
+        .iter()
+        .find(|s| {
+            flag(args(s), "http-endpoint")
+                .and_then(|e| e.rsplit(':').next())
+                .is_some_and(|p| p == number.to_string())
+        })
+        .unwrap_or_else(|| panic!("{what}: nothing in the pod serves port {number}"));
+    let path = probe.http_get.as_ref().and_then(|g| g.path.as_deref());
+    match (server.name.as_str(), path) {
+        ("livenessprobe", Some("/healthz") | None) => {}
+        ("node-driver-registrar", Some("/healthz")) => {}
+        (sidecar, Some("/healthz/leader-election")) => {
+            assert_eq!(
+                sidecar, c.name,
+                "{what}: probes another container's leader election"
+            );
+            assert!(
+                flag(args(c), "leader-election").is_some(),
+                "{what}: no leader election to probe"
+            );
+        }
+        (server, path) => panic!("{what}: probes {path:?} on {server}, which serves no such check"),
+    }
+}
