@@ -459,3 +459,25 @@ fn the_ha_files_parse_and_start_in_the_documented_order() {
 fn nfs_ganesha_accepts_the_shipped_ganesha_conf() {
     ganesha::accepts_its_configuration();
 }
+
+/// `rwxnfs doctor` (its library, as `rwxnfs doctor -f` runs it) has nothing to say about the
+/// driver as shipped, each overlay with the examples beside it.
+#[test]
+fn rwxnfs_doctor_finds_nothing_to_fix() {
+    let examples = examples();
+    for rendering in driver_renderings() {
+        let mut objects = rwxnfs_doctor::Objects::offline();
+        for r in std::iter::once(&rendering).chain(&examples) {
+            rwxnfs_doctor::load::add_text(&mut objects, &r.yaml, Path::new(&r.origin))
+                .unwrap_or_else(|e| panic!("{}: the doctor cannot read it: {e}", r.origin));
+        }
+        let report = rwxnfs_doctor::analyze(&objects);
+        assert_eq!(
+            report.exit_code(),
+            0,
+            "{} with the examples:\n{}",
+            rendering.origin,
+            report.to_text()
+        );
+    }
+}

@@ -182,14 +182,21 @@ fn first_difference(written: &Value, typed: &Value, path: String) -> Option<Stri
 /// One rendered kustomization (or file), its objects and where they came from.
 pub struct Rendering {
     pub origin: String,
+    /// The YAML as rendered (or read).
+    pub yaml: String,
     pub objects: Vec<Object>,
 }
 
 impl Rendering {
     pub fn of_kustomization(dir: &Path) -> Self {
         let origin = format!("kubectl kustomize {}", dir.display());
-        let objects = parse_all(&kustomize(dir), &origin);
-        Rendering { origin, objects }
+        let yaml = kustomize(dir);
+        let objects = parse_all(&yaml, &origin);
+        Rendering {
+            origin,
+            yaml,
+            objects,
+        }
     }
 
     pub fn of_file(file: &Path) -> Self {
@@ -198,6 +205,7 @@ impl Rendering {
         Rendering {
             objects: parse_all(&text, &origin),
             origin,
+            yaml: text,
         }
     }
 
