@@ -291,6 +291,38 @@ fn every_container_has_resources_and_a_liveness_probe_that_reaches_something() {
                     .unwrap_or_else(|| panic!("{what}: no livenessProbe"));
                 probe_reaches_a_server(&pod, c, probe, &what);
             }
+            port_names_are_valid_and_unique(&pod, &rendering.origin);
+        }
+    }
+}
+
+/// The API server refuses a pod whose port names are longer than 15 characters, not
+/// lowercase letters, digits and inner dashes with at least one letter, or used twice.
+fn port_names_are_valid_and_unique(pod: &objects::Pod<'_>, origin: &str) {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &pod.spec().containers {
+        for port in c.ports.as_deref().unwrap_or_default() {
+            let Some(name) = port.name.as_deref() else {
+                continue;
+            };
+            let valid = (1..=15).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                && name.chars().any(|ch| ch.is_ascii_lowercase())
+                && !name.starts_with('-')
+                && !name.ends_with('-')
+                && !name.contains("--");
+            assert!(
+                valid,
+                "{origin}: {}: port name {name:?} is invalid",
+                pod.workload
+            );
+            assert!(
+                seen.insert(name.to_owned()),
+                "{origin}: {}: port name {name} twice",
+                pod.workload
+            );
         }
     }
 }
