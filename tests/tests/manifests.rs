@@ -488,6 +488,11 @@ fn the_ha_files_parse_and_start_in_the_documented_order() {
 }
 
 #[test]
+fn drbdadm_accepts_the_shipped_drbd_resource() {
+    ha::drbd_resource_parses();
+}
+
+#[test]
 fn nfs_ganesha_accepts_the_shipped_ganesha_conf() {
     ganesha::accepts_its_configuration();
 }

@@ -411,3 +411,55 @@ fn pacemaker_group_follows_the_same_order(kernel: &Chain) {
         );
     }
 }
+
+/// drbd/rwxnfs.res read by drbd-utils' own parser (`drbdadm dump`), as each of its hosts: the
+/// options the promoter relies on survive parsing.
+pub fn drbd_resource_parses() {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let res = manifests().join("ha/drbd/rwxnfs.res");
+    let conf = dir.path().join("drbd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global {{ usage-count no; }}\ninclude \"{}\";\n",
+            res.display()
+        ),
+    )
+    .expect("write");
+    if let Err(e) = std::process::Command::new("drbdadm")
+        .arg("--version")
+        .output()
+    {
+        panic!("cannot run drbdadm ({e}): scripts/install-test-deps installs drbd-utils");
+    }
+    for host in ["nfs-a", "nfs-b", "nfs-c"] {
+        // drbdadm reads the resource as the host it runs on: a UTS namespace of its own.
+        let script = format!(
+            "hostname {host} && exec drbdadm -c {} dump rwxnfs",
+            conf.display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--uts", "sh", "-c", &script])
+            .output()
+            .expect("unshare (util-linux) runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "drbdadm refuses drbd/rwxnfs.res as {host}: {stderr}"
+        );
+        let dump = String::from_utf8_lossy(&out.stdout);
+        for option in [
+            "auto-promote      no;",
+            "quorum           majority;",
+            "on-no-quorum     io-error;",
+            "protocol           C;",
+            "device           /dev/drbd1000",
+        ] {
+            let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                squeeze(&dump).contains(&squeeze(option)),
+                "drbdadm's reading of rwxnfs.res lacks `{option}`:\n{dump}"
+            );
+        }
+    }
+}
