@@ -493,6 +493,11 @@ fn drbdadm_accepts_the_shipped_drbd_resource() {
 }
 
 #[test]
+fn systemd_accepts_the_shipped_units() {
+    ha::systemd_accepts_the_units();
+}
+
+#[test]
 fn nfs_ganesha_accepts_the_shipped_ganesha_conf() {
     ganesha::accepts_its_configuration();
 }
