@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use rwxnfs_model::{MountOptions, NfsVersion, Params};
 
 use crate::{
+    config::shipped_controller_config,
     objects::{Object, Rendering, manifests, name},
     pods::{args, volume_holding},
-    shipped_controller_config,
 };
 
 /// manifests/examples/ rendered as its kustomization, plus every file in it that the
