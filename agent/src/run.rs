@@ -174,14 +174,17 @@ pub fn exporter(config: &AgentConfig) -> Result<Arc<dyn Exporter>, crate::export
             conf_dir: config.state_dir.join("ganesha"),
             protocols: protocols.clone().unwrap_or_else(|| vec![4]),
         })?),
-        NfsServer::Kernel { exports_file } => Arc::new(KernelExporter::new(
-            "exportfs".into(),
-            exports_file
-                .clone()
-                .unwrap_or_else(|| "/etc/exports.d/rwxnfs.exports".into()),
-            Arc::new(ProcessRunner {
-                timeout: Duration::from_secs(30),
-            }),
-        )),
+        NfsServer::Kernel { exports_file } => Arc::new(
+            KernelExporter::new(
+                "exportfs".into(),
+                exports_file
+                    .clone()
+                    .unwrap_or_else(|| "/etc/exports.d/rwxnfs.exports".into()),
+                Arc::new(ProcessRunner {
+                    timeout: Duration::from_secs(30),
+                }),
+            )
+            .with_etab("/var/lib/nfs/etab".into()),
+        ),
     })
 }

@@ -70,6 +70,8 @@ pub struct KernelExporter {
     runner: Arc<dyn CommandRunner>,
     /// What this agent has applied, by export id; the source of the exports file.
     applied: Mutex<BTreeMap<u32, ExportSpec>>,
+    /// nfs-utils' table of active exports, created empty when missing (see `with_etab`).
+    etab: Option<PathBuf>,
 }
 
 impl KernelExporter {
@@ -79,7 +81,35 @@ impl KernelExporter {
             exports_file,
             runner,
             applied: Mutex::new(BTreeMap::new()),
+            etab: None,
         }
+    }
+
+    /// exportfs fails ("can't open .../etab for reading") on a host where no NFS server has
+    /// run yet, such as a standby NFS host taking over for the first time, whose
+    /// nfs-server.service is started only after the agent. The agent creates the empty table
+    /// there (as `exportfs -r` would) instead of failing its first reconcile.
+    pub fn with_etab(mut self, etab: PathBuf) -> Self {
+        self.etab = Some(etab);
+        self
+    }
+
+    fn ensure_etab(&self) -> Result<(), ExportError> {
+        let Some(etab) = &self.etab else {
+            return Ok(());
+        };
+        let created = etab
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(etab)
+                    .map(drop)
+            });
+        created
+            .map_err(|e| ExportError::Unavailable(format!("cannot create {}: {e}", etab.display())))
     }
 
     async fn exportfs(&self, args: Vec<String>, export_id: u32) -> Result<String, ExportError> {
@@ -184,6 +214,7 @@ impl Exporter for KernelExporter {
 
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
         let mut applied = self.applied.lock().await;
+        self.ensure_etab()?;
         let previous = applied.get(&spec.export_id).cloned();
         for (client, access) in &spec.clients {
             let args = vec![

@@ -177,3 +177,24 @@ fn clients_mount_the_real_directory_since_nfsd_has_no_pseudo_paths() {
         "/drbd/exports/volumes/pvc-7"
     );
 }
+
+#[tokio::test]
+async fn a_host_where_no_nfs_server_ran_yet_gets_an_empty_etab_before_the_first_exportfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let etab = dir.path().join("var/lib/nfs/etab");
+    let (exporter, recorder) = exporter(dir.path());
+    let exporter = exporter.with_etab(etab.clone());
+    exporter
+        .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&etab).unwrap(), "");
+    assert_eq!(recorder.calls.lock().unwrap().len(), 1);
+    // An existing table is left as it is.
+    std::fs::write(&etab, "kept\n").unwrap();
+    exporter
+        .apply(&spec(8, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&etab).unwrap(), "kept\n");
+}
