@@ -79,6 +79,15 @@ fn tls_config(
         .domain_name(tls.server_name.clone().unwrap_or(host)))
 }
 
+/// The innermost cause of a transport failure, for the message.
+fn transport_cause(status: &Status) -> String {
+    let mut cause: &dyn std::error::Error = status;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
 impl AgentBackend {
     pub fn new(config: &BackendConfig) -> Result<Self, BackendError> {
         let setup = |message: String| BackendError::Setup {
@@ -123,9 +132,20 @@ impl AgentBackend {
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
         rwxnfs_server::metrics::record_outgoing("agent", method, code, started.elapsed());
-        result
-            .map(tonic::Response::into_inner)
-            .map_err(|s| Status::new(s.code(), format!("backend {}: {}", self.name, s.message())))
+        result.map(tonic::Response::into_inner).map_err(|s| {
+            // A status the agent sent comes off the wire with no source; one with a source is
+            // the client's own failure to reach it (connection refused, reset, timed out),
+            // which callers must see as UNAVAILABLE so that they retry.
+            if s.code() == tonic::Code::Unknown && std::error::Error::source(&s).is_some() {
+                Status::unavailable(format!(
+                    "backend {}: the agent cannot be reached ({}); retry",
+                    self.name,
+                    transport_cause(&s)
+                ))
+            } else {
+                Status::new(s.code(), format!("backend {}: {}", self.name, s.message()))
+            }
+        })
     }
 
     /// An agent answer that must carry an object.
@@ -285,5 +305,52 @@ impl Backend for AgentBackend {
             .call("ListSnapshots", self.client().list_snapshots(req))
             .await?;
         Ok((r.snapshots, r.next_token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::ControllerConfig;
+
+    fn backend(endpoint: &str) -> AgentBackend {
+        let text = format!(
+            "backends:\n  - name: ha\n    agent:\n      endpoint: {endpoint}\n      timeoutSeconds: 2\n"
+        );
+        let config = ControllerConfig::parse(&text, Path::new("controller.yaml")).unwrap();
+        AgentBackend::new(&config.backends[0]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_cannot_be_reached_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(&format!("unix://{}/absent.sock", dir.path().display()));
+        let err = backend.probe().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    }
+
+    /// What a controller sees right after a failover: its connection to the address led to a
+    /// host that is gone, and the peer now there drops it.
+    #[tokio::test]
+    async fn a_connection_that_breaks_is_unavailable_so_callers_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        });
+        let backend = backend(&format!("unix://{}", path.display()));
+        let err = backend.probe().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(
+            err.message()
+                .starts_with("backend ha: the agent cannot be reached"),
+            "{}",
+            err.message()
+        );
     }
 }

@@ -182,7 +182,13 @@ impl Endpoint {
                     tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
                         .map_err(connect_err)?
                         .connect_timeout(timeout)
-                        .timeout(timeout);
+                        .timeout(timeout)
+                        // A peer that died without closing (an NFS host that lost power, its
+                        // address since moved to another host) is noticed within about ten
+                        // seconds, and the next call dials again instead of waiting on it.
+                        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+                        .keep_alive_timeout(std::time::Duration::from_secs(5))
+                        .keep_alive_while_idle(true);
                 if let Some(tls) = tls {
                     endpoint = endpoint.tls_config(tls).map_err(connect_err)?;
                 }
