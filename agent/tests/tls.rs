@@ -5,7 +5,6 @@ mod common;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rwxnfs_agent::{
     config::AgentConfig,
     exporter::fake::FakeExporter,
@@ -13,36 +12,8 @@ use rwxnfs_agent::{
 };
 use rwxnfs_proto::agent::{ProbeRequest, agent_client::AgentClient};
 use rwxnfs_server::Shutdown;
-use rwxnfs_testbed::free_port;
+use rwxnfs_testbed::{Pki, free_port};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(vec![]).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// (certificate PEM, key PEM) for `name`, signed by this CA.
-    fn issue(&self, name: &str) -> (String, String) {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 fn config(dir: &Path, port: u16, tls: bool) -> AgentConfig {
     let tls = if tls {

@@ -25,13 +25,12 @@ use std::{
 };
 
 use csi_sanity::{Config, Outcome};
-use rwxnfs_proto::csi::{
-    self, controller_client::ControllerClient, identity_client::IdentityClient,
-    node_client::NodeClient,
-};
+use rwxnfs_proto::csi;
 use rwxnfs_server::Endpoint;
 use rwxnfs_testbed::vm::{Lab, Vm, VmSpec};
-use tonic::transport::Channel;
+use vm_common::{Csi, MIB, Mounted};
+
+mod vm_common;
 
 const SERVER_BOOT: &str = r#"
 modprobe nfsd
@@ -78,15 +77,11 @@ modprobe nfsv3
 setsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 --node-id node1 > /work/node.log 2>&1 &
 "#;
 
-const MIB: i64 = 1 << 20;
-
 struct Pair {
     _lab: Lab,
     server: Vm,
     node: Vm,
-    controller: ControllerClient<Channel>,
-    node_csi: NodeClient<Channel>,
-    node_identity: IdentityClient<Channel>,
+    csi: Csi,
 }
 
 async fn boot() -> Pair {
@@ -112,38 +107,12 @@ async fn boot() -> Pair {
     let limit = Duration::from_secs(180);
     println!("nfs1 booted in {:?}", server.wait_ready(limit));
     println!("node1 booted in {:?}", node.wait_ready(limit));
-    let controller = ControllerClient::new(ready(server.port(7001)).await);
-    let node_channel = ready(node.port(7000)).await;
-    let node_csi = NodeClient::new(node_channel.clone());
-    let node_identity = IdentityClient::new(node_channel);
+    let csi = Csi::connect(server.port(7001), node.port(7000), "node1").await;
     Pair {
         _lab: lab,
         server,
         node,
-        controller,
-        node_csi,
-        node_identity,
-    }
-}
-
-/// Connects to a forwarded CSI endpoint once its Probe says ready.
-async fn ready(port: u16) -> Channel {
-    let endpoint = Endpoint::Tcp(format!("127.0.0.1:{port}"));
-    let start = Instant::now();
-    loop {
-        if let Ok(channel) = endpoint.connect().await {
-            let probe = IdentityClient::new(channel.clone())
-                .probe(csi::ProbeRequest {})
-                .await;
-            if probe.is_ok_and(|r| r.into_inner().ready == Some(true)) {
-                return channel;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{endpoint} not ready within 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        csi,
     }
 }
 
@@ -214,148 +183,6 @@ async fn conformance(pair: &Pair) {
     assert_eq!(report.passed(), 76, "{}", report.summary());
 }
 
-fn mount_capability(read_only: bool) -> csi::VolumeCapability {
-    use csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
-    let mode = if read_only {
-        Mode::MultiNodeReaderOnly
-    } else {
-        Mode::MultiNodeMultiWriter
-    };
-    csi::VolumeCapability {
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-        access_type: Some(AccessType::Mount(MountVolume::default())),
-    }
-}
-
-/// A volume created, published to node1, staged and published there.
-struct Mounted {
-    id: String,
-    context: std::collections::HashMap<String, String>,
-    staging: String,
-    target: String,
-}
-
-async fn create_and_mount(
-    pair: &mut Pair,
-    name: &str,
-    params: &[(&str, &str)],
-    size: i64,
-) -> Mounted {
-    let created = pair
-        .controller
-        .create_volume(csi::CreateVolumeRequest {
-            name: name.into(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: size,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![mount_capability(false)],
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
-    pair.controller
-        .controller_publish_volume(csi::ControllerPublishVolumeRequest {
-            volume_id: created.volume_id.clone(),
-            node_id: "node1".into(),
-            volume_capability: Some(mount_capability(false)),
-            readonly: false,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let staging = format!("/tmp/stage/{name}");
-    let target = format!("/tmp/target/{name}");
-    pair.node_csi
-        .node_stage_volume(csi::NodeStageVolumeRequest {
-            volume_id: created.volume_id.clone(),
-            staging_target_path: staging.clone(),
-            volume_capability: Some(mount_capability(false)),
-            volume_context: created.volume_context.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    publish(
-        pair,
-        &created.volume_id,
-        &created.volume_context,
-        &staging,
-        &target,
-        false,
-    )
-    .await;
-    Mounted {
-        id: created.volume_id,
-        context: created.volume_context,
-        staging,
-        target,
-    }
-}
-
-async fn publish(
-    pair: &mut Pair,
-    id: &str,
-    context: &std::collections::HashMap<String, String>,
-    staging: &str,
-    target: &str,
-    readonly: bool,
-) {
-    pair.node_csi
-        .node_publish_volume(csi::NodePublishVolumeRequest {
-            volume_id: id.into(),
-            staging_target_path: staging.into(),
-            target_path: target.into(),
-            volume_capability: Some(mount_capability(readonly)),
-            readonly,
-            volume_context: context.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
-async fn unmount_and_delete(pair: &mut Pair, m: &Mounted, targets: &[&str]) {
-    for target in targets {
-        pair.node_csi
-            .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
-                volume_id: m.id.clone(),
-                target_path: target.to_string(),
-            })
-            .await
-            .unwrap();
-    }
-    pair.node_csi
-        .node_unstage_volume(csi::NodeUnstageVolumeRequest {
-            volume_id: m.id.clone(),
-            staging_target_path: m.staging.clone(),
-        })
-        .await
-        .unwrap();
-    pair.controller
-        .controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
-            volume_id: m.id.clone(),
-            node_id: "node1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    pair.controller
-        .delete_volume(csi::DeleteVolumeRequest {
-            volume_id: m.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
 /// The export directory of a volume on nfs1: with kernel nfsd, what clients mount is the
 /// server's real path.
 fn export_dir(m: &Mounted) -> String {
@@ -371,7 +198,7 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     let name = format!("mount-v{}", version.replace('.', ""));
     // The node's root writes as root (the default, squash: root, would make it nobody).
     let params: &[(&str, &str)] = &[("nfsVersion", version), ("squash", "none")];
-    let m = create_and_mount(pair, &name, params, 32 * MIB).await;
+    let m = pair.csi.create_and_mount(&name, params, 32 * MIB).await;
     let mounts = pair
         .node
         .sh(&format!("grep ' {} ' /proc/mounts", m.staging));
@@ -389,7 +216,7 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     assert_eq!(on_server.trim(), format!("written-through-v{version}"));
 
     let ro_target = format!("{}-ro", m.target);
-    publish(pair, &m.id, &m.context, &m.staging, &ro_target, true).await;
+    pair.csi.publish(&m, &ro_target, true).await;
     let refused = pair.node.run(
         &format!("echo no > {ro_target}/refused"),
         Duration::from_secs(30),
@@ -406,7 +233,9 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     let read = pair.node.sh(&format!("cat {ro_target}/hello"));
     assert_eq!(read.trim(), format!("written-through-v{version}"));
 
-    unmount_and_delete(pair, &m, &[&m.target, &ro_target]).await;
+    pair.csi
+        .unmount_and_delete(&m, &[&m.target, &ro_target])
+        .await;
     let left = pair.node.sh("grep -c ' nfs' /proc/mounts || true");
     assert_eq!(left.trim(), "0", "v{version}: mounts left behind");
 }
@@ -414,7 +243,10 @@ async fn node_mount(pair: &mut Pair, version: &str) {
 /// Scenario `quota`: a write past the claim's size fails with EDQUOT on the client; after an
 /// online ControllerExpandVolume the same write succeeds, with no node-side step.
 async fn quota(pair: &mut Pair) {
-    let m = create_and_mount(pair, "quota", &[("squash", "none")], 16 * MIB).await;
+    let m = pair
+        .csi
+        .create_and_mount("quota", &[("squash", "none")], 16 * MIB)
+        .await;
     let write = |mib: u32| {
         format!(
             "dd if=/dev/zero of={}/big bs=1M count={mib} conv=fsync 2>&1",
@@ -446,6 +278,7 @@ async fn quota(pair: &mut Pair) {
         "the export root itself is full: {free_mib} MiB free"
     );
     let expanded = pair
+        .csi
         .controller
         .controller_expand_volume(csi::ControllerExpandVolumeRequest {
             volume_id: m.id.clone(),
@@ -464,7 +297,8 @@ async fn quota(pair: &mut Pair) {
     let fits = pair.node.run(&write(24), Duration::from_secs(60));
     assert_eq!(fits.rc, 0, "after expansion: {}", fits.out);
     let stats = pair
-        .node_csi
+        .csi
+        .node
         .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
             volume_id: m.id.clone(),
             volume_path: m.target.clone(),
@@ -480,19 +314,7 @@ async fn quota(pair: &mut Pair) {
         .unwrap();
     // XFS reports a project-quota directory's limit as its size, and NFS passes that on.
     assert_eq!(bytes.total, 48 * MIB, "{stats:?}");
-    unmount_and_delete(pair, &m, &[&m.target]).await;
-}
-
-async fn stats(pair: &mut Pair, m: &Mounted, path: &str) -> csi::NodeGetVolumeStatsResponse {
-    pair.node_csi
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
-            volume_id: m.id.clone(),
-            volume_path: path.into(),
-            staging_target_path: m.staging.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    pair.csi.unmount_and_delete(&m, &[&m.target]).await;
 }
 
 fn abnormal(stats: &csi::NodeGetVolumeStatsResponse) -> bool {
@@ -503,7 +325,10 @@ fn abnormal(stats: &csi::NodeGetVolumeStatsResponse) -> bool {
 /// export comes back with another fsid, so the handles the client holds are stale: stats
 /// report the volume abnormal and the next publish stages it again and rebinds its targets.
 async fn stale_recovery(pair: &mut Pair) {
-    let m = create_and_mount(pair, "stale", &[("squash", "none")], 16 * MIB).await;
+    let m = pair
+        .csi
+        .create_and_mount("stale", &[("squash", "none")], 16 * MIB)
+        .await;
     pair.node
         .sh(&format!("echo before > {}/f && sync", m.target));
 
@@ -518,7 +343,7 @@ async fn stale_recovery(pair: &mut Pair) {
         "  nfsd restart, same fsid: the mount carried on ({:?}, NFSv4 grace included)",
         restart.elapsed()
     );
-    assert!(!abnormal(&stats(pair, &m, &m.target).await));
+    assert!(!abnormal(&pair.csi.stats(&m, &m.target).await));
 
     // The same directory exported again under another fsid: every handle the client has is
     // now unknown to the server.
@@ -527,7 +352,7 @@ async fn stale_recovery(pair: &mut Pair) {
         "exportfs -u 10.99.0.2:{dir} && \
          exportfs -o rw,sync,no_subtree_check,insecure,no_root_squash,fsid=77777 10.99.0.2:{dir}"
     ));
-    let stale = stats(pair, &m, &m.target).await;
+    let stale = pair.csi.stats(&m, &m.target).await;
     assert!(abnormal(&stale), "stats after the fsid changed: {stale:?}");
     println!(
         "  fsid changed: {}",
@@ -536,14 +361,14 @@ async fn stale_recovery(pair: &mut Pair) {
 
     let second = format!("{}-2", m.target);
     let recover = Instant::now();
-    publish(pair, &m.id, &m.context, &m.staging, &second, false).await;
+    pair.csi.publish(&m, &second, false).await;
     println!("  publish re-staged the volume in {:?}", recover.elapsed());
     for target in [&m.target, &second] {
         let read = pair.node.sh(&format!("cat {target}/f"));
         assert_eq!(read, "before\nafter-restart\n", "through {target}");
     }
-    assert!(!abnormal(&stats(pair, &m, &second).await));
-    unmount_and_delete(pair, &m, &[&m.target, &second]).await;
+    assert!(!abnormal(&pair.csi.stats(&m, &second).await));
+    pair.csi.unmount_and_delete(&m, &[&m.target, &second]).await;
 }
 
 /// The node plugin's resident memory idle and with many volumes staged (real NFS mounts):
@@ -564,43 +389,10 @@ async fn staged_many(pair: &mut Pair) {
     let idle = rss(pair);
     let mut volumes = Vec::new();
     for i in 0..count {
-        let created = pair
-            .controller
-            .create_volume(csi::CreateVolumeRequest {
-                name: format!("many-{i}"),
-                capacity_range: Some(csi::CapacityRange {
-                    required_bytes: MIB,
-                    limit_bytes: 0,
-                }),
-                volume_capabilities: vec![mount_capability(false)],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
-        pair.controller
-            .controller_publish_volume(csi::ControllerPublishVolumeRequest {
-                volume_id: created.volume_id.clone(),
-                node_id: "node1".into(),
-                volume_capability: Some(mount_capability(false)),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let volume = pair.csi.create(&format!("many-{i}"), &[], MIB).await;
         let staging = format!("/tmp/many/{i}");
-        pair.node_csi
-            .node_stage_volume(csi::NodeStageVolumeRequest {
-                volume_id: created.volume_id.clone(),
-                staging_target_path: staging.clone(),
-                volume_capability: Some(mount_capability(false)),
-                volume_context: created.volume_context.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        volumes.push((created.volume_id, staging));
+        pair.csi.publish_and_stage(&volume, &staging).await;
+        volumes.push((volume.volume_id, staging));
     }
     let mounts: usize = pair
         .node
@@ -616,14 +408,16 @@ async fn staged_many(pair: &mut Pair) {
         "{loaded} KiB with {count} staged volumes"
     );
     for (id, staging) in volumes {
-        pair.node_csi
+        pair.csi
+            .node
             .node_unstage_volume(csi::NodeUnstageVolumeRequest {
                 volume_id: id.clone(),
                 staging_target_path: staging,
             })
             .await
             .unwrap();
-        pair.controller
+        pair.csi
+            .controller
             .delete_volume(csi::DeleteVolumeRequest {
                 volume_id: id,
                 ..Default::default()
@@ -637,7 +431,10 @@ async fn staged_many(pair: &mut Pair) {
 /// (a hard mount); NodeUnpublishVolume and NodeUnstageVolume still answer within the node
 /// plugin's bound and leave no mount and no thread stuck in the kernel.
 async fn dead_server_unmount(pair: &mut Pair) {
-    let m = create_and_mount(pair, "dead", &[("squash", "none")], 16 * MIB).await;
+    let m = pair
+        .csi
+        .create_and_mount("dead", &[("squash", "none")], 16 * MIB)
+        .await;
     pair.node.sh(&format!("echo x > {}/f && sync", m.target));
     pair.server.kill();
     // What a pod does on a dead hard mount: its I/O hangs (bounded here by `timeout`).
@@ -650,7 +447,8 @@ async fn dead_server_unmount(pair: &mut Pair) {
     // The node plugin's own bound on one blocking call is 10 s, with three unmount attempts.
     let bound = Duration::from_secs(35);
     let start = Instant::now();
-    pair.node_csi
+    pair.csi
+        .node
         .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
             volume_id: m.id.clone(),
             target_path: m.target.clone(),
@@ -659,7 +457,8 @@ async fn dead_server_unmount(pair: &mut Pair) {
         .unwrap();
     let unpublish = start.elapsed();
     let start = Instant::now();
-    pair.node_csi
+    pair.csi
+        .node
         .node_unstage_volume(csi::NodeUnstageVolumeRequest {
             volume_id: m.id.clone(),
             staging_target_path: m.staging.clone(),
@@ -688,6 +487,6 @@ async fn dead_server_unmount(pair: &mut Pair) {
         "a thread is stuck in the kernel: {states}"
     );
     // The plugin still serves.
-    let probe = pair.node_identity.probe(csi::ProbeRequest {}).await;
+    let probe = pair.csi.identity.probe(csi::ProbeRequest {}).await;
     assert!(probe.is_ok());
 }

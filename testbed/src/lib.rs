@@ -15,6 +15,7 @@ mod dbus;
 mod ganesha;
 mod loopfs;
 mod netns;
+mod pki;
 mod server;
 pub mod vm;
 
@@ -23,6 +24,7 @@ pub use dbus::Dbus;
 pub use ganesha::Ganesha;
 pub use loopfs::{LoopFs, run as loopfs_run};
 pub use netns::{Link, Netns};
+pub use pki::Pki;
 pub use server::{GaneshaServer, free_port};
 
 use std::{

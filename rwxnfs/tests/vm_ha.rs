@@ -1,0 +1,341 @@
+//! The real-kernel tier's `ha-failover` scenario: three QEMU VMs on a private network.
+//!
+//! - `nfs-a` (10.99.0.1) and `nfs-b` (10.99.0.2) replicate a virtio disk with DRBD 8.4
+//!   (protocol C). Whichever is Primary holds the XFS export root with `prjquota` at
+//!   /drbd/exports, the agent's table on it, nfsdcld's client database on it, kernel nfsd, the
+//!   agent (kernel exporter, mutual TLS on TCP 9820) and the floating address 10.99.0.100.
+//! - `client` (10.99.0.3) runs `rwxnfs node` and `rwxnfs controller`, which reaches the agent
+//!   over mutual TLS at the floating address, as it would from a cluster.
+//!
+//! A writer on the client appends a numbered line every 100 ms with fsync. `nfs-a` is killed
+//! (QEMU ends at once: a host that loses power) and `nfs-b` runs the promoter script, which
+//! stands for DRBD Reactor and runs the start list of `manifests/ha/drbd-reactor/rwxnfs.toml`
+//! in its order: DRBD Primary, the filesystem, the nfsdcld database, the agent (which
+//! reconciles), nfsd with the cluster's server scope, and last the address. Then every
+//! fsync'd line must be there, no call may have failed (no ESTALE), and the export id and
+//! client list must be those from before.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use rwxnfs_proto::csi;
+use rwxnfs_testbed::{
+    Pki,
+    vm::{Lab, Vm, VmSpec},
+};
+use vm_common::{Csi, MIB, mount_capability};
+
+mod vm_common;
+
+const VIP: &str = "10.99.0.100";
+
+/// Both storage hosts: DRBD configured and up (Secondary), nfsd's filesystems mounted, the
+/// agent's configuration in place. Nothing is promoted at boot.
+fn storage_boot(pki: &Pki) -> String {
+    let (cert, key) = pki.issue("rwxnfs-agent");
+    format!(
+        r#"
+modprobe drbd
+modprobe nfsd
+modprobe xfs
+mkdir -p /etc/rwxnfs/tls /run/rwxnfs /drbd/exports /etc/exports.d /var/lib/nfs/nfsdcld
+cat > /etc/rwxnfs/tls/ca.pem <<'EOF'
+{ca}EOF
+cat > /etc/rwxnfs/tls/agent.pem <<'EOF'
+{cert}EOF
+cat > /etc/rwxnfs/tls/agent.key <<'EOF'
+{key}EOF
+cat > /etc/drbd.conf <<'EOF'
+global {{ usage-count no; }}
+resource r0 {{
+  protocol C;
+  device /dev/drbd0;
+  disk /dev/vda;
+  meta-disk internal;
+  on nfs-a {{ address 10.99.0.1:7789; }}
+  on nfs-b {{ address 10.99.0.2:7789; }}
+}}
+EOF
+drbdadm create-md --force r0
+drbdadm up r0
+mount -t nfsd nfsd /proc/fs/nfsd
+mount -t rpc_pipefs rpc_pipefs /var/lib/nfs/rpc_pipefs
+: > /etc/exports
+# Lease and grace as the test's own bound on the failover stall (manifests/ha/nfs/nfs.conf
+# ships 30 s and 60 s for production).
+echo 10 > /proc/fs/nfsd/nfsv4leasetime
+echo 10 > /proc/fs/nfsd/nfsv4gracetime
+cat > /etc/rwxnfs/agent.yaml <<'EOF'
+exportRoot: /drbd/exports
+stateDir: /drbd/exports/.rwxnfs
+nfsServer:
+  kind: kernel
+quota: xfs
+serverAddresses: [{VIP}]
+listen: [tcp://0.0.0.0:9820, unix:///run/rwxnfs/agent.sock]
+tls: {{ca: /etc/rwxnfs/tls/ca.pem, cert: /etc/rwxnfs/tls/agent.pem, key: /etc/rwxnfs/tls/agent.key}}
+EOF
+cat > /work/promote <<'EOF'
+{PROMOTER}EOF
+"#,
+        ca = pki.ca_pem
+    )
+}
+
+/// What DRBD Reactor's promoter does on the host that wins (manifests/ha/drbd-reactor/
+/// rwxnfs.toml), with each systemd unit's job written out.
+const PROMOTER: &str = r#"set -e
+t0=$(cut -d' ' -f1 /proc/uptime)
+step() { echo "$(cut -d' ' -f1 /proc/uptime) $1"; }
+# 0. drbd-promote@r0
+drbdadm primary r0
+step primary
+# 1. drbd-exports.mount
+mount -o prjquota /dev/drbd0 /drbd/exports
+step mounted
+# 2. var-lib-nfs-nfsdcld.mount: the NFSv4 client database on the replicated volume
+mkdir -p /drbd/exports/.rwxnfs/nfsdcld
+mount --bind /drbd/exports/.rwxnfs/nfsdcld /var/lib/nfs/nfsdcld
+# 3. rwxnfs-agent.service; the next unit starts once the agent has reconciled
+: > /work/agent.log
+setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml >> /work/agent.log 2>&1 &
+n=0
+until grep -q reconciled /work/agent.log; do
+  n=$((n+1)); [ $n -lt 600 ] || { echo "the agent did not reconcile"; exit 1; }
+  usleep 50000
+done
+step reconciled
+# 4. nfs-server.service (exportfs -r, mountd, nfsdcld, nfsd in the cluster's server scope:
+#    manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
+exportfs -r
+rpcbind -w
+nfsdcld
+rpc.mountd --no-udp -N 3
+unshare -u sh -c 'hostname rwxnfs-ha1 && rpc.nfsd --no-udp -N 3 8'
+step nfsd
+# 5. IPaddr2: the address last, announced
+ip addr add 10.99.0.100/24 dev eth1
+arping -U -c 1 -I eth1 10.99.0.100 || true
+step address
+"#;
+
+const CLIENT_BOOT: &str = r#"
+modprobe nfsv4
+mkdir -p /etc/rwxnfs/tls
+mv /work/tls/* /etc/rwxnfs/tls/
+cat > /etc/rwxnfs/controller.yaml <<'EOF'
+backends:
+  - name: ha
+    agent:
+      endpoint: tcp://10.99.0.100:9820
+      tls: {ca: /etc/rwxnfs/tls/ca.pem, cert: /etc/rwxnfs/tls/controller.pem, key: /etc/rwxnfs/tls/controller.key, serverName: rwxnfs-agent}
+      timeoutSeconds: 10
+    server: 10.99.0.100
+nodes:
+  client: [10.99.0.3]
+EOF
+setsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 --node-id client > /work/node.log 2>&1 &
+setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --config /etc/rwxnfs/controller.yaml > /work/controller.log 2>&1 &
+"#;
+
+/// The writer: one numbered line every 100 ms, each fsync'd; what was acknowledged (and when,
+/// by the guest's clock) goes to /work/acked.log. Bounded: 1500 lines or the stop file.
+fn writer(target: &str) -> String {
+    format!(
+        r#"i=0
+while [ $i -lt 1500 ] && [ ! -e /work/stop-writer ]; do
+  if echo "line $i" >> {target}/log.txt 2>> /work/writer.err && sync {target}/log.txt 2>> /work/writer.err; then
+    echo "$i $(cut -d' ' -f1 /proc/uptime)" >> /work/acked.log
+  else
+    echo "$i $(cut -d' ' -f1 /proc/uptime) FAILED" >> /work/acked.log
+  fi
+  i=$((i+1))
+  usleep 100000
+done
+echo done >> /work/acked.log
+"#
+    )
+}
+
+/// (line, guest time, acknowledged) for each line the writer tried so far.
+fn acked(client: &Vm) -> Vec<(u32, f64, bool)> {
+    std::fs::read_to_string(client.work().join("acked.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let i = f.next()?.parse().ok()?;
+            let t = f.next()?.parse().ok()?;
+            Some((i, t, f.next().is_none()))
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The fsid= and client of one export in `exportfs -v` output.
+fn exported(listing: &str, path: &str) -> String {
+    let flat = listing.replace(['\n', '\t'], " ");
+    let at = flat
+        .find(path)
+        .unwrap_or_else(|| panic!("{path} not exported:\n{listing}"));
+    let rest = flat[at + path.len()..].trim_start();
+    let entry = rest.split_whitespace().next().unwrap();
+    let fsid = entry
+        .split([',', '(', ')'])
+        .find(|o| o.starts_with("fsid="))
+        .unwrap();
+    let client = entry.split('(').next().unwrap();
+    format!("{client} {fsid}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
+    let pki = Pki::new("rwxnfs test CA");
+    let mut lab = Lab::new(
+        "ha-failover",
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
+    );
+    let boot = storage_boot(&pki);
+    let storage = |name: &str, n: u8| VmSpec {
+        memory_mb: 448,
+        lan: Some(n),
+        disks_mb: vec![512],
+        boot: boot.clone(),
+        ..VmSpec::new(name)
+    };
+    let mut a = lab.start(storage("nfs-a", 1));
+    let mut b = lab.start(storage("nfs-b", 2));
+    let client_spec = VmSpec {
+        lan: Some(3),
+        forwards: vec![7000, 7001],
+        boot: CLIENT_BOOT.into(),
+        ..VmSpec::new("client")
+    };
+    let tls = lab.dir().join("client/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let (cert, key) = pki.issue("rwxnfs-controller");
+    std::fs::write(tls.join("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(tls.join("controller.pem"), cert).unwrap();
+    std::fs::write(tls.join("controller.key"), key).unwrap();
+    let mut client = lab.start(client_spec);
+    let limit = Duration::from_secs(240);
+    println!("nfs-a booted in {:?}", a.wait_ready(limit));
+    println!("nfs-b booted in {:?}", b.wait_ready(limit));
+    println!("client booted in {:?}", client.wait_ready(limit));
+
+    // First start: the pair connects, skips the initial sync (both disks are empty), and
+    // nfs-a is promoted and formats the replicated volume.
+    wait_until("DRBD connected", Duration::from_secs(60), || {
+        a.sh("cat /proc/drbd").contains("cs:Connected")
+    });
+    a.sh("drbdadm -- --clear-bitmap new-current-uuid r0 && drbdadm primary r0 && mkfs.xfs -q /dev/drbd0");
+    let first = a.run("sh /work/promote", Duration::from_secs(120));
+    assert_eq!(first.rc, 0, "promote on nfs-a:\n{}", first.out);
+
+    let mut csi = Csi::connect(client.port(7001), client.port(7000), "client").await;
+    let m = csi
+        .create_and_mount("ha", &[("squash", "none")], 64 * MIB)
+        .await;
+    let before = exported(&a.sh("exportfs -v"), &m.context["share"]);
+    println!("on nfs-a: {} {before}", m.context["share"]);
+
+    client.sh(&format!(
+        "cat > /work/writer.sh <<'EOF'\n{}EOF\nsetsid sh /work/writer.sh > /dev/null 2>&1 &",
+        writer(&m.target)
+    ));
+    wait_until("20 lines written", Duration::from_secs(60), || {
+        acked(&client).len() >= 20
+    });
+
+    // Power off nfs-a; nfs-b takes over.
+    let written_before = acked(&client).len();
+    a.kill();
+    let takeover = Instant::now();
+    let promoted = b.run("sh /work/promote", Duration::from_secs(120));
+    assert_eq!(promoted.rc, 0, "promote on nfs-b:\n{}", promoted.out);
+    println!(
+        "nfs-b promoted in {:?}:\n{}",
+        takeover.elapsed(),
+        promoted.out.trim_end()
+    );
+    wait_until(
+        "the writer carries on through nfs-b",
+        Duration::from_secs(180),
+        || acked(&client).len() >= written_before + 20,
+    );
+    std::fs::write(client.work().join("stop-writer"), "").unwrap();
+    wait_until("the writer stops", Duration::from_secs(60), || {
+        std::fs::read_to_string(client.work().join("acked.log")).is_ok_and(|l| l.contains("done"))
+    });
+
+    let lines = acked(&client);
+    let failed: Vec<_> = lines.iter().filter(|(_, _, ok)| !ok).collect();
+    let errors = std::fs::read_to_string(client.work().join("writer.err")).unwrap_or_default();
+    assert!(
+        failed.is_empty() && errors.is_empty(),
+        "failed writes {failed:?}: {errors}"
+    );
+    let stall = lines
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .fold(0.0, f64::max);
+    println!(
+        "client-visible stall: {stall:.1} s (longest gap between two acknowledged lines; \
+         100 ms apart otherwise), {} lines",
+        lines.len()
+    );
+
+    // Every acknowledged line is there, in order, read back through the mount.
+    let content = client.sh(&format!("cat {}/log.txt", m.target));
+    let expected: String = lines
+        .iter()
+        .map(|(i, _, _)| format!("line {i}\n"))
+        .collect();
+    assert_eq!(content, expected, "the file after failover");
+    let after = exported(&b.sh("exportfs -v"), &m.context["share"]);
+    assert_eq!(after, before, "the export after failover");
+
+    // The controller reaches the new agent at the same address. A call that finds the old
+    // connection broken is UNAVAILABLE, which the CSI sidecars retry; so does this test.
+    let start = Instant::now();
+    let mut tries = 0;
+    let again = loop {
+        tries += 1;
+        let request = csi::CreateVolumeRequest {
+            name: "after-failover".into(),
+            volume_capabilities: vec![mount_capability(false)],
+            ..Default::default()
+        };
+        match csi.controller.create_volume(request).await {
+            Ok(r) => break r.into_inner().volume.unwrap(),
+            Err(e) if e.code() == tonic::Code::Unavailable && tries < 10 => {
+                println!("  CreateVolume after failover: {e:?}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("CreateVolume after failover: {e:?}"),
+        }
+    };
+    println!(
+        "the controller reached the new agent in {:?} ({tries} tries)",
+        start.elapsed()
+    );
+    csi.controller
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: again.volume_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    csi.unmount_and_delete(&m, &[&m.target]).await;
+}
