@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use rwxnfs_model::{Name, Params, SnapshotId, VolumeId};
+use rwxnfs_model::{Name, Params, SnapshotId, VolumeId, is_static_volume};
 use rwxnfs_proto::{
     agent as pb,
     csi::{
@@ -262,7 +262,8 @@ impl Controller for ControllerService {
         finish_rpc("DeleteVolume", started, &req.volume_id, result).map(Response::new)
     }
 
-    /// Grants the node's addresses access to the export (read-only when asked).
+    /// Grants the node's addresses access to the export (read-only when asked). A static
+    /// volume (`static:<name>`) has nothing to grant: success once the request is valid.
     async fn controller_publish_volume(
         &self,
         request: Request<csi::ControllerPublishVolumeRequest>,
@@ -281,6 +282,9 @@ impl Controller for ControllerService {
                 .as_ref()
                 .ok_or_else(|| missing("Volume capability"))?;
             check_capabilities(std::slice::from_ref(cap))?;
+            if is_static_volume(&req.volume_id) {
+                return Ok(csi::ControllerPublishVolumeResponse::default());
+            }
             let (id, backend) = self.volume_backend(&req.volume_id)?;
             let addresses = self.nodes.addresses(&req.node_id).await?;
             let read_only = req.readonly || convert::read_only_mode(cap);

@@ -12,6 +12,17 @@ use crate::name::{Name, NameError};
 const VOLUME_PREFIX: &str = "vol1";
 const SNAPSHOT_PREFIX: &str = "snap1";
 
+/// The handle of a static PersistentVolume (an existing export the driver did not create, its
+/// server and share in the volume attributes) starts with this: `static:<anything>`.
+pub const STATIC_VOLUME_PREFIX: &str = "static:";
+
+/// Whether `id` names a static volume: the controller has nothing to grant for it (access is
+/// the existing export's own), so publishing it succeeds without a backend.
+pub fn is_static_volume(id: &str) -> bool {
+    id.strip_prefix(STATIC_VOLUME_PREFIX)
+        .is_some_and(|rest| !rest.is_empty())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("id is empty")]

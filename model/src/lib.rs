@@ -12,7 +12,7 @@ mod name;
 pub mod params;
 
 pub use driver_name::{DriverName, DriverNameError};
-pub use id::{IdError, SnapshotId, VolumeId};
+pub use id::{IdError, STATIC_VOLUME_PREFIX, SnapshotId, VolumeId, is_static_volume};
 pub use mount_options::{MountOptionError, MountOptions};
 pub use name::{Name, NameError};
 pub use params::{NfsVersion, ParamError, Params};
