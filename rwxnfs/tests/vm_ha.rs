@@ -22,13 +22,11 @@ use std::{
 };
 
 use rwxnfs_proto::csi;
+use rwxnfs_testbed::vm::{Csi, MIB, mount_capability};
 use rwxnfs_testbed::{
     Pki,
     vm::{Lab, Vm, VmSpec},
 };
-use vm_common::{Csi, MIB, mount_capability};
-
-mod vm_common;
 
 const VIP: &str = "10.99.0.100";
 
@@ -243,10 +241,13 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
     let first = a.run("sh /work/promote", Duration::from_secs(120));
     assert_eq!(first.rc, 0, "promote on nfs-a:\n{}", first.out);
 
-    let mut csi = Csi::connect(client.port(7001), client.port(7000), "client").await;
+    let mut csi = Csi::connect(client.port(7001), client.port(7000), "client")
+        .await
+        .unwrap();
     let m = csi
         .create_and_mount("ha", &[("squash", "none")], 64 * MIB)
-        .await;
+        .await
+        .unwrap();
     let before = exported(&a.sh("exportfs -v"), &m.context["share"]);
     println!("on nfs-a: {} {before}", m.context["share"]);
 
@@ -337,5 +338,5 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
         })
         .await
         .unwrap();
-    csi.unmount_and_delete(&m, &[&m.target]).await;
+    csi.unmount_and_delete(&m, &[&m.target]).await.unwrap();
 }

@@ -27,55 +27,7 @@ use std::{
 use csi_sanity::{Config, Outcome};
 use rwxnfs_proto::csi;
 use rwxnfs_server::Endpoint;
-use rwxnfs_testbed::vm::{Lab, Vm, VmSpec};
-use vm_common::{Csi, MIB, Mounted};
-
-mod vm_common;
-
-const SERVER_BOOT: &str = r#"
-modprobe nfsd
-modprobe xfs
-mkfs.xfs -q /dev/vda
-mkdir -p /srv/exports /etc/exports.d /etc/rwxnfs /run/rwxnfs /var/lib/nfs/v4recovery
-mount -o prjquota /dev/vda /srv/exports
-mount -t nfsd nfsd /proc/fs/nfsd
-mount -t rpc_pipefs rpc_pipefs /var/lib/nfs/rpc_pipefs
-: > /etc/exports
-exportfs -ra
-rpcbind -w
-# Short lease and grace so the stale-handle and restart scenarios do not wait 90 s.
-echo 10 > /proc/fs/nfsd/nfsv4leasetime
-echo 10 > /proc/fs/nfsd/nfsv4gracetime
-nfsdcld
-rpc.mountd --no-udp
-rpc.nfsd --no-udp 8
-cat > /etc/rwxnfs/agent.yaml <<EOF
-exportRoot: /srv/exports
-stateDir: /srv/exports/.rwxnfs
-nfsServer:
-  kind: kernel
-quota: xfs
-serverAddresses: [10.99.0.1]
-listen: [unix:///run/rwxnfs/agent.sock]
-EOF
-cat > /etc/rwxnfs/controller.yaml <<EOF
-backends:
-  - name: vm
-    agent:
-      endpoint: unix:///run/rwxnfs/agent.sock
-    server: 10.99.0.1
-nodes:
-  node1: [10.99.0.2]
-EOF
-setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/agent.log 2>&1 &
-setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --config /etc/rwxnfs/controller.yaml > /work/controller.log 2>&1 &
-"#;
-
-const NODE_BOOT: &str = r#"
-modprobe nfsv4
-modprobe nfsv3
-setsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 --node-id node1 > /work/node.log 2>&1 &
-"#;
+use rwxnfs_testbed::vm::{Csi, Lab, MIB, Mounted, Vm, VmSpec, recipes};
 
 struct Pair {
     _lab: Lab,
@@ -95,19 +47,21 @@ async fn boot() -> Pair {
         lan: Some(1),
         forwards: vec![7001],
         disks_mb: vec![512],
-        boot: SERVER_BOOT.into(),
+        boot: recipes::nfs_server_boot(&[("node1", "10.99.0.2")]),
         ..VmSpec::new("nfs1")
     });
     let mut node = lab.start(VmSpec {
         lan: Some(2),
         forwards: vec![7000],
-        boot: NODE_BOOT.into(),
+        boot: recipes::node_boot("node1"),
         ..VmSpec::new("node1")
     });
     let limit = Duration::from_secs(180);
     println!("nfs1 booted in {:?}", server.wait_ready(limit));
     println!("node1 booted in {:?}", node.wait_ready(limit));
-    let csi = Csi::connect(server.port(7001), node.port(7000), "node1").await;
+    let csi = Csi::connect(server.port(7001), node.port(7000), "node1")
+        .await
+        .unwrap();
     Pair {
         _lab: lab,
         server,
@@ -198,7 +152,11 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     let name = format!("mount-v{}", version.replace('.', ""));
     // The node's root writes as root (the default, squash: root, would make it nobody).
     let params: &[(&str, &str)] = &[("nfsVersion", version), ("squash", "none")];
-    let m = pair.csi.create_and_mount(&name, params, 32 * MIB).await;
+    let m = pair
+        .csi
+        .create_and_mount(&name, params, 32 * MIB)
+        .await
+        .unwrap();
     let mounts = pair
         .node
         .sh(&format!("grep ' {} ' /proc/mounts", m.staging));
@@ -216,7 +174,7 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     assert_eq!(on_server.trim(), format!("written-through-v{version}"));
 
     let ro_target = format!("{}-ro", m.target);
-    pair.csi.publish(&m, &ro_target, true).await;
+    pair.csi.publish(&m, &ro_target, true).await.unwrap();
     let refused = pair.node.run(
         &format!("echo no > {ro_target}/refused"),
         Duration::from_secs(30),
@@ -235,7 +193,8 @@ async fn node_mount(pair: &mut Pair, version: &str) {
 
     pair.csi
         .unmount_and_delete(&m, &[&m.target, &ro_target])
-        .await;
+        .await
+        .unwrap();
     let left = pair.node.sh("grep -c ' nfs' /proc/mounts || true");
     assert_eq!(left.trim(), "0", "v{version}: mounts left behind");
 }
@@ -246,7 +205,8 @@ async fn quota(pair: &mut Pair) {
     let m = pair
         .csi
         .create_and_mount("quota", &[("squash", "none")], 16 * MIB)
-        .await;
+        .await
+        .unwrap();
     let write = |mib: u32| {
         format!(
             "dd if=/dev/zero of={}/big bs=1M count={mib} conv=fsync 2>&1",
@@ -314,7 +274,7 @@ async fn quota(pair: &mut Pair) {
         .unwrap();
     // XFS reports a project-quota directory's limit as its size, and NFS passes that on.
     assert_eq!(bytes.total, 48 * MIB, "{stats:?}");
-    pair.csi.unmount_and_delete(&m, &[&m.target]).await;
+    pair.csi.unmount_and_delete(&m, &[&m.target]).await.unwrap();
 }
 
 fn abnormal(stats: &csi::NodeGetVolumeStatsResponse) -> bool {
@@ -328,7 +288,8 @@ async fn stale_recovery(pair: &mut Pair) {
     let m = pair
         .csi
         .create_and_mount("stale", &[("squash", "none")], 16 * MIB)
-        .await;
+        .await
+        .unwrap();
     pair.node
         .sh(&format!("echo before > {}/f && sync", m.target));
 
@@ -343,7 +304,7 @@ async fn stale_recovery(pair: &mut Pair) {
         "  nfsd restart, same fsid: the mount carried on ({:?}, NFSv4 grace included)",
         restart.elapsed()
     );
-    assert!(!abnormal(&pair.csi.stats(&m, &m.target).await));
+    assert!(!abnormal(&pair.csi.stats(&m, &m.target).await.unwrap()));
 
     // The same directory exported again under another fsid: every handle the client has is
     // now unknown to the server.
@@ -352,7 +313,7 @@ async fn stale_recovery(pair: &mut Pair) {
         "exportfs -u 10.99.0.2:{dir} && \
          exportfs -o rw,sync,no_subtree_check,insecure,no_root_squash,fsid=77777 10.99.0.2:{dir}"
     ));
-    let stale = pair.csi.stats(&m, &m.target).await;
+    let stale = pair.csi.stats(&m, &m.target).await.unwrap();
     assert!(abnormal(&stale), "stats after the fsid changed: {stale:?}");
     println!(
         "  fsid changed: {}",
@@ -361,14 +322,17 @@ async fn stale_recovery(pair: &mut Pair) {
 
     let second = format!("{}-2", m.target);
     let recover = Instant::now();
-    pair.csi.publish(&m, &second, false).await;
+    pair.csi.publish(&m, &second, false).await.unwrap();
     println!("  publish re-staged the volume in {:?}", recover.elapsed());
     for target in [&m.target, &second] {
         let read = pair.node.sh(&format!("cat {target}/f"));
         assert_eq!(read, "before\nafter-restart\n", "through {target}");
     }
-    assert!(!abnormal(&pair.csi.stats(&m, &second).await));
-    pair.csi.unmount_and_delete(&m, &[&m.target, &second]).await;
+    assert!(!abnormal(&pair.csi.stats(&m, &second).await.unwrap()));
+    pair.csi
+        .unmount_and_delete(&m, &[&m.target, &second])
+        .await
+        .unwrap();
 }
 
 /// The node plugin's resident memory idle and with many volumes staged (real NFS mounts):
@@ -389,9 +353,13 @@ async fn staged_many(pair: &mut Pair) {
     let idle = rss(pair);
     let mut volumes = Vec::new();
     for i in 0..count {
-        let volume = pair.csi.create(&format!("many-{i}"), &[], MIB).await;
+        let volume = pair
+            .csi
+            .create(&format!("many-{i}"), &[], MIB)
+            .await
+            .unwrap();
         let staging = format!("/tmp/many/{i}");
-        pair.csi.publish_and_stage(&volume, &staging).await;
+        pair.csi.publish_and_stage(&volume, &staging).await.unwrap();
         volumes.push((volume.volume_id, staging));
     }
     let mounts: usize = pair
@@ -434,7 +402,8 @@ async fn dead_server_unmount(pair: &mut Pair) {
     let m = pair
         .csi
         .create_and_mount("dead", &[("squash", "none")], 16 * MIB)
-        .await;
+        .await
+        .unwrap();
     pair.node.sh(&format!("echo x > {}/f && sync", m.target));
     pair.server.kill();
     // What a pod does on a dead hard mount: its I/O hangs (bounded here by `timeout`).

@@ -17,7 +17,6 @@ mod loopfs;
 mod netns;
 mod pki;
 mod server;
-pub mod vm;
 
 pub use client::{NfsOutcome, nfs_cat, nfs_write};
 pub use dbus::Dbus;
@@ -25,6 +24,8 @@ pub use ganesha::Ganesha;
 pub use loopfs::{LoopFs, run as loopfs_run};
 pub use netns::{Link, Netns};
 pub use pki::Pki;
+/// The real-kernel tier's VMs (the `rwxnfs-vmlab` crate).
+pub use rwxnfs_vmlab as vm;
 pub use server::{GaneshaServer, free_port};
 
 use std::{

@@ -1,6 +1,6 @@
-//! What the VM scenarios share: a CSI client for one controller and one node plugin reached
-//! through forwarded ports, and the volume lifecycle steps they repeat.
-#![allow(dead_code, clippy::unwrap_used)]
+//! A CSI client for one controller and one node plugin reached through forwarded ports, with
+//! the volume lifecycle steps the VM scenarios and the walkthrough repeat. Every call returns
+//! the plugin's status, so a caller can report it or insist on success.
 
 use std::{
     collections::HashMap,
@@ -12,12 +12,12 @@ use rwxnfs_proto::csi::{
     node_client::NodeClient,
 };
 use rwxnfs_server::Endpoint;
-use tonic::transport::Channel;
+use tonic::{Status, transport::Channel};
 
 pub const MIB: i64 = 1 << 20;
 
 /// Connects to a forwarded CSI endpoint once its Probe says ready.
-pub async fn ready(port: u16, limit: Duration) -> Channel {
+pub async fn ready(port: u16, limit: Duration) -> Result<Channel, Status> {
     let endpoint = Endpoint::Tcp(format!("127.0.0.1:{port}"));
     let start = Instant::now();
     loop {
@@ -26,13 +26,14 @@ pub async fn ready(port: u16, limit: Duration) -> Channel {
                 .probe(csi::ProbeRequest {})
                 .await;
             if probe.is_ok_and(|r| r.into_inner().ready == Some(true)) {
-                return channel;
+                return Ok(channel);
             }
         }
-        assert!(
-            start.elapsed() < limit,
-            "{endpoint} not ready within {limit:?}"
-        );
+        if start.elapsed() > limit {
+            return Err(Status::unavailable(format!(
+                "{endpoint} not ready within {limit:?}"
+            )));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -50,7 +51,7 @@ pub fn mount_capability(read_only: bool) -> csi::VolumeCapability {
     }
 }
 
-/// A volume created, published to the node, staged and published there.
+/// A volume staged on a node at `staging` and published there at `target`.
 pub struct Mounted {
     pub id: String,
     pub context: HashMap<String, String>,
@@ -58,7 +59,8 @@ pub struct Mounted {
     pub target: String,
 }
 
-/// The controller and the node plugin of one scenario, and the node's id.
+/// The controller and the node plugin of one node, and that node's id.
+#[derive(Clone)]
 pub struct Csi {
     pub controller: ControllerClient<Channel>,
     pub node: NodeClient<Channel>,
@@ -67,20 +69,41 @@ pub struct Csi {
 }
 
 impl Csi {
-    pub async fn connect(controller_port: u16, node_port: u16, node_id: &str) -> Csi {
+    pub async fn connect(
+        controller_port: u16,
+        node_port: u16,
+        node_id: &str,
+    ) -> Result<Csi, Status> {
         let limit = Duration::from_secs(90);
-        let controller = ControllerClient::new(ready(controller_port, limit).await);
-        let node_channel = ready(node_port, limit).await;
-        Csi {
+        let controller = ControllerClient::new(ready(controller_port, limit).await?);
+        let node_channel = ready(node_port, limit).await?;
+        Ok(Csi {
             controller,
             node: NodeClient::new(node_channel.clone()),
             identity: IdentityClient::new(node_channel),
             node_id: node_id.into(),
-        }
+        })
     }
 
-    pub async fn create(&mut self, name: &str, params: &[(&str, &str)], size: i64) -> csi::Volume {
-        self.controller
+    /// The same controller with another node.
+    pub async fn with_node(&self, node_port: u16, node_id: &str) -> Result<Csi, Status> {
+        let node_channel = ready(node_port, Duration::from_secs(90)).await?;
+        Ok(Csi {
+            controller: self.controller.clone(),
+            node: NodeClient::new(node_channel.clone()),
+            identity: IdentityClient::new(node_channel),
+            node_id: node_id.into(),
+        })
+    }
+
+    pub async fn create(
+        &mut self,
+        name: &str,
+        params: &[(&str, &str)],
+        size: i64,
+    ) -> Result<csi::Volume, Status> {
+        let response = self
+            .controller
             .create_volume(csi::CreateVolumeRequest {
                 name: name.into(),
                 capacity_range: Some(csi::CapacityRange {
@@ -94,24 +117,28 @@ impl Csi {
                     .collect(),
                 ..Default::default()
             })
-            .await
-            .unwrap()
+            .await?;
+        response
             .into_inner()
             .volume
-            .unwrap()
+            .ok_or_else(|| Status::internal("CreateVolume returned no volume"))
     }
 
-    /// ControllerPublishVolume to the node, then NodeStageVolume at `staging`.
-    pub async fn publish_and_stage(&mut self, volume: &csi::Volume, staging: &str) {
+    /// ControllerPublishVolume to this node.
+    pub async fn attach(&mut self, volume_id: &str) -> Result<(), Status> {
         self.controller
             .controller_publish_volume(csi::ControllerPublishVolumeRequest {
-                volume_id: volume.volume_id.clone(),
+                volume_id: volume_id.into(),
                 node_id: self.node_id.clone(),
                 volume_capability: Some(mount_capability(false)),
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await?;
+        Ok(())
+    }
+
+    /// NodeStageVolume at `staging`.
+    pub async fn stage(&mut self, volume: &csi::Volume, staging: &str) -> Result<(), Status> {
         self.node
             .node_stage_volume(csi::NodeStageVolumeRequest {
                 volume_id: volume.volume_id.clone(),
@@ -120,31 +147,51 @@ impl Csi {
                 volume_context: volume.volume_context.clone(),
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await?;
+        Ok(())
     }
 
-    /// Create, publish to the node, stage at /tmp/stage/NAME, publish at /tmp/target/NAME.
+    /// ControllerPublishVolume to this node, then NodeStageVolume at `staging`.
+    pub async fn publish_and_stage(
+        &mut self,
+        volume: &csi::Volume,
+        staging: &str,
+    ) -> Result<(), Status> {
+        self.attach(&volume.volume_id).await?;
+        self.stage(volume, staging).await
+    }
+
+    /// Publish to this node, stage at /tmp/stage/NAME, publish at /tmp/target/NAME.
+    pub async fn mount(&mut self, volume: &csi::Volume, name: &str) -> Result<Mounted, Status> {
+        let staging = format!("/tmp/stage/{name}");
+        self.publish_and_stage(volume, &staging).await?;
+        let m = Mounted {
+            id: volume.volume_id.clone(),
+            context: volume.volume_context.clone(),
+            staging,
+            target: format!("/tmp/target/{name}"),
+        };
+        self.publish(&m, &m.target, false).await?;
+        Ok(m)
+    }
+
+    /// Create, then [`Csi::mount`] on this node.
     pub async fn create_and_mount(
         &mut self,
         name: &str,
         params: &[(&str, &str)],
         size: i64,
-    ) -> Mounted {
-        let volume = self.create(name, params, size).await;
-        let staging = format!("/tmp/stage/{name}");
-        self.publish_and_stage(&volume, &staging).await;
-        let m = Mounted {
-            id: volume.volume_id,
-            context: volume.volume_context,
-            staging,
-            target: format!("/tmp/target/{name}"),
-        };
-        self.publish(&m, &m.target, false).await;
-        m
+    ) -> Result<Mounted, Status> {
+        let volume = self.create(name, params, size).await?;
+        self.mount(&volume, name).await
     }
 
-    pub async fn publish(&mut self, m: &Mounted, target: &str, readonly: bool) {
+    pub async fn publish(
+        &mut self,
+        m: &Mounted,
+        target: &str,
+        readonly: bool,
+    ) -> Result<(), Status> {
         self.node
             .node_publish_volume(csi::NodePublishVolumeRequest {
                 volume_id: m.id.clone(),
@@ -155,54 +202,69 @@ impl Csi {
                 volume_context: m.context.clone(),
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await?;
+        Ok(())
     }
 
-    /// Unpublish `targets`, unstage, ControllerUnpublishVolume, DeleteVolume.
-    pub async fn unmount_and_delete(&mut self, m: &Mounted, targets: &[&str]) {
+    /// Unpublish `targets`, unstage, and ControllerUnpublishVolume from this node.
+    pub async fn unmount(&mut self, m: &Mounted, targets: &[&str]) -> Result<(), Status> {
         for target in targets {
             self.node
                 .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
                     volume_id: m.id.clone(),
                     target_path: target.to_string(),
                 })
-                .await
-                .unwrap();
+                .await?;
         }
         self.node
             .node_unstage_volume(csi::NodeUnstageVolumeRequest {
                 volume_id: m.id.clone(),
                 staging_target_path: m.staging.clone(),
             })
-            .await
-            .unwrap();
+            .await?;
         self.controller
             .controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
                 volume_id: m.id.clone(),
                 node_id: self.node_id.clone(),
                 ..Default::default()
             })
-            .await
-            .unwrap();
-        self.controller
-            .delete_volume(csi::DeleteVolumeRequest {
-                volume_id: m.id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            .await?;
+        Ok(())
     }
 
-    pub async fn stats(&mut self, m: &Mounted, path: &str) -> csi::NodeGetVolumeStatsResponse {
-        self.node
+    pub async fn delete(&mut self, volume_id: &str) -> Result<(), Status> {
+        self.controller
+            .delete_volume(csi::DeleteVolumeRequest {
+                volume_id: volume_id.into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// [`Csi::unmount`], then DeleteVolume.
+    pub async fn unmount_and_delete(
+        &mut self,
+        m: &Mounted,
+        targets: &[&str],
+    ) -> Result<(), Status> {
+        self.unmount(m, targets).await?;
+        self.delete(&m.id).await
+    }
+
+    pub async fn stats(
+        &mut self,
+        m: &Mounted,
+        path: &str,
+    ) -> Result<csi::NodeGetVolumeStatsResponse, Status> {
+        let response = self
+            .node
             .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
                 volume_id: m.id.clone(),
                 volume_path: path.into(),
                 staging_target_path: m.staging.clone(),
             })
-            .await
-            .unwrap()
-            .into_inner()
+            .await?;
+        Ok(response.into_inner())
     }
 }

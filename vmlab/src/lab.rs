@@ -1,5 +1,4 @@
-//! The real-kernel tier: QEMU VMs (software emulation) booted from Debian's kernel with the
-//! image that `tests/vm/build-image` makes from Debian packages.
+//! The VMs of one test or walkthrough.
 //!
 //! A [`Lab`] owns everything one test starts: the VMs, the private network that joins them
 //! (a [`Hub`] on loopback) and their logs, which stay under `target/tmp/vm/<test>/` and are
@@ -13,10 +12,6 @@
 //!
 //! QEMU processes are killed by their PID when the VM (or the lab) drops, on every exit path.
 
-mod hub;
-
-pub use hub::Hub;
-
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -25,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::free_port;
+use crate::{Hub, free_port};
 
 /// The cached base image: a kernel and an initramfs.
 #[derive(Clone, Debug)]
@@ -100,7 +95,7 @@ impl Lab {
     /// `name` names the log directory; `bin` is a binary of this build whose directory the VMs
     /// share (e.g. `env!("CARGO_BIN_EXE_rwxnfs")`).
     pub fn new(name: &str, target_tmp: &Path, bin: &Path) -> Lab {
-        crate::require(&["qemu-system-x86_64"]);
+        require_qemu();
         let image = Image::get(target_tmp);
         let dir = target_tmp.join("vm").join(name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -228,6 +223,19 @@ impl Drop for Lab {
         }
         eprintln!("--- the logs are kept under {} ---", self.dir.display());
     }
+}
+
+/// Fails loudly, with the fix, where QEMU is missing or this is not root (9p shares of the
+/// binaries and the guests' mounts need it).
+fn require_qemu() {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("qemu-system-x86_64").is_file())
+    });
+    assert!(
+        found,
+        "qemu-system-x86_64 is not installed: scripts/install-test-deps installs it (Debian \
+         package qemu-system-x86)"
+    );
 }
 
 fn boot_script(spec: &VmSpec) -> String {
