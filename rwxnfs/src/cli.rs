@@ -51,6 +51,24 @@ pub enum Command {
     /// Run the whole stack on this machine, for trying rwxnfs out and for conformance runs.
     /// No cluster is needed; everything listens on unix sockets under one state directory.
     Dev(DevArgs),
+
+    /// Show what rwxnfs is for, end to end, with real NFS: an NFS server and three nodes in
+    /// small VMs (QEMU, Debian's kernel), a 4 GiB ReadWriteMany claim written from two nodes,
+    /// refused to the third, expanded, snapshotted and cleaned up. Needs root and the packages
+    /// scripts/install-test-deps installs; takes a few minutes, and stops everything it starts.
+    Walkthrough(WalkthroughArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WalkthroughArgs {
+    /// Where the VM image is cached and the VMs' logs are kept (default: target/tmp of the
+    /// checkout this binary was built in, else /var/tmp/rwxnfs).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+
+    /// How long to show the two writers' lines arriving.
+    #[arg(long, default_value_t = 12)]
+    pub tail_seconds: u64,
 }
 
 /// Settings every CSI endpoint shares.

@@ -7,6 +7,7 @@ mod dev;
 mod doctor;
 mod mesh;
 mod node;
+mod walkthrough;
 
 use clap::Parser;
 
@@ -43,6 +44,7 @@ fn main() -> std::process::ExitCode {
             Command::Controller(args) => controller::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Doctor(args) => return doctor::run(args).await,
+            Command::Walkthrough(args) => walkthrough::run(args).await,
         };
         match result {
             Ok(()) => std::process::ExitCode::SUCCESS,
