@@ -18,6 +18,7 @@ pub mod exporter;
 pub mod exports;
 pub mod fs;
 pub mod locks;
+pub mod notify;
 pub mod reconcile;
 pub mod run;
 pub mod service;

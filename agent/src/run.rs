@@ -66,8 +66,15 @@ pub fn start(
         let mut delay = Duration::from_secs(1);
         loop {
             match reconciling.reconcile().await {
-                Ok(_) => break,
+                Ok(report) => {
+                    crate::notify::notify(&format!(
+                        "READY=1\nSTATUS=reconciled: {} exports active",
+                        report.activated.len()
+                    ));
+                    break;
+                }
                 Err(e) => {
+                    crate::notify::notify(&format!("STATUS=reconcile failed, retrying: {e}"));
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "reconcile failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));

@@ -256,6 +256,13 @@ fn agent_unit() {
             "{rel}: {private} gives the agent its own mount namespace; NFS-Ganesha would not see its subvolume mounts"
         );
     }
+    // With kernel nfsd, the agent is started (for the unit after it) once it has reconciled.
+    let ready = unit("systemd/rwxnfs-agent.service.d/kernel-nfsd.conf");
+    assert_eq!(one(&ready, "agent drop-in", "Service", "Type"), "notify");
+    assert_eq!(
+        one(&ready, "agent drop-in", "Service", "NotifyAccess"),
+        "main"
+    );
     let dropin = unit("systemd/nfsdcld.service.d/rwxnfs.conf");
     assert_eq!(
         one(&dropin, "nfsdcld drop-in", "Unit", "After"),
