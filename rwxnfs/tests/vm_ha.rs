@@ -196,6 +196,34 @@ fn exported(listing: &str, path: &str) -> String {
     format!("{client} {fsid}")
 }
 
+/// The promoter here runs the units of the shipped DRBD Reactor configuration, in its order.
+#[test]
+fn the_promoter_runs_the_shipped_start_list_in_its_order() {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/ha/drbd-reactor/rwxnfs.toml"),
+    )
+    .unwrap();
+    let list = &shipped[shipped.find("start = [").unwrap()..];
+    let list = &list[..list.find(']').unwrap()];
+    let units: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('"'))
+        .map(|l| l.trim_matches(|c| c == '"' || c == ','))
+        .map(|u| u.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(units.len(), 5, "{units:?}");
+    let mut at = 0;
+    for unit in units {
+        // The resource agent is named by its type in the promoter script.
+        let name = unit.strip_prefix("ocf:heartbeat:").unwrap_or(unit);
+        let found = PROMOTER[at..]
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} missing or out of order in the promoter"));
+        at += found + name.len();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
     let pki = Pki::new("rwxnfs test CA");
