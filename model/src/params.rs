@@ -249,9 +249,100 @@ impl Params {
     }
 }
 
+/// The directory a subdir-backend claim gets: the `subDir` template (default
+/// `${pv.metadata.name}`) with `${pvc.metadata.namespace}`, `${pvc.metadata.name}` and
+/// `${pv.metadata.name}` filled in from the external-provisioner's extra metadata (the PV's
+/// name is the CSI request's `name`). The result is one directory name, never a path: it
+/// becomes the export's name and so the volume id's, which is how DeleteVolume finds it again.
+pub fn render_sub_dir(
+    template: Option<&str>,
+    request_name: &str,
+    parameters: &BTreeMap<String, String>,
+) -> Result<Name, ParamError> {
+    let template = template.unwrap_or("${pv.metadata.name}");
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| ParamError::bad("subDir", template, "a closed ${...}"))?;
+        let missing = || {
+            ParamError::bad(
+                "subDir",
+                template,
+                "PVC metadata, which the external-provisioner passes only with \
+                 --extra-create-metadata",
+            )
+        };
+        let value = match &after[..end] {
+            "pvc.metadata.namespace" => parameters.get(PVC_NAMESPACE).ok_or_else(missing)?,
+            "pvc.metadata.name" => parameters.get(PVC_NAME).ok_or_else(missing)?,
+            "pv.metadata.name" => parameters.get(PV_NAME).map_or(request_name, String::as_str),
+            other => {
+                return Err(ParamError::bad(
+                    "subDir",
+                    template,
+                    &format!(
+                        "only ${{pvc.metadata.namespace}}, ${{pvc.metadata.name}} and \
+                         ${{pv.metadata.name}} (not ${{{other}}})"
+                    ),
+                ));
+            }
+        };
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Name::parse(&out).map_err(|e| {
+        ParamError::bad(
+            "subDir",
+            template,
+            &format!("one directory name ({e}); join parts with '-' or '.', not '/'"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sub_dir_template_becomes_one_directory_name() {
+        let meta: BTreeMap<String, String> = [
+            (PVC_NAMESPACE.to_string(), "team-a".to_string()),
+            (PVC_NAME.to_string(), "data".to_string()),
+            (PV_NAME.to_string(), "pvc-1234".to_string()),
+        ]
+        .into();
+        let render = |t: Option<&str>, m: &BTreeMap<String, String>| {
+            render_sub_dir(t, "pvc-req", m).map(|n| n.to_string())
+        };
+        assert_eq!(render(None, &meta).unwrap(), "pvc-1234");
+        assert_eq!(render(None, &BTreeMap::new()).unwrap(), "pvc-req");
+        assert_eq!(
+            render(
+                Some("${pvc.metadata.namespace}-${pvc.metadata.name}"),
+                &meta
+            )
+            .unwrap(),
+            "team-a-data"
+        );
+        for (template, needle) in [
+            ("${pvc.metadata.namespace}/${pvc.metadata.name}", "not '/'"),
+            ("${pvc.metadata.labels}", "not ${pvc.metadata.labels}"),
+            ("${pvc.metadata.name", "closed"),
+            ("..", "one directory name"),
+        ] {
+            let err = render(Some(template), &meta).unwrap_err().to_string();
+            assert!(err.contains(needle), "{template}: {err}");
+        }
+        let err = render(Some("${pvc.metadata.name}"), &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--extra-create-metadata"), "{err}");
+    }
 
     fn params(pairs: &[(&str, &str)]) -> Result<Params, ParamError> {
         Params::parse(
