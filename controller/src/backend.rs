@@ -9,10 +9,19 @@ use tonic::{Status, transport::Channel};
 
 use crate::config::{BackendConfig, ClientTls};
 
+mod subdir;
+
+pub use subdir::SubdirBackend;
+
 /// The agent API, as the controller uses it. Status codes follow the agent's contract.
 #[tonic::async_trait]
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &Name;
+    /// Whether claims are directories named by the `subDir` template (the subdir backend)
+    /// rather than exports named by the request.
+    fn has_sub_dirs(&self) -> bool {
+        false
+    }
     /// Where nodes mount this backend's exports from.
     async fn server_address(&self) -> Result<IpAddr, Status>;
     async fn probe(&self) -> Result<pb::ProbeResponse, Status>;
@@ -88,6 +97,14 @@ fn transport_cause(status: &Status) -> String {
     cause.to_string()
 }
 
+/// The backend a configuration entry describes.
+pub fn from_config(config: &BackendConfig) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    Ok(match &config.subdir {
+        Some(subdir) => std::sync::Arc::new(subdir::SubdirBackend::new(&config.name, subdir)?),
+        None => std::sync::Arc::new(AgentBackend::new(config)?),
+    })
+}
+
 impl AgentBackend {
     pub fn new(config: &BackendConfig) -> Result<Self, BackendError> {
         let setup = |message: String| BackendError::Setup {
@@ -95,16 +112,19 @@ impl AgentBackend {
             message,
         };
         let name = Name::parse(&config.name).map_err(|e| setup(e.to_string()))?;
-        let endpoint: rwxnfs_server::Endpoint = config
+        let agent = config
             .agent
+            .as_ref()
+            .ok_or_else(|| setup("has no `agent` section".into()))?;
+        let endpoint: rwxnfs_server::Endpoint = agent
             .endpoint
             .parse()
             .map_err(|e: rwxnfs_server::EndpointError| setup(e.to_string()))?;
-        let tls = match &config.agent.tls {
-            Some(tls) => Some(tls_config(tls, &config.agent.endpoint, &config.name)?),
+        let tls = match &agent.tls {
+            Some(tls) => Some(tls_config(tls, &agent.endpoint, &config.name)?),
             None => None,
         };
-        let timeout = Duration::from_secs(config.agent.timeout_seconds.unwrap_or(30));
+        let timeout = Duration::from_secs(agent.timeout_seconds.unwrap_or(30));
         let channel = endpoint
             .lazy_channel(tls, timeout)
             .map_err(|e| setup(e.to_string()))?;

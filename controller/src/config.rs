@@ -46,10 +46,35 @@ pub struct ControllerConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendConfig {
     pub name: String,
-    pub agent: AgentBackendConfig,
-    /// Where nodes mount from; default: the first address the agent reports.
+    /// Per-claim exports through the export agent on an HA NFS cluster.
+    #[serde(default)]
+    pub agent: Option<AgentBackendConfig>,
+    /// One directory per claim on an existing export (a managed NFS share, a NAS), made through
+    /// a userspace NFSv3 client: no agent, no mount privileges, capacity not enforced.
+    #[serde(default)]
+    pub subdir: Option<SubdirBackendConfig>,
+    /// Where nodes mount from; default: the first address the agent reports (for a subdir
+    /// backend: its `server`).
     #[serde(default)]
     pub server: Option<IpAddr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubdirBackendConfig {
+    /// The NFS server's address.
+    pub server: IpAddr,
+    /// The existing export the claims' directories go in, e.g. /exports/k8s.
+    pub share: String,
+    /// mountd's port; default: asked of the server's portmapper (111).
+    #[serde(default)]
+    pub mount_port: Option<u16>,
+    /// NFS's port; default: asked of the portmapper.
+    #[serde(default)]
+    pub nfs_port: Option<u16>,
+    /// Upper bound of one call on the share, in seconds (default 30).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -101,15 +126,32 @@ impl ControllerConfig {
                     b.name
                 )));
             }
-            let endpoint: rwxnfs_server::Endpoint = b
-                .agent
-                .endpoint
-                .parse()
-                .map_err(|e| invalid(format!("backends[{i}].agent.endpoint: {e}")))?;
-            if matches!(endpoint, rwxnfs_server::Endpoint::Tcp(_)) && b.agent.tls.is_none() {
-                return Err(invalid(format!(
-                    "backends[{i}].agent.tls: a TCP agent endpoint needs TLS (ca, cert, key)"
-                )));
+            match (&b.agent, &b.subdir) {
+                (Some(agent), None) => {
+                    let endpoint: rwxnfs_server::Endpoint = agent
+                        .endpoint
+                        .parse()
+                        .map_err(|e| invalid(format!("backends[{i}].agent.endpoint: {e}")))?;
+                    if matches!(endpoint, rwxnfs_server::Endpoint::Tcp(_)) && agent.tls.is_none() {
+                        return Err(invalid(format!(
+                            "backends[{i}].agent.tls: a TCP agent endpoint needs TLS (ca, cert, key)"
+                        )));
+                    }
+                }
+                (None, Some(subdir)) => {
+                    if !subdir.share.starts_with('/') || subdir.share.contains("/../") {
+                        return Err(invalid(format!(
+                            "backends[{i}].subdir.share: {:?} is not an absolute export path",
+                            subdir.share
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "backends[{i}] ({}): give exactly one of `agent` and `subdir`",
+                        b.name
+                    )));
+                }
             }
         }
         Ok(config)
@@ -154,6 +196,34 @@ mod tests {
             (
                 "backends:\n  - {name: a, agent: {endpoint: \"unix:///a\"}}\n  - {name: a, agent: {endpoint: \"unix:///b\"}}\n",
                 "twice",
+            ),
+            (
+                "backends:
+  - name: a
+",
+                "exactly one of `agent` and `subdir`",
+            ),
+            (
+                "backends:
+  - name: a
+    agent: {endpoint: \"unix:///a\"}
+    subdir: {server: 10.0.0.5, share: /k8s}
+",
+                "exactly one",
+            ),
+            (
+                "backends:
+  - name: a
+    subdir: {server: 10.0.0.5, share: k8s}
+",
+                "backends[0].subdir.share",
+            ),
+            (
+                "backends:
+  - name: a
+    subdir: {server: 10.0.0.5, share: /k8s, mountport: 1}
+",
+                "mountport",
             ),
         ] {
             let err = parse(text).unwrap_err().to_string();

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use rwxnfs_model::{Name, Params, SnapshotId, VolumeId, is_static_volume};
+use rwxnfs_model::{Name, Params, SnapshotId, VolumeId, is_static_volume, render_sub_dir};
 use rwxnfs_proto::{
     agent as pb,
     csi::{
@@ -209,12 +209,38 @@ impl Controller for ControllerService {
                 return Err(missing("Volume capabilities"));
             }
             check_capabilities(&req.volume_capabilities)?;
-            let params = Params::parse(&req.parameters.clone().into_iter().collect())
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let parameters = req.parameters.clone().into_iter().collect();
+            let params =
+                Params::parse(&parameters).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let (required, limit) = capacity(&req.capacity_range)?;
             let name = Name::parse(&req.name)
                 .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
             let backend = self.backend_for(&params)?;
+            // A subdir backend's claim is its directory, named from the `subDir` template.
+            let name = if backend.has_sub_dirs() {
+                // Nothing records a policy on a share: the directory goes with the claim.
+                if params
+                    .on_delete
+                    .is_some_and(|p| p != rwxnfs_model::params::OnDeleteParam::Delete)
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "parameter onDelete: backend {} (subdir) removes a claim's directory \
+                         when the volume is deleted; to keep the data, give the StorageClass \
+                         reclaimPolicy: Retain",
+                        backend.name()
+                    )));
+                }
+                render_sub_dir(params.sub_dir.as_deref(), name.as_str(), &parameters)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+            } else if params.sub_dir.is_some() {
+                return Err(Status::invalid_argument(format!(
+                    "parameter subDir: backend {} makes an export per claim; subDir is for \
+                     subdir backends",
+                    backend.name()
+                )));
+            } else {
+                name
+            };
             let source = self.content_source(&req.volume_content_source, backend.name())?;
 
             let id = VolumeId::new(backend.name().clone(), name.clone());

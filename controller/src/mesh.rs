@@ -12,7 +12,23 @@ use crate::ControllerConfig;
 pub fn traffic(config: &ControllerConfig, protocol: NfsProtocol) -> (Traffic, Vec<String>) {
     let mut unresolved = Vec::new();
     let merged = mesh::merge(config.backends.iter().map(|b| {
-        let agent = match b.agent.endpoint.parse::<Endpoint>() {
+        // A subdir backend's controller speaks NFSv3 to the server itself (portmapper,
+        // mountd, nfs), whatever version the nodes mount with.
+        if let Some(subdir) = &b.subdir {
+            return mesh::traffic(&BackendTraffic {
+                servers: vec![subdir.server],
+                agent: None,
+                protocol: NfsProtocol::V3 {
+                    local_locks: true,
+                    mountd_port: subdir.mount_port,
+                },
+                nfs_port: subdir.nfs_port,
+            });
+        }
+        let Some(agent) = &b.agent else {
+            return Traffic::default();
+        };
+        let agent = match agent.endpoint.parse::<Endpoint>() {
             Ok(Endpoint::Tcp(addr)) => match agent_address(&addr) {
                 Some(agent) => Some(agent),
                 None => {
@@ -65,5 +81,20 @@ mod tests {
         );
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("agent.example"));
+    }
+
+    #[test]
+    fn a_subdir_backend_is_nfsv3_from_the_controller_to_its_server() {
+        let config = ControllerConfig::parse(
+            "backends:\n  - name: nas\n    subdir: {server: 10.0.0.5, share: /k8s, mountPort: 20048}\n",
+            Path::new("controller.yaml"),
+        )
+        .unwrap();
+        let (t, _) = traffic(&config, NfsProtocol::V41Plus);
+        assert_eq!(
+            t.tcp_ports.iter().copied().collect::<Vec<_>>(),
+            [111, 2049, 20048]
+        );
+        assert!(t.ranges.contains("10.0.0.5/32"), "{t:?}");
     }
 }

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rwxnfs_controller::{
-    AgentBackend, Backend, ControllerConfig, ControllerService, NodeResolver, StaticNodes,
-    nodes::KubeNodes,
+    Backend, ControllerConfig, ControllerService, NodeResolver, StaticNodes, nodes::KubeNodes,
 };
 use rwxnfs_doctor::selfcheck;
 use rwxnfs_model::{DriverName, mesh::NfsProtocol};
@@ -114,7 +113,7 @@ pub fn router(
     let name = DriverName::parse(&csi.driver_name)?;
     let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
     for backend in &config.backends {
-        backends.push(Arc::new(AgentBackend::new(backend)?));
+        backends.push(rwxnfs_controller::backend::from_config(backend)?);
     }
     let controller = ControllerService::new(backends.clone(), nodes);
     let identity = IdentityService::new(

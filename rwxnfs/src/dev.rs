@@ -164,11 +164,12 @@ fn controller_config(l: &Layout, node_id: &str, server: IpAddr) -> ControllerCon
     ControllerConfig {
         backends: vec![BackendConfig {
             name: "dev".into(),
-            agent: AgentBackendConfig {
+            agent: Some(AgentBackendConfig {
                 endpoint: format!("unix://{}", l.p("agent.sock").display()),
                 tls: None,
                 timeout_seconds: Some(30),
-            },
+            }),
+            subdir: None,
             server: Some(server),
         }],
         nodes: BTreeMap::from([(node_id.to_owned(), vec![IpAddr::from([127, 0, 0, 1])])]),

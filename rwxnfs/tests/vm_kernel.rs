@@ -45,7 +45,7 @@ async fn boot() -> Pair {
     let mut server = lab.start(VmSpec {
         memory_mb: 448,
         lan: Some(1),
-        forwards: vec![7001],
+        forwards: vec![7001, 7002],
         disks_mb: vec![512],
         boot: recipes::nfs_server_boot(&[("node1", "10.99.0.2")]),
         ..VmSpec::new("nfs1")
@@ -97,6 +97,10 @@ async fn kernel_nfsd_and_xfs_quotas_in_vms() {
     let step = Instant::now();
     staged_many(&mut pair).await;
     println!("staged volumes: {:?}", step.elapsed());
+
+    let step = Instant::now();
+    subdir_backend(&mut pair).await;
+    println!("subdir backend: {:?}", step.elapsed());
 
     let step = Instant::now();
     dead_server_unmount(&mut pair).await;
@@ -458,4 +462,108 @@ async fn dead_server_unmount(pair: &mut Pair) {
     // The plugin still serves.
     let probe = pair.csi.identity.probe(csi::ProbeRequest {}).await;
     assert!(probe.is_ok());
+}
+
+/// The subdir backend: on an existing export standing for a NAS share (`/srv/nas` on nfs1),
+/// a second controller with no agent makes each claim's directory through its userspace NFSv3
+/// client; the node mounts that directory with kernel NFS; delete removes the whole tree.
+async fn subdir_backend(pair: &mut Pair) {
+    pair.server.sh(
+        "mkdir -p /srv/nas && \
+         exportfs -o rw,sync,no_subtree_check,insecure,no_root_squash,fsid=5000 10.99.0.0/24:/srv/nas && \
+         printf 'backends:\n  - name: nas\n    subdir: {server: 10.99.0.1, share: /srv/nas}\nnodes:\n  node1: [10.99.0.2]\n' > /etc/rwxnfs/nas.yaml && \
+         (setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7002 --config /etc/rwxnfs/nas.yaml > /work/controller-nas.log 2>&1 &)",
+    );
+    let mut nas = pair
+        .csi
+        .with_node(pair.node.port(7000), "node1")
+        .await
+        .unwrap();
+    nas.controller = csi::controller_client::ControllerClient::new(
+        rwxnfs_testbed::vm::ready(pair.server.port(7002), Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
+    let m = nas
+        .create_and_mount("claim-1", &[("squash", "none")], 16 * MIB)
+        .await
+        .unwrap();
+    assert_eq!(m.context["share"], "/srv/nas/claim-1");
+    // The same name again is the same volume.
+    let again = nas
+        .create("claim-1", &[("squash", "none")], 16 * MIB)
+        .await
+        .unwrap();
+    assert_eq!(again.volume_id, m.id);
+    pair.node.sh(&format!(
+        "mkdir -p {0}/a/b && echo deep > {0}/a/b/c && echo top > {0}/hello && sync",
+        m.target
+    ));
+    assert_eq!(pair.server.sh("cat /srv/nas/claim-1/a/b/c"), "deep\n");
+    let listed = nas
+        .controller
+        .list_volumes(csi::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed
+            .entries
+            .iter()
+            .any(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == m.id)),
+        "{listed:?}"
+    );
+    // What the backend cannot do, it says.
+    let snapshot = nas
+        .controller
+        .create_snapshot(csi::CreateSnapshotRequest {
+            source_volume_id: m.id.clone(),
+            name: "snap".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        snapshot.code(),
+        tonic::Code::FailedPrecondition,
+        "{snapshot:?}"
+    );
+
+    // What it cannot promise it refuses: keeping or archiving data, a path for a name.
+    for params in [
+        [("onDelete", "archive"), ("squash", "none")],
+        [
+            ("subDir", "${pvc.metadata.namespace}/x"),
+            ("csi.storage.k8s.io/pvc/namespace", "a"),
+        ],
+    ] {
+        let err = nas.create("refused", &params, MIB).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    }
+    pair.server.sh("test ! -e /srv/nas/refused");
+    // A template names the directory after the claim, from the provisioner's metadata.
+    let templated = nas
+        .create(
+            "pvc-5678",
+            &[
+                ("subDir", "${pvc.metadata.namespace}-${pvc.metadata.name}"),
+                ("csi.storage.k8s.io/pvc/namespace", "team-a"),
+                ("csi.storage.k8s.io/pvc/name", "data"),
+            ],
+            16 * MIB,
+        )
+        .await
+        .unwrap();
+    assert_eq!(templated.volume_context["share"], "/srv/nas/team-a-data");
+    pair.server.sh("test -d /srv/nas/team-a-data");
+    nas.delete(&templated.volume_id).await.unwrap();
+    pair.server.sh("test ! -e /srv/nas/team-a-data");
+
+    nas.unmount_and_delete(&m, &[&m.target]).await.unwrap();
+    let gone = pair
+        .server
+        .run("test -e /srv/nas/claim-1", Duration::from_secs(10));
+    assert_ne!(gone.rc, 0, "the claim's directory is still there");
+    // Deleting again is success.
+    nas.delete(&m.id).await.unwrap();
 }

@@ -69,11 +69,12 @@ impl Stack {
 
         let backend = AgentBackend::new(&BackendConfig {
             name: "local".into(),
-            agent: AgentBackendConfig {
+            agent: Some(AgentBackendConfig {
                 endpoint: agent.to_string(),
                 tls: None,
                 timeout_seconds: Some(30),
-            },
+            }),
+            subdir: None,
             server: Some(IpAddr::from([127, 0, 0, 1])),
         })
         .expect("backend");

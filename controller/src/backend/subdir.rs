@@ -1,0 +1,483 @@
+//! The subdir backend: one directory per claim on an existing NFS export (a cloud provider's
+//! managed share, a NAS appliance) where no agent can run.
+//!
+//! The controller makes and removes the directories itself with a userspace NFSv3 client
+//! (MOUNT, LOOKUP, MKDIR, READDIRPLUS, REMOVE, RMDIR), as root through AUTH_SYS, so it needs
+//! no mount privileges and no kernel NFS. What it cannot give, it says: capacity is not
+//! enforced (Probe and GetCapacity report `quota_enforced: false`), every node that can mount
+//! the share can reach every directory on it (publish grants nothing), and there are no
+//! snapshots or clones.
+
+use std::{net::IpAddr, time::Duration};
+
+use nfs3_client::{
+    Nfs3Connection, Nfs3ConnectionBuilder,
+    nfs3_types::{
+        nfs3::{
+            self, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READDIRPLUS3args, REMOVE3args,
+            RMDIR3args, cookieverf3, diropargs3, fattr3, filename3, ftype3, nfs_fh3, nfsstat3,
+            sattr3,
+        },
+        rpc::{auth_unix, opaque_auth},
+        xdr_codec::Opaque,
+    },
+    tokio::{TokioConnector, TokioIo},
+};
+use rwxnfs_model::Name;
+use rwxnfs_proto::agent as pb;
+use tokio::net::TcpStream;
+use tonic::Status;
+
+use super::{Backend, BackendError};
+use crate::config::SubdirBackendConfig;
+
+/// Size reported for a claim that asks for none (nothing enforces it).
+const DEFAULT_SIZE: i64 = 1 << 30;
+/// Deeper trees than this are not removed (a loop, or not ours): the delete fails and says so.
+const MAX_DEPTH: usize = 64;
+
+type Connection = Nfs3Connection<TokioIo<TcpStream>>;
+
+pub struct SubdirBackend {
+    name: Name,
+    config: SubdirBackendConfig,
+    timeout: Duration,
+}
+
+impl SubdirBackend {
+    pub fn new(name: &str, config: &SubdirBackendConfig) -> Result<Self, BackendError> {
+        let name = Name::parse(name).map_err(|e| BackendError::Setup {
+            backend: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            name,
+            config: config.clone(),
+            timeout: Duration::from_secs(config.timeout_seconds.unwrap_or(30)),
+        })
+    }
+
+    fn share(&self) -> String {
+        format!("{}:{}", self.config.server, self.config.share)
+    }
+
+    /// A status for a failure on the share, with the backend and the share named.
+    fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> Status {
+        Status::unavailable(format!(
+            "backend {} (subdir on {}): {what}: {e}",
+            self.name,
+            self.share()
+        ))
+    }
+
+    fn nfs_error(&self, what: &str, status: nfsstat3) -> Status {
+        let message = format!(
+            "backend {} (subdir on {}): {what}: {status:?}",
+            self.name,
+            self.share()
+        );
+        match status {
+            nfsstat3::NFS3ERR_NOENT => Status::not_found(message),
+            nfsstat3::NFS3ERR_EXIST => Status::already_exists(message),
+            nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM | nfsstat3::NFS3ERR_ROFS => {
+                Status::permission_denied(format!(
+                    "{message} (the share must be exported read-write to the controller's \
+                     address, without root squashing)"
+                ))
+            }
+            nfsstat3::NFS3ERR_NOSPC | nfsstat3::NFS3ERR_DQUOT => {
+                Status::resource_exhausted(message)
+            }
+            _ => Status::internal(message),
+        }
+    }
+
+    /// Mounts the share (a fresh connection per call: calls are rare and this survives the
+    /// server's restarts), bounded by the configured timeout.
+    async fn connect(&self) -> Result<Connection, Status> {
+        let credential = opaque_auth::auth_unix(&auth_unix {
+            machinename: Opaque::owned(b"rwxnfs-controller".to_vec()),
+            ..auth_unix::default()
+        });
+        let mut builder = Nfs3ConnectionBuilder::new(
+            TokioConnector,
+            self.config.server.to_string(),
+            &self.config.share,
+        )
+        .connect_from_privileged_port(false)
+        .credential(credential);
+        if let Some(port) = self.config.mount_port {
+            builder = builder.mount_port(port);
+        }
+        if let Some(port) = self.config.nfs_port {
+            builder = builder.nfs3_port(port);
+        }
+        match tokio::time::timeout(self.timeout, builder.mount()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(self.unavailable("cannot mount the share", format!("{e:?}"))),
+            Err(_) => Err(self.unavailable("cannot mount the share", "timed out")),
+        }
+    }
+
+    /// Runs one call on the share within the timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.unavailable(what, "timed out")))
+    }
+
+    async fn lookup(
+        &self,
+        c: &mut Connection,
+        dir: &nfs_fh3,
+        name: &[u8],
+    ) -> Result<Option<(nfs_fh3, Option<fattr3>)>, Status> {
+        let res = c
+            .lookup(&LOOKUP3args {
+                what: diropargs3 {
+                    dir: dir.clone(),
+                    name: filename3(Opaque::borrowed(name)),
+                },
+            })
+            .await
+            .map_err(|e| self.unavailable("LOOKUP", format!("{e:?}")))?;
+        match res {
+            Nfs3Result::Ok(ok) => Ok(Some((ok.object, attrs(ok.obj_attributes)))),
+            Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(None),
+            Nfs3Result::Err((status, _)) => Err(self.nfs_error("LOOKUP", status)),
+        }
+    }
+
+    /// Every entry of a directory but `.` and `..`: (name, handle, attributes).
+    async fn entries(
+        &self,
+        c: &mut Connection,
+        dir: &nfs_fh3,
+    ) -> Result<Vec<(Vec<u8>, Option<nfs_fh3>, Option<fattr3>)>, Status> {
+        let mut out = Vec::new();
+        let (mut cookie, mut verifier) = (0, cookieverf3::default());
+        loop {
+            let res = c
+                .readdirplus(&READDIRPLUS3args {
+                    dir: dir.clone(),
+                    cookie,
+                    cookieverf: verifier,
+                    dircount: 64 * 1024,
+                    maxcount: 256 * 1024,
+                })
+                .await
+                .map_err(|e| self.unavailable("READDIRPLUS", format!("{e:?}")))?;
+            let ok = match res {
+                Nfs3Result::Ok(ok) => ok,
+                Nfs3Result::Err((status, _)) => return Err(self.nfs_error("READDIRPLUS", status)),
+            };
+            verifier = ok.cookieverf;
+            for entry in ok.reply.entries.0 {
+                cookie = entry.cookie;
+                let name = entry.name.0.to_vec();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let handle = match entry.name_handle {
+                    Nfs3Option::Some(fh) => Some(fh),
+                    Nfs3Option::None => None,
+                };
+                out.push((name, handle, attrs(entry.name_attributes)));
+            }
+            if ok.reply.eof {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Removes `name` in `dir` with everything below it; already gone is success.
+    async fn remove_tree(
+        &self,
+        c: &mut Connection,
+        dir: &nfs_fh3,
+        name: &[u8],
+        depth: usize,
+    ) -> Result<(), Status> {
+        let Some((fh, attributes)) = self.lookup(c, dir, name).await? else {
+            return Ok(());
+        };
+        let is_dir = attributes.is_some_and(|a| matches!(a.type_, ftype3::NF3DIR));
+        if is_dir {
+            if depth >= MAX_DEPTH {
+                return Err(Status::failed_precondition(format!(
+                    "backend {}: {} is more than {MAX_DEPTH} directories deep; remove it by hand",
+                    self.name,
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            for (child, _, _) in self.entries(c, &fh).await? {
+                Box::pin(self.remove_tree(c, &fh, &child, depth + 1)).await?;
+            }
+            let res = c
+                .rmdir(&RMDIR3args {
+                    object: diropargs3 {
+                        dir: dir.clone(),
+                        name: filename3(Opaque::borrowed(name)),
+                    },
+                })
+                .await
+                .map_err(|e| self.unavailable("RMDIR", format!("{e:?}")))?;
+            return match res {
+                Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(()),
+                Nfs3Result::Err((status, _)) => Err(self.nfs_error("RMDIR", status)),
+            };
+        }
+        let res = c
+            .remove(&REMOVE3args {
+                object: diropargs3 {
+                    dir: dir.clone(),
+                    name: filename3(Opaque::borrowed(name)),
+                },
+            })
+            .await
+            .map_err(|e| self.unavailable("REMOVE", format!("{e:?}")))?;
+        match res {
+            Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(()),
+            Nfs3Result::Err((status, _)) => Err(self.nfs_error("REMOVE", status)),
+        }
+    }
+
+    fn export(&self, name: &str, capacity: i64) -> pb::Export {
+        let path = format!("{}/{name}", self.config.share.trim_end_matches('/'));
+        pb::Export {
+            name: name.to_owned(),
+            path: path.clone(),
+            pseudo_path: path,
+            capacity_bytes: capacity,
+            quota_enforced: false,
+            ..Default::default()
+        }
+    }
+
+    fn no_snapshots(&self) -> Status {
+        Status::failed_precondition(format!(
+            "backend {} is a subdir backend: it has no snapshots or clones (use an agent backend)",
+            self.name
+        ))
+    }
+
+    /// Whether the directory of an export exists.
+    async fn find(&self, name: &str) -> Result<bool, Status> {
+        let mut c = self.connect().await?;
+        let root = c.root_nfs_fh3();
+        let found = self
+            .bounded("LOOKUP", self.lookup(&mut c, &root, name.as_bytes()))
+            .await?;
+        Ok(found.is_some())
+    }
+}
+
+fn attrs(attributes: nfs3::post_op_attr) -> Option<fattr3> {
+    match attributes {
+        Nfs3Option::Some(a) => Some(a),
+        Nfs3Option::None => None,
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for SubdirBackend {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn has_sub_dirs(&self) -> bool {
+        true
+    }
+
+    async fn server_address(&self) -> Result<IpAddr, Status> {
+        Ok(self.config.server)
+    }
+
+    async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
+        let mut c = self.connect().await?;
+        let root = c.root_nfs_fh3();
+        self.bounded("FSSTAT", async {
+            c.fsstat(&nfs3::FSSTAT3args { fsroot: root })
+                .await
+                .map_err(|e| self.unavailable("FSSTAT", format!("{e:?}")))
+        })
+        .await?;
+        Ok(pb::ProbeResponse {
+            ready: true,
+            reason: String::new(),
+            nfs_server: "subdir".into(),
+            quota: "none".into(),
+            quota_enforced: false,
+            version: String::new(),
+            server_addresses: vec![self.config.server.to_string()],
+        })
+    }
+
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
+        let mut c = self.connect().await?;
+        let root = c.root_nfs_fh3();
+        let res = self
+            .bounded("FSSTAT", async {
+                c.fsstat(&nfs3::FSSTAT3args { fsroot: root })
+                    .await
+                    .map_err(|e| self.unavailable("FSSTAT", format!("{e:?}")))
+            })
+            .await?;
+        match res {
+            Nfs3Result::Ok(ok) => Ok(pb::GetCapacityResponse {
+                available_bytes: i64::try_from(ok.abytes).unwrap_or(i64::MAX),
+                total_bytes: i64::try_from(ok.tbytes).unwrap_or(i64::MAX),
+                quota_enforced: false,
+                maximum_export_bytes: 0,
+                granularity_bytes: 1,
+            }),
+            Nfs3Result::Err((status, _)) => Err(self.nfs_error("FSSTAT", status)),
+        }
+    }
+
+    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
+        if req.source.is_some() {
+            return Err(self.no_snapshots());
+        }
+        let name = Name::parse(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let capacity = if req.required_bytes > 0 {
+            req.required_bytes
+        } else {
+            DEFAULT_SIZE
+        };
+        let mode = req.options.as_ref().and_then(|o| o.mode).unwrap_or(0o2775);
+        let mut c = self.connect().await?;
+        let root = c.root_nfs_fh3();
+        let res = self
+            .bounded("MKDIR", async {
+                c.mkdir(&MKDIR3args {
+                    where_: diropargs3 {
+                        dir: root,
+                        name: filename3(Opaque::borrowed(name.as_str().as_bytes())),
+                    },
+                    attributes: sattr3 {
+                        mode: Nfs3Option::Some(mode),
+                        uid: req
+                            .options
+                            .as_ref()
+                            .and_then(|o| o.uid)
+                            .map_or(Nfs3Option::None, Nfs3Option::Some),
+                        gid: req
+                            .options
+                            .as_ref()
+                            .and_then(|o| o.gid)
+                            .map_or(Nfs3Option::None, Nfs3Option::Some),
+                        ..sattr3::default()
+                    },
+                })
+                .await
+                .map_err(|e| self.unavailable("MKDIR", format!("{e:?}")))
+            })
+            .await?;
+        match res {
+            // Already there: the same claim asked again (CreateVolume is idempotent by name).
+            Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _)) => {
+                tracing::info!(backend = %self.name, export = %name, "directory ready");
+                Ok(self.export(name.as_str(), capacity))
+            }
+            Nfs3Result::Err((status, _)) => Err(self.nfs_error("MKDIR", status)),
+        }
+    }
+
+    async fn delete_export(&self, name: &str) -> Result<(), Status> {
+        let mut c = self.connect().await?;
+        let root = c.root_nfs_fh3();
+        // A tree can be large: the bound is per call, not for the whole removal.
+        self.remove_tree(&mut c, &root, name.as_bytes(), 0).await?;
+        tracing::info!(backend = %self.name, export = %name, "directory removed");
+        Ok(())
+    }
+
+    async fn expand_export(&self, name: &str, required: i64, _limit: i64) -> Result<i64, Status> {
+        match self.find(name).await? {
+            true => Ok(required),
+            false => Err(Status::not_found(format!(
+                "backend {}: no directory {name} on {}",
+                self.name,
+                self.share()
+            ))),
+        }
+    }
+
+    /// Nothing to grant: whoever may mount the share reaches every directory on it.
+    async fn grant(&self, name: &str, _client: pb::ClientAccess) -> Result<pb::Export, Status> {
+        self.get_export(name).await
+    }
+
+    async fn revoke(&self, _name: &str, _client_id: &str) -> Result<(), Status> {
+        Ok(())
+    }
+
+    async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
+        match self.find(name).await? {
+            true => Ok(self.export(name, DEFAULT_SIZE)),
+            false => Err(Status::not_found(format!(
+                "backend {}: no directory {name} on {}",
+                self.name,
+                self.share()
+            ))),
+        }
+    }
+
+    async fn list_exports(
+        &self,
+        max: i32,
+        token: &str,
+    ) -> Result<(Vec<pb::Export>, String), Status> {
+        let mut c = self.connect().await?;
+        let root = c.root_nfs_fh3();
+        let entries = self
+            .bounded("READDIRPLUS", self.entries(&mut c, &root))
+            .await?;
+        // Directories whose names could be claims, in name order: the token is the last name.
+        let mut names: Vec<String> = entries
+            .into_iter()
+            .filter(|(_, _, a)| {
+                a.as_ref()
+                    .is_some_and(|a| matches!(a.type_, ftype3::NF3DIR))
+            })
+            .filter_map(|(n, _, _)| String::from_utf8(n).ok())
+            .filter(|n| Name::parse(n).is_ok() && n.as_str() > token)
+            .collect();
+        names.sort();
+        let max = usize::try_from(max)
+            .ok()
+            .filter(|&m| m > 0)
+            .unwrap_or(usize::MAX);
+        let next = if names.len() > max {
+            names.truncate(max);
+            names.last().cloned().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let exports = names.iter().map(|n| self.export(n, DEFAULT_SIZE)).collect();
+        Ok((exports, next))
+    }
+
+    async fn create_snapshot(&self, _name: &str, _source: &str) -> Result<pb::Snapshot, Status> {
+        Err(self.no_snapshots())
+    }
+
+    async fn delete_snapshot(&self, _name: &str) -> Result<(), Status> {
+        Ok(())
+    }
+
+    async fn list_snapshots(
+        &self,
+        _max: i32,
+        _token: &str,
+        _name: &str,
+        _source: &str,
+    ) -> Result<(Vec<pb::Snapshot>, String), Status> {
+        Ok((Vec::new(), String::new()))
+    }
+}
