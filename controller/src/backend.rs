@@ -9,6 +9,7 @@ use tonic::{Status, transport::Channel};
 
 use crate::config::{BackendConfig, ClientTls};
 
+pub mod fake;
 mod subdir;
 
 pub use subdir::SubdirBackend;

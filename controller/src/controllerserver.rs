@@ -778,3 +778,6 @@ impl ControllerService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

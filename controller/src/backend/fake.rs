@@ -1,0 +1,190 @@
+//! An in-memory backend for the controller's unit tests: it keeps exports in a map, records
+//! every call, can be told to fail the next call with a status, and can hold CreateExport
+//! until released (to have a call in flight).
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use rwxnfs_model::Name;
+use rwxnfs_proto::agent as pb;
+use tokio::sync::Semaphore;
+use tonic::Status;
+
+use super::Backend;
+
+pub struct FakeBackend {
+    name: Name,
+    exports: Mutex<BTreeMap<String, pb::Export>>,
+    /// Every call, as "Method name".
+    pub calls: Mutex<Vec<String>>,
+    /// Returned (once) by the next call instead of its answer.
+    pub fail_next: Mutex<Option<Status>>,
+    /// When set, CreateExport waits for a permit first.
+    pub gate: Mutex<Option<Arc<Semaphore>>>,
+}
+
+impl FakeBackend {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: Name::parse(name).expect("a valid backend name"),
+            exports: Mutex::default(),
+            calls: Mutex::default(),
+            fail_next: Mutex::default(),
+            gate: Mutex::default(),
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("calls").clone()
+    }
+
+    fn enter(&self, call: String) -> Result<(), Status> {
+        self.calls.lock().expect("calls").push(call);
+        match self.fail_next.lock().expect("fail_next").take() {
+            Some(status) => Err(status),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<pb::Export, Status> {
+        self.exports
+            .lock()
+            .expect("exports")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("export {name} does not exist")))
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for FakeBackend {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    async fn server_address(&self) -> Result<IpAddr, Status> {
+        Ok(IpAddr::from([192, 0, 2, 1]))
+    }
+
+    async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
+        self.enter("Probe".into())?;
+        Ok(pb::ProbeResponse {
+            ready: true,
+            quota_enforced: true,
+            ..Default::default()
+        })
+    }
+
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
+        self.enter("GetCapacity".into())?;
+        Ok(pb::GetCapacityResponse {
+            available_bytes: 10 << 30,
+            total_bytes: 20 << 30,
+            quota_enforced: true,
+            ..Default::default()
+        })
+    }
+
+    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
+        self.enter(format!("CreateExport {}", req.name))?;
+        let gate = self.gate.lock().expect("gate").clone();
+        if let Some(gate) = gate {
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|_| Status::aborted("gate closed"))?;
+        }
+        let mut exports = self.exports.lock().expect("exports");
+        if let Some(existing) = exports.get(&req.name) {
+            if existing.capacity_bytes < req.required_bytes {
+                return Err(Status::already_exists(format!(
+                    "export {} exists with {} bytes",
+                    req.name, existing.capacity_bytes
+                )));
+            }
+            return Ok(existing.clone());
+        }
+        let export = pb::Export {
+            name: req.name.clone(),
+            export_id: 100 + exports.len() as u32,
+            pseudo_path: format!("/{}", req.name),
+            capacity_bytes: req.required_bytes.max(1 << 30),
+            quota_enforced: true,
+            ..Default::default()
+        };
+        exports.insert(req.name, export.clone());
+        Ok(export)
+    }
+
+    async fn delete_export(&self, name: &str) -> Result<(), Status> {
+        self.enter(format!("DeleteExport {name}"))?;
+        self.exports.lock().expect("exports").remove(name);
+        Ok(())
+    }
+
+    async fn expand_export(&self, name: &str, required: i64, _limit: i64) -> Result<i64, Status> {
+        self.enter(format!("ExpandExport {name}"))?;
+        let mut exports = self.exports.lock().expect("exports");
+        let export = exports
+            .get_mut(name)
+            .ok_or_else(|| Status::not_found(format!("export {name} does not exist")))?;
+        export.capacity_bytes = export.capacity_bytes.max(required);
+        Ok(export.capacity_bytes)
+    }
+
+    async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status> {
+        self.enter(format!("GrantAccess {name} {}", client.client_id))?;
+        self.get(name)
+    }
+
+    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status> {
+        self.enter(format!("RevokeAccess {name} {client_id}"))?;
+        Ok(())
+    }
+
+    async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
+        self.enter(format!("GetExport {name}"))?;
+        self.get(name)
+    }
+
+    async fn list_exports(
+        &self,
+        _max: i32,
+        _token: &str,
+    ) -> Result<(Vec<pb::Export>, String), Status> {
+        self.enter("ListExports".into())?;
+        let exports = self.exports.lock().expect("exports");
+        Ok((exports.values().cloned().collect(), String::new()))
+    }
+
+    async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status> {
+        self.enter(format!("CreateSnapshot {name} {source}"))?;
+        self.get(source)?;
+        Ok(pb::Snapshot {
+            name: name.into(),
+            source_export: source.into(),
+            ready_to_use: true,
+            created: Some(prost_types::Timestamp::default()),
+            ..Default::default()
+        })
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> Result<(), Status> {
+        self.enter(format!("DeleteSnapshot {name}"))?;
+        Ok(())
+    }
+
+    async fn list_snapshots(
+        &self,
+        _max: i32,
+        _token: &str,
+        _name: &str,
+        _source: &str,
+    ) -> Result<(Vec<pb::Snapshot>, String), Status> {
+        self.enter("ListSnapshots".into())?;
+        Ok((Vec::new(), String::new()))
+    }
+}
