@@ -76,8 +76,17 @@ fn start_self_check(config: &ControllerConfig, path: &std::path::Path) {
 }
 
 /// Ready while at least one backend's agent answers and is ready; each one that is not is
-/// named in the reason.
-struct BackendsReady(Vec<Arc<dyn Backend>>);
+/// named in the reason. A backend that does not enforce capacity is said so, once.
+struct BackendsReady(
+    Vec<Arc<dyn Backend>>,
+    std::sync::Mutex<std::collections::BTreeSet<String>>,
+);
+
+impl BackendsReady {
+    fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
+        Self(backends, Default::default())
+    }
+}
 
 #[tonic::async_trait]
 impl Readiness for BackendsReady {
@@ -85,7 +94,16 @@ impl Readiness for BackendsReady {
         let mut problems = Vec::new();
         for backend in &self.0 {
             match backend.probe().await {
-                Ok(p) if p.ready => {}
+                Ok(p) if p.ready => {
+                    let told = &mut *self.1.lock().unwrap_or_else(|e| e.into_inner());
+                    if !p.quota_enforced && told.insert(backend.name().to_string()) {
+                        tracing::warn!(
+                            backend = %backend.name(),
+                            quota = %p.quota,
+                            "capacity is not enforced on this backend: a claim can grow past its size"
+                        );
+                    }
+                }
                 Ok(p) => problems.push(format!("backend {}: {}", backend.name(), p.reason)),
                 Err(s) => problems.push(format!("backend {}: {}", backend.name(), s.message())),
             }
@@ -123,7 +141,7 @@ pub fn router(
             controller_service(),
             expansion_capability(plugin_capability::volume_expansion::Type::Online),
         ],
-        Arc::new(BackendsReady(backends)),
+        Arc::new(BackendsReady::new(backends)),
     );
     Ok(rwxnfs_server::builder()
         .add_service(identity.into_server())

@@ -559,6 +559,8 @@ async fn subdir_backend(pair: &mut Pair) {
     nas.delete(&templated.volume_id).await.unwrap();
     pair.server.sh("test ! -e /srv/nas/team-a-data");
 
+    let log = std::fs::read_to_string(pair.server.work().join("controller-nas.log")).unwrap();
+    assert!(log.contains("capacity is not enforced"), "{log}");
     nas.unmount_and_delete(&m, &[&m.target]).await.unwrap();
     let gone = pair
         .server
