@@ -22,6 +22,9 @@ pub struct Config {
     pub skip: Vec<String>,
     /// Upper bound for one spec, calls and clean-up included.
     pub spec_timeout: Duration,
+    /// Whether the staging and target directories are on this machine (the runner creates
+    /// their parents); false when the node plugin runs elsewhere (a VM), whose paths they are.
+    pub local_node: bool,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             focus: Vec::new(),
             skip: Vec::new(),
             spec_timeout: Duration::from_secs(120),
+            local_node: true,
         }
     }
 

@@ -48,6 +48,11 @@ struct Args {
     /// Upper bound for one spec, in seconds.
     #[arg(long, default_value_t = 120)]
     spec_timeout: u64,
+
+    /// The node plugin runs on another machine (a VM): the staging and target directories are
+    /// its paths, so none are created here.
+    #[arg(long)]
+    remote_node: bool,
 }
 
 #[tokio::main]
@@ -75,6 +80,7 @@ async fn main() -> ExitCode {
         focus: args.focus,
         skip: args.skip,
         spec_timeout: Duration::from_secs(args.spec_timeout),
+        local_node: !args.remote_node,
         ..Config::new(args.endpoint)
     };
     match csi_sanity::run(config, &mut std::io::stdout()).await {

@@ -141,7 +141,9 @@ impl Ctx {
         } else {
             &self.config.target_dir
         };
-        let _ = std::fs::create_dir_all(base);
+        if self.config.local_node {
+            let _ = std::fs::create_dir_all(base);
+        }
         base.join(unique(label)).display().to_string()
     }
 

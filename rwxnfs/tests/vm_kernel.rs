@@ -118,6 +118,8 @@ async fn conformance(pair: &Pair) {
     config.skip = vec!["should remove target path".into()];
     config.test_volume_size = 64 * MIB;
     config.test_volume_expand_size = 128 * MIB;
+    // Paths in the VM: nothing is created on this host.
+    config.local_node = false;
     config.staging_dir = PathBuf::from("/tmp/csi-staging");
     config.target_dir = PathBuf::from("/tmp/csi-target");
     let mut out = Vec::new();

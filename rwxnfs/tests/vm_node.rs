@@ -99,6 +99,8 @@ async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
     // It checks the target path on this host's filesystem, which the VM does not share.
     config.skip = vec!["should remove target path".into()];
     config.test_volume_size = 1 << 30;
+    // Paths in the VM: nothing is created on this host.
+    config.local_node = false;
     config.staging_dir = PathBuf::from("/tmp/csi-staging");
     config.target_dir = PathBuf::from("/tmp/csi-target");
     let mut out = Vec::new();
