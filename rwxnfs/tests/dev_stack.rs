@@ -67,6 +67,8 @@ async fn the_dev_stack_passes_the_controller_specs_over_real_ganesha() {
 
     let mut config = Config::new(Endpoint::Unix(state.path().join("node.sock")));
     config.controller_endpoint = Some(Endpoint::Unix(controller));
+    config.staging_dir = state.path().join("csi-staging");
+    config.target_dir = state.path().join("csi-target");
     // These stage a volume, which needs a kernel NFS client: they run in the VM tier.
     config.skip = [
         "Node Service should work",

@@ -71,6 +71,10 @@ fn start_node(socket: &Path, extra: &[&str]) -> Running {
 async fn run_sanity(socket: &Path, focus: &str) -> csi_sanity::Report {
     let mut config = Config::new(Endpoint::Unix(socket.to_owned()));
     config.focus = vec![focus.to_owned()];
+    // The socket's temporary directory holds the specs' paths too.
+    let dir = socket.parent().expect("the socket has a directory");
+    config.staging_dir = dir.join("staging");
+    config.target_dir = dir.join("target");
     let mut out = Vec::new();
     let report = csi_sanity::run(config, &mut out).await.unwrap();
     print!("{}", String::from_utf8_lossy(&out));
