@@ -113,6 +113,7 @@ impl KernelExporter {
     }
 
     async fn exportfs(&self, args: Vec<String>, export_id: u32) -> Result<String, ExportError> {
+        self.ensure_etab()?;
         self.runner
             .run(&self.exportfs, &args)
             .await
@@ -214,7 +215,6 @@ impl Exporter for KernelExporter {
 
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
         let mut applied = self.applied.lock().await;
-        self.ensure_etab()?;
         let previous = applied.get(&spec.export_id).cloned();
         for (client, access) in &spec.clients {
             let args = vec![
@@ -258,10 +258,11 @@ impl Exporter for KernelExporter {
     }
 
     async fn probe(&self) -> Result<(), String> {
-        self.runner
-            .run(&self.exportfs, &["-v".into()])
-            .await
-            .map(|_| ())
+        match self.exportfs(vec!["-v".into()], 0).await {
+            Ok(_) => Ok(()),
+            Err(ExportError::Refused { message, .. }) => Err(message),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

@@ -184,12 +184,16 @@ async fn a_host_where_no_nfs_server_ran_yet_gets_an_empty_etab_before_the_first_
     let etab = dir.path().join("var/lib/nfs/etab");
     let (exporter, recorder) = exporter(dir.path());
     let exporter = exporter.with_etab(etab.clone());
+    // Reconciling an empty table lists what is active first: that needs it too.
+    exporter.active().await.unwrap();
+    assert!(etab.exists());
+    std::fs::remove_file(&etab).unwrap();
     exporter
         .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
         .await
         .unwrap();
     assert_eq!(std::fs::read_to_string(&etab).unwrap(), "");
-    assert_eq!(recorder.calls.lock().unwrap().len(), 1);
+    assert_eq!(recorder.calls.lock().unwrap().len(), 2);
     // An existing table is left as it is.
     std::fs::write(&etab, "kept\n").unwrap();
     exporter
