@@ -34,6 +34,16 @@ impl Report {
     pub fn skipped(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Skipped(_)))
     }
+    /// The specs that failed, with why.
+    pub fn failures(&self) -> Vec<(&'static str, &str)> {
+        self.results
+            .iter()
+            .filter_map(|(name, o)| match o {
+                Outcome::Failed(why) => Some((*name, why.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
     pub fn outcome(&self, name: &str) -> Option<&Outcome> {
         self.results
             .iter()

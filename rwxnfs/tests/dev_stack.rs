@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use csi_sanity::{Config, Outcome};
+use csi_sanity::Config;
 use rwxnfs_server::Endpoint;
 use rwxnfs_testbed::free_port;
 
@@ -103,11 +103,7 @@ async fn the_dev_stack_passes_the_controller_specs_over_real_ganesha() {
 
     let report = report.unwrap();
     print!("{}", String::from_utf8_lossy(&out));
-    let failed: Vec<_> = report
-        .results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
-        .collect();
+    let failed = report.failures();
     assert!(failed.is_empty(), "failed: {failed:#?}");
     assert_eq!(report.passed(), 72, "{}", report.summary());
     assert!(

@@ -125,11 +125,7 @@ async fn conformance(pair: &Pair) {
     let mut out = Vec::new();
     let report = csi_sanity::run(config, &mut out).await.unwrap();
     print!("{}", String::from_utf8_lossy(&out));
-    let failed: Vec<_> = report
-        .results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
-        .collect();
+    let failed = report.failures();
     assert!(failed.is_empty(), "failed: {failed:#?}");
     // Of the 96: ModifyVolume, VolumeAttributeClass, GroupController, NodeExpandVolume and the
     // attach limit are not applicable (19), one looks at this host's filesystem; all the rest

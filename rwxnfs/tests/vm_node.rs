@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use csi_sanity::{Config, Outcome};
+use csi_sanity::Config;
 use rwxnfs_server::Endpoint;
 use rwxnfs_testbed::{
     free_port,
@@ -106,11 +106,7 @@ async fn node_specs_pass_with_real_nfs_mounts_in_a_vm() {
     let mut out = Vec::new();
     let report = csi_sanity::run(config, &mut out).await.unwrap();
     print!("{}", String::from_utf8_lossy(&out));
-    let failed: Vec<_> = report
-        .results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
-        .collect();
+    let failed = report.failures();
     assert!(failed.is_empty(), "failed: {failed:#?}");
     assert_eq!(report.passed(), 19, "{}", report.summary());
     assert!(

@@ -35,11 +35,7 @@ async fn every_spec_that_needs_no_nfs_mount_passes() {
     print!("{}", String::from_utf8_lossy(&out));
     stack.stop().await;
 
-    let failed: Vec<_> = report
-        .results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
-        .collect();
+    let failed = report.failures();
     assert!(failed.is_empty(), "failed specs: {failed:#?}");
     let not_written: Vec<_> = report
         .results
