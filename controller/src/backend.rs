@@ -101,7 +101,11 @@ fn transport_cause(status: &Status) -> String {
 /// The backend a configuration entry describes.
 pub fn from_config(config: &BackendConfig) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
     Ok(match &config.subdir {
-        Some(subdir) => std::sync::Arc::new(subdir::SubdirBackend::new(&config.name, subdir)?),
+        Some(subdir) => std::sync::Arc::new(subdir::SubdirBackend::new(
+            &config.name,
+            subdir,
+            config.server,
+        )?),
         None => std::sync::Arc::new(AgentBackend::new(config)?),
     })
 }

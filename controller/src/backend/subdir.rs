@@ -41,11 +41,17 @@ type Connection = Nfs3Connection<TokioIo<TcpStream>>;
 pub struct SubdirBackend {
     name: Name,
     config: SubdirBackendConfig,
+    /// Where nodes mount from: the backend's `server` when set, else the share's server.
+    mount_server: IpAddr,
     timeout: Duration,
 }
 
 impl SubdirBackend {
-    pub fn new(name: &str, config: &SubdirBackendConfig) -> Result<Self, BackendError> {
+    pub fn new(
+        name: &str,
+        config: &SubdirBackendConfig,
+        mount_server: Option<IpAddr>,
+    ) -> Result<Self, BackendError> {
         let name = Name::parse(name).map_err(|e| BackendError::Setup {
             backend: name.to_owned(),
             message: e.to_string(),
@@ -53,6 +59,7 @@ impl SubdirBackend {
         Ok(Self {
             name,
             config: config.clone(),
+            mount_server: mount_server.unwrap_or(config.server),
             timeout: Duration::from_secs(config.timeout_seconds.unwrap_or(30)),
         })
     }
@@ -294,7 +301,7 @@ impl Backend for SubdirBackend {
     }
 
     async fn server_address(&self) -> Result<IpAddr, Status> {
-        Ok(self.config.server)
+        Ok(self.mount_server)
     }
 
     async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
@@ -313,7 +320,7 @@ impl Backend for SubdirBackend {
             quota: "none".into(),
             quota_enforced: false,
             version: String::new(),
-            server_addresses: vec![self.config.server.to_string()],
+            server_addresses: vec![self.mount_server.to_string()],
         })
     }
 
@@ -479,5 +486,31 @@ impl Backend for SubdirBackend {
         _source: &str,
     ) -> Result<(Vec<pb::Snapshot>, String), Status> {
         Ok((Vec::new(), String::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn nodes_mount_from_the_backends_server_when_one_is_set() {
+        let config = SubdirBackendConfig {
+            server: "10.0.0.5".parse().unwrap(),
+            share: "/k8s".into(),
+            mount_port: None,
+            nfs_port: None,
+            timeout_seconds: None,
+        };
+        let own = SubdirBackend::new("nas", &config, None).unwrap();
+        assert_eq!(own.server_address().await.unwrap().to_string(), "10.0.0.5");
+        let other = SubdirBackend::new("nas", &config, Some("10.1.0.5".parse().unwrap())).unwrap();
+        assert_eq!(
+            other.server_address().await.unwrap().to_string(),
+            "10.1.0.5"
+        );
+        assert_eq!(own.export("claim-1", 1).pseudo_path, "/k8s/claim-1");
     }
 }
