@@ -174,6 +174,40 @@ impl ControllerService {
     }
 }
 
+/// The export a CreateVolume makes: the request's name, or for a subdir backend the directory
+/// its `subDir` template names.
+fn export_name(
+    backend: &dyn Backend,
+    params: &Params,
+    name: Name,
+    parameters: &std::collections::BTreeMap<String, String>,
+) -> Result<Name, Status> {
+    if backend.has_sub_dirs() {
+        // Nothing records a policy on a share: the directory goes with the claim.
+        if params
+            .on_delete
+            .is_some_and(|p| p != rwxnfs_model::params::OnDeleteParam::Delete)
+        {
+            return Err(Status::invalid_argument(format!(
+                "parameter onDelete: backend {} (subdir) removes a claim's directory \
+                 when the volume is deleted; to keep the data, give the StorageClass \
+                 reclaimPolicy: Retain",
+                backend.name()
+            )));
+        }
+        render_sub_dir(params.sub_dir.as_deref(), name.as_str(), parameters)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    } else if params.sub_dir.is_some() {
+        Err(Status::invalid_argument(format!(
+            "parameter subDir: backend {} makes an export per claim; subDir is for subdir \
+             backends",
+            backend.name()
+        )))
+    } else {
+        Ok(name)
+    }
+}
+
 fn capacity(range: &Option<csi::CapacityRange>) -> Result<(i64, i64), Status> {
     let (required, limit) = range
         .as_ref()
@@ -216,31 +250,7 @@ impl Controller for ControllerService {
             let name = Name::parse(&req.name)
                 .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
             let backend = self.backend_for(&params)?;
-            // A subdir backend's claim is its directory, named from the `subDir` template.
-            let name = if backend.has_sub_dirs() {
-                // Nothing records a policy on a share: the directory goes with the claim.
-                if params
-                    .on_delete
-                    .is_some_and(|p| p != rwxnfs_model::params::OnDeleteParam::Delete)
-                {
-                    return Err(Status::invalid_argument(format!(
-                        "parameter onDelete: backend {} (subdir) removes a claim's directory \
-                         when the volume is deleted; to keep the data, give the StorageClass \
-                         reclaimPolicy: Retain",
-                        backend.name()
-                    )));
-                }
-                render_sub_dir(params.sub_dir.as_deref(), name.as_str(), &parameters)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?
-            } else if params.sub_dir.is_some() {
-                return Err(Status::invalid_argument(format!(
-                    "parameter subDir: backend {} makes an export per claim; subDir is for \
-                     subdir backends",
-                    backend.name()
-                )));
-            } else {
-                name
-            };
+            let name = export_name(backend.as_ref(), &params, name, &parameters)?;
             let source = self.content_source(&req.volume_content_source, backend.name())?;
 
             let id = VolumeId::new(backend.name().clone(), name.clone());
