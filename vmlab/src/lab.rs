@@ -225,8 +225,7 @@ impl Drop for Lab {
     }
 }
 
-/// Fails loudly, with the fix, where QEMU is missing or this is not root (9p shares of the
-/// binaries and the guests' mounts need it).
+/// Fails loudly, with the fix, where QEMU is missing.
 fn require_qemu() {
     let found = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| dir.join("qemu-system-x86_64").is_file())
@@ -356,13 +355,6 @@ impl Vm {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Whether QEMU is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
