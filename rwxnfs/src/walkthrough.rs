@@ -168,13 +168,9 @@ async fn steps(walk: Walk, state: PathBuf, exe: PathBuf, tail: u64) -> anyhow::R
     let mut nodes: Vec<Vm> = NODES
         .iter()
         .map(|(name, address)| {
-            let n: u8 = address
-                .rsplit('.')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
+            let address: std::net::Ipv4Addr = address.parse().expect("NODES holds IPv4 addresses");
             lab.start(VmSpec {
-                lan: Some(n),
+                lan: Some(address.octets()[3]),
                 forwards: vec![7000],
                 boot: recipes::node_boot(name),
                 ..VmSpec::new(name)
@@ -186,10 +182,9 @@ async fn steps(walk: Walk, state: PathBuf, exe: PathBuf, tail: u64) -> anyhow::R
     for node in &mut nodes {
         node.wait_ready(limit);
     }
-    let mut csi = Vec::new();
-    let first = Csi::connect(server.port(7001), nodes[0].port(7000), NODES[0].0).await?;
-    for (i, (name, _)) in NODES.iter().enumerate() {
-        csi.push(first.with_node(nodes[i].port(7000), name).await?);
+    let mut csi = vec![Csi::connect(server.port(7001), nodes[0].port(7000), NODES[0].0).await?];
+    for (node, (name, _)) in nodes.iter().zip(NODES).skip(1) {
+        csi.push(csi[0].with_node(node.port(7000), name).await?);
     }
     show(format!(
         "nfs-server 10.99.0.1; {}",
