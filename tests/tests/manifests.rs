@@ -23,6 +23,8 @@ mod objects;
 mod pods;
 #[path = "manifests/rbac.rs"]
 mod rbac;
+#[path = "manifests/versions.rs"]
+mod versions;
 
 use std::path::Path;
 
@@ -335,6 +337,13 @@ fn service_accounts_exist_and_hold_only_what_their_pods_use() {
     for rendering in driver_renderings() {
         rbac::check(&rendering);
     }
+}
+
+#[test]
+fn the_sidecars_run_the_versions_the_tests_build() {
+    let renderings = driver_renderings();
+    let (base, overlays) = renderings.split_first().expect("manifests/ renders");
+    versions::check(base, overlays);
 }
 
 #[test]
