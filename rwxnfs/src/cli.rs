@@ -133,6 +133,13 @@ pub struct ControllerArgs {
     )]
     pub config: PathBuf,
 
+    /// Also serve the Node service, as this node, on the same endpoint: one process and one
+    /// socket with Identity, Controller and Node, the shape conformance suites such as
+    /// upstream csi-sanity expect (like csi-driver-host-path's single plugin). In a cluster
+    /// the controller and the node plugin run apart; leave this unset there.
+    #[arg(long)]
+    pub node_id: Option<String>,
+
     #[command(flatten)]
     pub csi: CsiArgs,
 }

@@ -29,7 +29,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         Arc::new(StaticNodes(config.nodes.clone()))
     };
     start_self_check(&config, &args.config);
-    let router = router(&config, nodes, &args.csi)?;
+    let router = router(&config, nodes, &args.csi, args.node_id.as_deref())?;
     args.csi.start_metrics().await?;
     rwxnfs_server::serve(
         router,
@@ -122,11 +122,34 @@ impl Readiness for BackendsReady {
     }
 }
 
-/// The controller endpoint's services: Identity, Controller and reflection.
+/// Ready while every part of a single endpoint is: the backends and, with the Node service
+/// on the same endpoint, the kernel's NFS client.
+struct AllReady(Vec<Arc<dyn Readiness>>);
+
+#[tonic::async_trait]
+impl Readiness for AllReady {
+    async fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for part in &self.0 {
+            if let Err(reason) = part.check().await {
+                problems.push(reason);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// The controller endpoint's services: Identity, Controller and reflection, and with
+/// `node_id` the Node service of that node as well (one endpoint for the whole plugin).
 pub fn router(
     config: &ControllerConfig,
     nodes: Arc<dyn NodeResolver>,
     csi: &CsiArgs,
+    node_id: Option<&str>,
 ) -> anyhow::Result<tonic::transport::server::Router> {
     let name = DriverName::parse(&csi.driver_name)?;
     let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
@@ -134,6 +157,11 @@ pub fn router(
         backends.push(rwxnfs_controller::backend::from_config(backend)?);
     }
     let controller = ControllerService::new(backends.clone(), nodes);
+    let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(BackendsReady::new(backends))];
+    let node = node_id.map(crate::node::service).transpose()?;
+    if node.is_some() {
+        readiness.push(Arc::new(rwxnfs_node::NfsClientCheck::default()));
+    }
     let identity = IdentityService::new(
         name,
         crate::version(),
@@ -141,10 +169,11 @@ pub fn router(
             controller_service(),
             expansion_capability(plugin_capability::volume_expansion::Type::Online),
         ],
-        Arc::new(BackendsReady::new(backends)),
+        Arc::new(AllReady(readiness)),
     );
     Ok(rwxnfs_server::builder()
         .add_service(identity.into_server())
         .add_service(controller.into_server())
+        .add_optional_service(node.map(|n| n.into_server()))
         .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
 }

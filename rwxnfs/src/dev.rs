@@ -219,7 +219,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let nodes = Arc::new(rwxnfs_controller::StaticNodes(
         controller_config.nodes.clone(),
     ));
-    let controller = crate::controller::router(&controller_config, nodes, &args.csi)?;
+    let controller = crate::controller::router(&controller_config, nodes, &args.csi, None)?;
     let node = crate::node::router(&node_id, &args.csi)?;
     let (controller_ep, node_ep) = (
         Endpoint::Unix(l.p("controller.sock")),

@@ -26,21 +26,25 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 /// The node endpoint's services: Identity, Node and reflection.
 pub fn router(node_id: &str, csi: &CsiArgs) -> anyhow::Result<tonic::transport::server::Router> {
     let name = DriverName::parse(&csi.driver_name)?;
-    anyhow::ensure!(
-        !node_id.trim().is_empty(),
-        "the node id is empty: pass --node-id or set NODE_NAME to the Kubernetes node name"
-    );
     let identity = IdentityService::new(
         name,
         crate::version(),
         vec![],
         Arc::new(NfsClientCheck::default()),
     );
-    let node = NodeService::new(NodeConfig {
-        node_id: node_id.to_owned(),
-    });
     Ok(rwxnfs_server::builder()
         .add_service(identity.into_server())
-        .add_service(node.into_server())
+        .add_service(service(node_id)?.into_server())
         .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
+}
+
+/// The Node service for `node_id` (the Kubernetes node name).
+pub fn service(node_id: &str) -> anyhow::Result<NodeService> {
+    anyhow::ensure!(
+        !node_id.trim().is_empty(),
+        "the node id is empty: pass --node-id or set NODE_NAME to the Kubernetes node name"
+    );
+    Ok(NodeService::new(NodeConfig {
+        node_id: node_id.to_owned(),
+    }))
 }
