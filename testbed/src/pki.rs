@@ -22,12 +22,35 @@ impl Pki {
 
     /// (certificate PEM, key PEM) for `name` (also its DNS subject name), signed by this CA.
     pub fn issue(&self, name: &str) -> (String, String) {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("parameters");
+        self.issue_for(name, None, &[name])
+    }
+
+    /// (certificate PEM, key PEM) with common name `name`, an organization if given (what
+    /// Kubernetes reads as the user's group), and `sans` as subject names: each one an IP
+    /// address SAN when it parses as one, else a DNS name.
+    pub fn issue_for(
+        &self,
+        name: &str,
+        organization: Option<&str>,
+        sans: &[&str],
+    ) -> (String, String) {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(sans).expect("parameters");
         params.distinguished_name.push(DnType::CommonName, name);
+        if let Some(org) = organization {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
+        }
         let key = KeyPair::generate().expect("a key");
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("a signed certificate");
         (cert.pem(), key.serialize_pem())
     }
+}
+
+/// A new private key (ECDSA P-256, PKCS#8 PEM), e.g. for signing service-account tokens.
+pub fn private_key_pem() -> String {
+    KeyPair::generate().expect("a key").serialize_pem()
 }
