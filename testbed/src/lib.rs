@@ -13,17 +13,19 @@
 mod client;
 mod dbus;
 mod ganesha;
+pub mod kube;
 mod loopfs;
 mod netns;
 mod pki;
 mod server;
+pub mod upstream;
 
 pub use client::{NfsOutcome, nfs_cat, nfs_write};
 pub use dbus::Dbus;
 pub use ganesha::Ganesha;
 pub use loopfs::{LoopFs, run as loopfs_run};
 pub use netns::{Link, Netns};
-pub use pki::Pki;
+pub use pki::{Pki, private_key_pem};
 /// The real-kernel tier's VMs (the `rwxnfs-vmlab` crate).
 pub use rwxnfs_vmlab as vm;
 pub use server::{GaneshaServer, free_port};
