@@ -45,7 +45,7 @@ const MUST_PASS: &[&str] = &[
     "Node Service should work",
     "Node Service should be idempotent",
     "NodeStageVolume should fail when no volume id is provided",
-    "ControllerPublishVolume should work",
+    "ControllerPublishVolume should fail when the node does not exist",
 ];
 
 #[test]

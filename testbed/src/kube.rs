@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Pki, Process, free_port, pki::private_key_pem, require, upstream};
+use crate::{Pki, Process, free_port, key_pair_pem, require, upstream};
 
 pub struct ControlPlane {
     dir: PathBuf,
@@ -75,7 +75,9 @@ impl ControlPlane {
         let (cert, key) = pki.issue_for("admin", Some("system:masters"), &["admin"]);
         write(&dir.join("admin.pem"), &cert);
         write(&dir.join("admin.key"), &key);
-        write(&dir.join("service-account.key"), &private_key_pem());
+        let (private, public) = key_pair_pem();
+        write(&dir.join("service-account.key"), &private);
+        write(&dir.join("service-account.pub"), &public);
 
         let mut plane = ControlPlane {
             dir: dir.to_path_buf(),
@@ -101,7 +103,7 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", p("apiserver.key")),
                 format!("--client-ca-file={}", p("ca.pem")),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", p("service-account.key")),
+                format!("--service-account-key-file={}", p("service-account.pub")),
                 format!(
                     "--service-account-signing-key-file={}",
                     p("service-account.key")

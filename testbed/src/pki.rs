@@ -50,7 +50,9 @@ impl Pki {
     }
 }
 
-/// A new private key (ECDSA P-256, PKCS#8 PEM), e.g. for signing service-account tokens.
-pub fn private_key_pem() -> String {
-    KeyPair::generate().expect("a key").serialize_pem()
+/// A new key pair (ECDSA P-256) as (private key PKCS#8 PEM, public key PEM), e.g. for signing
+/// service-account tokens.
+pub fn key_pair_pem() -> (String, String) {
+    let key = KeyPair::generate().expect("a key");
+    (key.serialize_pem(), key.public_key_pem())
 }
