@@ -18,7 +18,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::{
     backend::Backend,
     convert::{self, check_capabilities},
-    inflight::InFlight,
+    inflight::{Held, InFlight},
     nodes::NodeResolver,
 };
 
@@ -125,6 +125,13 @@ impl ControllerService {
             ))
         })?;
         Ok((id, backend))
+    }
+
+    /// Holds one node's part of a volume: publish and unpublish for other nodes proceed;
+    /// the same node, or a whole-volume operation (delete, expand), is ABORTED.
+    fn hold_node(&self, id: &VolumeId, node_id: &str) -> Result<Held, Status> {
+        self.inflight
+            .try_hold_part(format!("volume {id}"), format!("node {node_id}"))
     }
 
     async fn context_for(
@@ -275,7 +282,9 @@ impl Controller for ControllerService {
         finish_rpc("CreateVolume", started, &req.name, result).map(Response::new)
     }
 
-    /// Deleting a volume that does not exist (or an id that cannot be ours) succeeds.
+    /// Deleting a volume that does not exist (or an id that cannot be ours) succeeds. A
+    /// delete while a publish or unpublish of the volume is in flight is ABORTED, not run
+    /// beside it: the CO retries once the grant has settled.
     async fn delete_volume(
         &self,
         request: Request<csi::DeleteVolumeRequest>,
@@ -300,6 +309,8 @@ impl Controller for ControllerService {
 
     /// Grants the node's addresses access to the export (read-only when asked). A static
     /// volume (`static:<name>`) has nothing to grant: success once the request is valid.
+    /// Publishes of one volume to different nodes run side by side (the agent applies each
+    /// grant under the export's lock); the same volume and node twice is ABORTED.
     async fn controller_publish_volume(
         &self,
         request: Request<csi::ControllerPublishVolumeRequest>,
@@ -324,7 +335,7 @@ impl Controller for ControllerService {
             let (id, backend) = self.volume_backend(&req.volume_id)?;
             let addresses = self.nodes.addresses(&req.node_id).await?;
             let read_only = req.readonly || convert::read_only_mode(cap);
-            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            let _held = self.hold_node(&id, &req.node_id)?;
             let client = pb::ClientAccess {
                 client_id: req.node_id.clone(),
                 addresses: addresses.iter().map(|a| a.to_string()).collect(),
@@ -344,6 +355,8 @@ impl Controller for ControllerService {
     }
 
     /// Revokes the node's access; without a node id, every node's. Already gone: success.
+    /// One node's unpublish holds only that node's part of the volume, as a publish does;
+    /// every node's holds the whole volume.
     async fn controller_unpublish_volume(
         &self,
         request: Request<csi::ControllerUnpublishVolumeRequest>,
@@ -357,7 +370,11 @@ impl Controller for ControllerService {
             let Ok((id, backend)) = self.volume_backend(&req.volume_id) else {
                 return Ok(csi::ControllerUnpublishVolumeResponse {});
             };
-            let _held = self.inflight.try_hold(format!("volume {id}"))?;
+            let _held = if req.node_id.is_empty() {
+                self.inflight.try_hold(format!("volume {id}"))?
+            } else {
+                self.hold_node(&id, &req.node_id)?
+            };
             let clients = if req.node_id.is_empty() {
                 match backend.get_export(id.name.as_str()).await {
                     Ok(export) => export.clients.into_iter().map(|c| c.client_id).collect(),

@@ -1,6 +1,6 @@
 //! An in-memory backend for the controller's unit tests: it keeps exports in a map, records
-//! every call, can be told to fail the next call with a status, and can hold CreateExport
-//! until released (to have a call in flight).
+//! every call, can be told to fail the next call with a status, and can hold CreateExport (or
+//! any one call, by its name in `calls`) until released, to have a call in flight.
 
 use std::{
     collections::BTreeMap,
@@ -24,6 +24,9 @@ pub struct FakeBackend {
     pub fail_next: Mutex<Option<Status>>,
     /// When set, CreateExport waits for a permit first.
     pub gate: Mutex<Option<Arc<Semaphore>>>,
+    /// Calls, named as in `calls` ("GrantAccess pvc-1 node-a"), that wait for a permit of
+    /// their own first (after they are recorded).
+    gates: Mutex<BTreeMap<String, Arc<Semaphore>>>,
 }
 
 impl FakeBackend {
@@ -34,15 +37,34 @@ impl FakeBackend {
             calls: Mutex::default(),
             fail_next: Mutex::default(),
             gate: Mutex::default(),
+            gates: Mutex::default(),
         }
+    }
+
+    /// Holds every following `call` (as named in `calls`) until the returned semaphore is
+    /// given a permit per call to let through.
+    pub fn hold(&self, call: &str) -> Arc<Semaphore> {
+        let gate = Arc::new(Semaphore::new(0));
+        self.gates
+            .lock()
+            .expect("gates")
+            .insert(call.to_owned(), gate.clone());
+        gate
     }
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("calls").clone()
     }
 
-    fn enter(&self, call: String) -> Result<(), Status> {
+    async fn enter(&self, call: String) -> Result<(), Status> {
+        let gate = self.gates.lock().expect("gates").get(&call).cloned();
         self.calls.lock().expect("calls").push(call);
+        if let Some(gate) = gate {
+            gate.acquire()
+                .await
+                .map_err(|_| Status::aborted("gate closed"))?
+                .forget();
+        }
         match self.fail_next.lock().expect("fail_next").take() {
             Some(status) => Err(status),
             None => Ok(()),
@@ -70,7 +92,7 @@ impl Backend for FakeBackend {
     }
 
     async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
-        self.enter("Probe".into())?;
+        self.enter("Probe".into()).await?;
         Ok(pb::ProbeResponse {
             ready: true,
             quota_enforced: true,
@@ -79,7 +101,7 @@ impl Backend for FakeBackend {
     }
 
     async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
-        self.enter("GetCapacity".into())?;
+        self.enter("GetCapacity".into()).await?;
         Ok(pb::GetCapacityResponse {
             available_bytes: 10 << 30,
             total_bytes: 20 << 30,
@@ -89,7 +111,7 @@ impl Backend for FakeBackend {
     }
 
     async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
-        self.enter(format!("CreateExport {}", req.name))?;
+        self.enter(format!("CreateExport {}", req.name)).await?;
         let gate = self.gate.lock().expect("gate").clone();
         if let Some(gate) = gate {
             let _permit = gate
@@ -120,13 +142,13 @@ impl Backend for FakeBackend {
     }
 
     async fn delete_export(&self, name: &str) -> Result<(), Status> {
-        self.enter(format!("DeleteExport {name}"))?;
+        self.enter(format!("DeleteExport {name}")).await?;
         self.exports.lock().expect("exports").remove(name);
         Ok(())
     }
 
     async fn expand_export(&self, name: &str, required: i64, _limit: i64) -> Result<i64, Status> {
-        self.enter(format!("ExpandExport {name}"))?;
+        self.enter(format!("ExpandExport {name}")).await?;
         let mut exports = self.exports.lock().expect("exports");
         let export = exports
             .get_mut(name)
@@ -136,17 +158,19 @@ impl Backend for FakeBackend {
     }
 
     async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status> {
-        self.enter(format!("GrantAccess {name} {}", client.client_id))?;
+        self.enter(format!("GrantAccess {name} {}", client.client_id))
+            .await?;
         self.get(name)
     }
 
     async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status> {
-        self.enter(format!("RevokeAccess {name} {client_id}"))?;
+        self.enter(format!("RevokeAccess {name} {client_id}"))
+            .await?;
         Ok(())
     }
 
     async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
-        self.enter(format!("GetExport {name}"))?;
+        self.enter(format!("GetExport {name}")).await?;
         self.get(name)
     }
 
@@ -155,13 +179,14 @@ impl Backend for FakeBackend {
         _max: i32,
         _token: &str,
     ) -> Result<(Vec<pb::Export>, String), Status> {
-        self.enter("ListExports".into())?;
+        self.enter("ListExports".into()).await?;
         let exports = self.exports.lock().expect("exports");
         Ok((exports.values().cloned().collect(), String::new()))
     }
 
     async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status> {
-        self.enter(format!("CreateSnapshot {name} {source}"))?;
+        self.enter(format!("CreateSnapshot {name} {source}"))
+            .await?;
         self.get(source)?;
         Ok(pb::Snapshot {
             name: name.into(),
@@ -173,7 +198,7 @@ impl Backend for FakeBackend {
     }
 
     async fn delete_snapshot(&self, name: &str) -> Result<(), Status> {
-        self.enter(format!("DeleteSnapshot {name}"))?;
+        self.enter(format!("DeleteSnapshot {name}")).await?;
         Ok(())
     }
 
@@ -184,7 +209,7 @@ impl Backend for FakeBackend {
         _name: &str,
         _source: &str,
     ) -> Result<(Vec<pb::Snapshot>, String), Status> {
-        self.enter("ListSnapshots".into())?;
+        self.enter("ListSnapshots".into()).await?;
         Ok((Vec::new(), String::new()))
     }
 }

@@ -14,10 +14,10 @@ use crate::{StaticNodes, backend::fake::FakeBackend};
 
 fn service() -> (Arc<ControllerService>, Arc<FakeBackend>) {
     let backend = Arc::new(FakeBackend::new("ha"));
-    let nodes = StaticNodes(BTreeMap::from([(
-        "node-a".to_string(),
-        vec!["10.0.0.11".parse().unwrap()],
-    )]));
+    let nodes = StaticNodes(BTreeMap::from([
+        ("node-a".to_string(), vec!["10.0.0.11".parse().unwrap()]),
+        ("node-b".to_string(), vec!["10.0.0.12".parse().unwrap()]),
+    ]));
     let service = ControllerService::new(vec![backend.clone()], Arc::new(nodes));
     (Arc::new(service), backend)
 }
@@ -493,4 +493,158 @@ async fn a_second_call_on_a_volume_in_flight_is_aborted() {
         .unwrap();
     gate.add_permits(1);
     first.await.unwrap().unwrap();
+}
+
+/// Creates pvc-1 and starts publishing it to node-a, held in the backend's GrantAccess until
+/// the returned semaphore is given a permit.
+async fn publish_in_flight(
+    svc: &Arc<ControllerService>,
+    backend: &FakeBackend,
+) -> (Arc<Semaphore>, tokio::task::JoinHandle<Result<(), Status>>) {
+    svc.create_volume(Request::new(create("pvc-1")))
+        .await
+        .unwrap();
+    let gate = backend.hold("GrantAccess pvc-1 node-a");
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move {
+            svc.controller_publish_volume(Request::new(publish("vol1:ha:pvc-1", "node-a")))
+                .await
+                .map(|_| ())
+        }
+    });
+    while !backend
+        .calls()
+        .contains(&"GrantAccess pvc-1 node-a".to_string())
+    {
+        tokio::task::yield_now().await;
+    }
+    (gate, first)
+}
+
+fn unpublish(volume_id: &str, node_id: &str) -> csi::ControllerUnpublishVolumeRequest {
+    csi::ControllerUnpublishVolumeRequest {
+        volume_id: volume_id.into(),
+        node_id: node_id.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn publishes_of_one_volume_to_different_nodes_proceed_side_by_side() {
+    let (svc, backend) = service();
+    let (gate, first) = publish_in_flight(&svc, &backend).await;
+    // [Success] node-b is granted while node-a's grant is still in flight; so is its
+    // unpublish.
+    svc.controller_publish_volume(Request::new(publish("vol1:ha:pvc-1", "node-b")))
+        .await
+        .unwrap();
+    svc.controller_unpublish_volume(Request::new(unpublish("vol1:ha:pvc-1", "node-b")))
+        .await
+        .unwrap();
+    assert!(!first.is_finished(), "node-a's grant is still held");
+    gate.add_permits(1);
+    first.await.unwrap().unwrap();
+    assert_eq!(
+        backend.calls()[1..],
+        [
+            "GrantAccess pvc-1 node-a",
+            "GrantAccess pvc-1 node-b",
+            "RevokeAccess pvc-1 node-b",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_second_publish_of_a_volume_to_the_same_node_in_flight_is_aborted() {
+    let (svc, backend) = service();
+    let (gate, first) = publish_in_flight(&svc, &backend).await;
+    // [Error] the same volume and node again, published or unpublished: retry later.
+    let again = svc
+        .controller_publish_volume(Request::new(publish("vol1:ha:pvc-1", "node-a")))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::Aborted);
+    assert!(
+        again
+            .message()
+            .contains("volume vol1:ha:pvc-1 (node node-a) is already in progress"),
+        "{}",
+        again.message()
+    );
+    let unpublish = svc
+        .controller_unpublish_volume(Request::new(unpublish("vol1:ha:pvc-1", "node-a")))
+        .await
+        .unwrap_err();
+    assert_eq!(unpublish.code(), Code::Aborted);
+    gate.add_permits(1);
+    first.await.unwrap().unwrap();
+    // Once the first has answered, the same publish goes through (idempotently).
+    gate.add_permits(1);
+    svc.controller_publish_volume(Request::new(publish("vol1:ha:pvc-1", "node-a")))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.calls()[1..],
+        ["GrantAccess pvc-1 node-a", "GrantAccess pvc-1 node-a"]
+    );
+}
+
+/// A delete (or an expand, or an unpublish from every node) holds the whole volume, so it
+/// and a publish in flight exclude each other: ABORTED, as before publishes held only their
+/// node, and the CO retries once the grant has settled.
+#[tokio::test]
+async fn a_delete_while_a_publish_is_in_flight_is_aborted_and_the_other_way_round() {
+    let (svc, backend) = service();
+    let (gate, first) = publish_in_flight(&svc, &backend).await;
+    // [Error] the whole volume is refused while one node's grant is in flight.
+    let delete = svc
+        .delete_volume(Request::new(csi::DeleteVolumeRequest {
+            volume_id: "vol1:ha:pvc-1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(delete.code(), Code::Aborted);
+    assert!(
+        delete
+            .message()
+            .contains("volume vol1:ha:pvc-1 (node node-a) is already in progress"),
+        "{}",
+        delete.message()
+    );
+    let everyone = svc
+        .controller_unpublish_volume(Request::new(unpublish("vol1:ha:pvc-1", "")))
+        .await
+        .unwrap_err();
+    assert_eq!(everyone.code(), Code::Aborted);
+    gate.add_permits(1);
+    first.await.unwrap().unwrap();
+    // [Error] and a publish while the delete is in flight.
+    let gate = backend.hold("DeleteExport pvc-1");
+    let delete = tokio::spawn({
+        let svc = svc.clone();
+        async move {
+            svc.delete_volume(Request::new(csi::DeleteVolumeRequest {
+                volume_id: "vol1:ha:pvc-1".into(),
+                ..Default::default()
+            }))
+            .await
+        }
+    });
+    while !backend.calls().contains(&"DeleteExport pvc-1".to_string()) {
+        tokio::task::yield_now().await;
+    }
+    let publish = svc
+        .controller_publish_volume(Request::new(publish("vol1:ha:pvc-1", "node-b")))
+        .await
+        .unwrap_err();
+    assert_eq!(publish.code(), Code::Aborted);
+    gate.add_permits(1);
+    delete.await.unwrap().unwrap();
+    assert_eq!(
+        backend.calls()[1..],
+        ["GrantAccess pvc-1 node-a", "DeleteExport pvc-1"],
+        "nothing refused reached the backend"
+    );
 }
