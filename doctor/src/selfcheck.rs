@@ -2,7 +2,7 @@
 //! the driver-pod mesh check on them, each finding logged with its fix, and an Event on the
 //! Pod when it is misconfigured.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::{
     api::{
@@ -32,6 +32,8 @@ pub const REASON: &str = "MeshMisconfigured";
 pub const REPORTING_CONTROLLER: &str = "rwxnfs.csi.io/controller";
 /// The Event note's limit in the API.
 const NOTE_LIMIT: usize = 1024;
+/// The longest object name the API takes (a DNS subdomain).
+const EVENT_NAME_LIMIT: usize = 253;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelfCheckError {
@@ -148,13 +150,24 @@ fn note(findings: &[Finding]) -> String {
     note
 }
 
-fn now() -> MicroTime {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+fn micro_time(since: Duration) -> MicroTime {
     let seconds = i64::try_from(since.as_secs()).unwrap_or(0);
     let nanos = i32::try_from(since.subsec_micros() * 1000).unwrap_or(0);
     MicroTime(Timestamp::new(seconds, nanos).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// The Event's name, as client-go's recorder makes it: `<pod>.<hex nanoseconds>`. An Event's
+/// name must be a DNS subdomain (at most 253 characters, alphanumeric at both ends), so a
+/// long pod name is cut and loses any '.' or '-' the cut leaves at its end. (A
+/// `generateName` of `<pod>.` is refused with 422: only a trailing '-' is allowed there.)
+fn event_name(pod: &str, since_epoch: Duration) -> String {
+    let suffix = format!(".{:x}", since_epoch.as_nanos());
+    let room = EVENT_NAME_LIMIT.saturating_sub(suffix.len());
+    let mut end = pod.len().min(room);
+    while !pod.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", pod[..end].trim_end_matches(['.', '-']))
 }
 
 async fn record_event(
@@ -163,13 +176,16 @@ async fn record_event(
     me: &Identity,
     findings: &[Finding],
 ) -> Result<(), SelfCheckError> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let event = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", me.pod)),
+            name: Some(event_name(&me.pod, since)),
             namespace: Some(me.namespace.clone()),
             ..ObjectMeta::default()
         },
-        event_time: Some(now()),
+        event_time: Some(micro_time(since)),
         action: Some("SelfCheck".into()),
         reason: Some(REASON.into()),
         type_: Some("Warning".into()),
@@ -196,4 +212,52 @@ async fn record_event(
             source,
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API's rule for an object name (apimachinery's IsDNS1123Subdomain): at most 253
+    /// characters, dot-separated parts of lowercase alphanumerics and '-', alphanumeric at
+    /// both ends.
+    fn is_dns_subdomain(name: &str) -> bool {
+        name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    }
+
+    #[test]
+    fn the_event_is_named_after_the_pod_and_the_time_as_client_go_names_it() {
+        let at = Duration::new(1_767_225_600, 123_456_789);
+        let name = event_name("rwxnfs-controller-5d8f7c9b4-x2x7k", at);
+        assert_eq!(name, "rwxnfs-controller-5d8f7c9b4-x2x7k.18867251f555cd15");
+        assert!(is_dns_subdomain(&name), "{name}");
+    }
+
+    #[test]
+    fn the_event_name_is_a_dns_subdomain_for_the_longest_pod_names() {
+        let at = Duration::new(1_767_225_600, 123_456_789);
+        let longest = format!("{}-{}.{}", "a".repeat(100), "b".repeat(100), "c".repeat(51));
+        assert_eq!(longest.len(), 253);
+        assert!(is_dns_subdomain(&longest));
+        for pod in [
+            longest,
+            // Cut just after a '.' or a '-'.
+            format!("{}.{}", "a".repeat(235), "b".repeat(17)),
+            format!("{}-{}", "a".repeat(235), "b".repeat(17)),
+            format!("{}.{}", "a".repeat(236), "b".repeat(16)),
+        ] {
+            let name = event_name(&pod, at);
+            assert!(is_dns_subdomain(&name), "{pod} -> {name}");
+            assert!(name.ends_with(".18867251f555cd15"), "{name}");
+            assert!(name.starts_with(&pod[..230]), "{name}");
+        }
+    }
 }

@@ -73,6 +73,24 @@ async fn an_injected_pod_without_exclusions_is_reported_and_an_event_recorded() 
     assert_eq!(posts.len(), 1, "{seen:?}");
     let event = &posts[0];
     assert_eq!(event.path, EVENTS);
+    // A full name as client-go's recorder makes one (`<pod>.<hex nanoseconds>`): a
+    // generateName of `<pod>.` is refused by the API server (422).
+    let name = event.body["metadata"]["name"].as_str().unwrap();
+    let stamp = name
+        .strip_prefix("rwxnfs-controller-5d8f7c9b4-x2x7k.")
+        .unwrap_or_else(|| panic!("{name}"));
+    assert!(
+        !stamp.is_empty()
+            && stamp
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{name}"
+    );
+    assert!(
+        event.body["metadata"].get("generateName").is_none(),
+        "{}",
+        event.body
+    );
     assert_eq!(event.body["reason"], selfcheck::REASON);
     assert_eq!(event.body["type"], "Warning");
     assert_eq!(
