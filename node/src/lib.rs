@@ -1,7 +1,7 @@
 //! The CSI node plugin: mounts a volume's NFS export once per node at the staging path with
 //! the mount system call, bind-mounts it into pods, and never hangs on a dead server.
 
-pub mod guard;
+pub mod bounded;
 pub mod mounter;
 mod nodeserver;
 mod probe;

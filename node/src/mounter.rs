@@ -2,7 +2,7 @@
 //! records calls for unit tests. The mount table is read from /proc/self/mountinfo.
 //!
 //! Every call that may block on an NFS server runs on its own thread under a time limit (see
-//! [`crate::guard`]); the methods here are the blocking system calls themselves.
+//! [`crate::bounded`]); the methods here are the blocking system calls themselves.
 
 use std::{io, path::Path, sync::Mutex};
 

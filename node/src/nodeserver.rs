@@ -38,7 +38,7 @@ use rwxnfs_server::logging::finish_rpc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    guard::{Guard, GuardError},
+    bounded::{Bounded, BoundedError},
     mounter::{MountEntry, Mounter, SystemMounter},
 };
 
@@ -55,7 +55,7 @@ pub const STEP_LIMIT: Duration = Duration::from_secs(10);
 pub struct NodeService {
     config: NodeConfig,
     mounter: Arc<dyn Mounter>,
-    guard: Guard,
+    bounded: Bounded,
 }
 
 /// The node capabilities rwxnfs advertises. VOLUME_MOUNT_GROUP is left out on purpose: NFS
@@ -74,11 +74,11 @@ fn missing(what: &str) -> Status {
     Status::invalid_argument(format!("{what} missing in request"))
 }
 
-fn guard_status(e: GuardError) -> Status {
+fn bounded_status(e: BoundedError) -> Status {
     match &e {
-        GuardError::TimedOut { .. } => Status::deadline_exceeded(e.to_string()),
-        GuardError::Busy { .. } => Status::aborted(e.to_string()),
-        GuardError::Io { source, .. } => match source.raw_os_error() {
+        BoundedError::TimedOut { .. } => Status::deadline_exceeded(e.to_string()),
+        BoundedError::Busy { .. } => Status::aborted(e.to_string()),
+        BoundedError::Io { source, .. } => match source.raw_os_error() {
             Some(libc::EACCES | libc::EPERM) => Status::permission_denied(format!(
                 "{e} (the NFS server refused this node: is the volume published to it?)"
             )),
@@ -132,14 +132,14 @@ fn vfs_flags(options: &MountOptions) -> MsFlags {
 
 impl NodeService {
     pub fn new(config: NodeConfig) -> Self {
-        Self::with_mounter(config, Arc::new(SystemMounter), Guard::new(STEP_LIMIT))
+        Self::with_mounter(config, Arc::new(SystemMounter), Bounded::new(STEP_LIMIT))
     }
 
-    pub fn with_mounter(config: NodeConfig, mounter: Arc<dyn Mounter>, guard: Guard) -> Self {
+    pub fn with_mounter(config: NodeConfig, mounter: Arc<dyn Mounter>, bounded: Bounded) -> Self {
         Self {
             config,
             mounter,
-            guard,
+            bounded,
         }
     }
 
@@ -147,17 +147,17 @@ impl NodeService {
         NodeServer::new(self)
     }
 
-    /// The mount table, read under the guard (reading it does not touch NFS, but be safe).
+    /// The mount table, read under the time bound (reading it does not touch NFS, but be safe).
     async fn mounts(&self) -> Result<Vec<MountEntry>, Status> {
         let mounter = self.mounter.clone();
-        self.guard
+        self.bounded
             .run(
                 "reading the mount table",
                 Path::new("/proc/self/mountinfo"),
                 move || mounter.mounts(),
             )
             .await
-            .map_err(guard_status)
+            .map_err(bounded_status)
     }
 
     async fn mounted_at(&self, path: &Path) -> Result<Option<MountEntry>, Status> {
@@ -171,23 +171,23 @@ impl NodeService {
 
     async fn mkdir(&self, path: &Path) -> Result<(), Status> {
         let p = path.to_owned();
-        self.guard
+        self.bounded
             .run("mkdir", path, move || std::fs::create_dir_all(&p))
             .await
-            .map_err(guard_status)
+            .map_err(bounded_status)
     }
 
     /// Removes an (unmounted) directory; already gone is fine.
     async fn rmdir(&self, path: &Path) -> Result<(), Status> {
         let p = path.to_owned();
         let result = self
-            .guard
+            .bounded
             .run("rmdir", path, move || match std::fs::remove_dir(&p) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
             })
             .await;
-        result.map_err(guard_status)
+        result.map_err(bounded_status)
     }
 
     /// Unmounts everything at `path`: plainly, then forced, then lazily, each bounded.
@@ -200,7 +200,7 @@ impl NodeService {
             for flags in [MntFlags::empty(), MntFlags::MNT_FORCE, MntFlags::MNT_DETACH] {
                 let (mounter, p) = (self.mounter.clone(), path.to_owned());
                 match self
-                    .guard
+                    .bounded
                     .run("unmount", path, move || mounter.unmount(&p, flags))
                     .await
                 {
@@ -215,7 +215,7 @@ impl NodeService {
                 }
             }
             if let Some(e) = last {
-                return Err(guard_status(e));
+                return Err(bounded_status(e));
             }
         }
         Err(Status::internal(format!(
@@ -283,19 +283,19 @@ impl NodeService {
             vfs_flags(&options),
         );
         let started = Instant::now();
-        self.guard
+        self.bounded
             .run("NFS mount", &staging, move || {
                 mounter.mount_nfs(&src, &target, fs_type, flags, &data)
             })
             .await
-            .map_err(guard_status)?;
+            .map_err(bounded_status)?;
         tracing::info!(volume_id = %req.volume_id, %source, staging = %staging.display(), ms = started.elapsed().as_millis() as u64, "staged");
         Ok(())
     }
 
-    async fn stat_fs(&self, path: &Path) -> Result<crate::mounter::FsStats, GuardError> {
+    async fn stat_fs(&self, path: &Path) -> Result<crate::mounter::FsStats, BoundedError> {
         let (mounter, p) = (self.mounter.clone(), path.to_owned());
-        self.guard
+        self.bounded
             .run("statvfs", path, move || mounter.stat_fs(&p))
             .await
     }
@@ -313,7 +313,7 @@ impl NodeService {
             return Ok(());
         };
         let stale = matches!(e.raw_os_error(), Some(libc::ESTALE | libc::EIO))
-            || matches!(e, GuardError::TimedOut { .. });
+            || matches!(e, BoundedError::TimedOut { .. });
         if !stale {
             return Ok(());
         }
@@ -352,18 +352,18 @@ impl NodeService {
 
     async fn bind(&self, staging: &Path, target: &Path, read_only: bool) -> Result<(), Status> {
         let (mounter, from, to) = (self.mounter.clone(), staging.to_owned(), target.to_owned());
-        self.guard
+        self.bounded
             .run("bind mount", target, move || mounter.bind(&from, &to))
             .await
-            .map_err(guard_status)?;
+            .map_err(bounded_status)?;
         if read_only {
             let (mounter, to) = (self.mounter.clone(), target.to_owned());
-            self.guard
+            self.bounded
                 .run("read-only remount", target, move || {
                     mounter.remount_read_only(&to)
                 })
                 .await
-                .map_err(guard_status)?;
+                .map_err(bounded_status)?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 use nix::mount::MsFlags;
 use rwxnfs_node::{
     NodeConfig, NodeService,
-    guard::Guard,
+    bounded::Bounded,
     mounter::{Mounter, SystemMounter},
 };
 use rwxnfs_proto::csi::{
@@ -75,7 +75,7 @@ async fn publish_bind_mounts_read_only_when_asked_and_unpublish_removes_everythi
             node_id: "n".into(),
         },
         Arc::new(SystemMounter),
-        Guard::new(Duration::from_secs(5)),
+        Bounded::new(Duration::from_secs(5)),
     );
     node.node_publish_volume(Request::new(publish(&root, "t1", false)))
         .await
@@ -151,7 +151,7 @@ async fn a_busy_target_is_still_unmounted_by_the_fallbacks() {
             node_id: "n".into(),
         },
         Arc::new(SystemMounter),
-        Guard::new(Duration::from_secs(5)),
+        Bounded::new(Duration::from_secs(5)),
     );
     node.node_publish_volume(Request::new(publish(&root, "t1", false)))
         .await

@@ -13,7 +13,7 @@ fn service() -> (NodeService, Arc<FakeMounter>, tempfile::TempDir) {
             node_id: "n1".into(),
         },
         mounter.clone(),
-        Guard::new(Duration::from_secs(5)),
+        Bounded::new(Duration::from_secs(5)),
     );
     (svc, mounter, tempfile::tempdir().unwrap())
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum GuardError {
+pub enum BoundedError {
     #[error("{what} on {path} did not finish within {limit:?}")]
     TimedOut {
         what: &'static str,
@@ -34,22 +34,23 @@ pub enum GuardError {
     },
 }
 
-impl GuardError {
+impl BoundedError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            GuardError::Io { source, .. } => source.raw_os_error(),
+            BoundedError::Io { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
 }
 
+/// A time-bounded runner of blocking calls, shared by every RPC of the node service.
 #[derive(Clone)]
-pub struct Guard {
+pub struct Bounded {
     limit: Duration,
     busy: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
-impl Guard {
+impl Bounded {
     pub fn new(limit: Duration) -> Self {
         Self {
             limit,
@@ -57,21 +58,17 @@ impl Guard {
         }
     }
 
-    pub fn limit(&self) -> Duration {
-        self.limit
-    }
-
-    /// Runs `f` (which touches `path`) on its own thread, for at most the guard's limit.
+    /// Runs `f` (which touches `path`) on its own thread, for at most the runner's limit.
     pub async fn run<T: Send + 'static>(
         &self,
         what: &'static str,
         path: &Path,
         f: impl FnOnce() -> io::Result<T> + Send + 'static,
-    ) -> Result<T, GuardError> {
+    ) -> Result<T, BoundedError> {
         {
             let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
             if !busy.insert(path.to_owned()) {
-                return Err(GuardError::Busy {
+                return Err(BoundedError::Busy {
                     what,
                     path: path.to_owned(),
                 });
@@ -91,7 +88,7 @@ impl Guard {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(path);
-            return Err(GuardError::Io {
+            return Err(BoundedError::Io {
                 what,
                 path: path.to_owned(),
                 source,
@@ -99,17 +96,17 @@ impl Guard {
         }
         match tokio::time::timeout(self.limit, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(source))) => Err(GuardError::Io {
+            Ok(Ok(Err(source))) => Err(BoundedError::Io {
                 what,
                 path: path.to_owned(),
                 source,
             }),
-            Ok(Err(_)) => Err(GuardError::Io {
+            Ok(Err(_)) => Err(BoundedError::Io {
                 what,
                 path: path.to_owned(),
                 source: io::Error::other("the worker thread died"),
             }),
-            Err(_) => Err(GuardError::TimedOut {
+            Err(_) => Err(BoundedError::TimedOut {
                 what,
                 path: path.to_owned(),
                 limit: self.limit,
@@ -124,28 +121,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_hangs_is_abandoned_and_its_path_refused_until_it_returns() {
-        let guard = Guard::new(Duration::from_millis(100));
+        let bounded = Bounded::new(Duration::from_millis(100));
         let path = Path::new("/stuck");
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let started = std::time::Instant::now();
-        let err = guard
+        let err = bounded
             .run("stat", path, move || {
                 let _ = release_rx.recv();
                 Ok(())
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, GuardError::TimedOut { .. }), "{err}");
+        assert!(matches!(err, BoundedError::TimedOut { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1));
-        let err = guard.run("stat", path, || Ok(())).await.unwrap_err();
-        assert!(matches!(err, GuardError::Busy { .. }), "{err}");
+        let err = bounded.run("stat", path, || Ok(())).await.unwrap_err();
+        assert!(matches!(err, BoundedError::Busy { .. }), "{err}");
         // Other paths are not affected.
-        guard
+        bounded
             .run("stat", Path::new("/fine"), || Ok(()))
             .await
             .unwrap();
         release_tx.send(()).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        guard.run("stat", path, || Ok(())).await.unwrap();
+        bounded.run("stat", path, || Ok(())).await.unwrap();
     }
 }
