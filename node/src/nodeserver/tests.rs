@@ -1,10 +1,12 @@
-use std::collections::HashMap;
+use std::{collections::HashMap, path::Path};
 
-use rwxnfs_proto::csi::volume_capability::{AccessMode, BlockVolume, MountVolume};
+use rwxnfs_proto::csi::volume_capability::{
+    AccessMode, BlockVolume, MountVolume, access_mode::Mode,
+};
 use tonic::Code;
 
-use super::*;
-use crate::mounter::FakeMounter;
+use super::{stats::export_name_is, *};
+use crate::mounter::{FakeMounter, Mounter};
 
 fn service() -> (NodeService, Arc<FakeMounter>, tempfile::TempDir) {
     let mounter = Arc::new(FakeMounter::default());

@@ -1,0 +1,122 @@
+//! The bounded steps the RPCs are made of: the mount table, directories, bind mounts,
+//! unmounts with their fallbacks, and statvfs. Each runs under the service's time bound.
+
+use std::path::Path;
+
+use nix::mount::MntFlags;
+use tonic::Status;
+
+use super::{NodeService, bounded_status};
+use crate::{
+    bounded::BoundedError,
+    mounter::{FsStats, MountEntry},
+};
+
+impl NodeService {
+    /// The mount table, read under the time bound (reading it does not touch NFS, but be safe).
+    pub(super) async fn mounts(&self) -> Result<Vec<MountEntry>, Status> {
+        let mounter = self.mounter.clone();
+        self.bounded
+            .run(
+                "reading the mount table",
+                Path::new("/proc/self/mountinfo"),
+                move || mounter.mounts(),
+            )
+            .await
+            .map_err(bounded_status)
+    }
+
+    pub(super) async fn mounted_at(&self, path: &Path) -> Result<Option<MountEntry>, Status> {
+        Ok(self
+            .mounts()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|m| m.mount_point == path))
+    }
+
+    pub(super) async fn mkdir(&self, path: &Path) -> Result<(), Status> {
+        let p = path.to_owned();
+        self.bounded
+            .run("mkdir", path, move || std::fs::create_dir_all(&p))
+            .await
+            .map_err(bounded_status)
+    }
+
+    /// Removes an (unmounted) directory; already gone is fine.
+    pub(super) async fn rmdir(&self, path: &Path) -> Result<(), Status> {
+        let p = path.to_owned();
+        let result = self
+            .bounded
+            .run("rmdir", path, move || match std::fs::remove_dir(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            })
+            .await;
+        result.map_err(bounded_status)
+    }
+
+    /// Unmounts everything at `path`: plainly, then forced, then lazily, each bounded.
+    pub(super) async fn unmount_all(&self, path: &Path) -> Result<(), Status> {
+        for _ in 0..8 {
+            if self.mounted_at(path).await?.is_none() {
+                return Ok(());
+            }
+            let mut last = None;
+            for flags in [MntFlags::empty(), MntFlags::MNT_FORCE, MntFlags::MNT_DETACH] {
+                let (mounter, p) = (self.mounter.clone(), path.to_owned());
+                match self
+                    .bounded
+                    .run("unmount", path, move || mounter.unmount(&p, flags))
+                    .await
+                {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), ?flags, error = %e, "unmount failed; trying harder");
+                        last = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = last {
+                return Err(bounded_status(e));
+            }
+        }
+        Err(Status::internal(format!(
+            "{} is still mounted after repeated unmounts",
+            path.display()
+        )))
+    }
+
+    pub(super) async fn bind(
+        &self,
+        staging: &Path,
+        target: &Path,
+        read_only: bool,
+    ) -> Result<(), Status> {
+        let (mounter, from, to) = (self.mounter.clone(), staging.to_owned(), target.to_owned());
+        self.bounded
+            .run("bind mount", target, move || mounter.bind(&from, &to))
+            .await
+            .map_err(bounded_status)?;
+        if read_only {
+            let (mounter, to) = (self.mounter.clone(), target.to_owned());
+            self.bounded
+                .run("read-only remount", target, move || {
+                    mounter.remount_read_only(&to)
+                })
+                .await
+                .map_err(bounded_status)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stat_fs(&self, path: &Path) -> Result<FsStats, BoundedError> {
+        let (mounter, p) = (self.mounter.clone(), path.to_owned());
+        self.bounded
+            .run("statvfs", path, move || mounter.stat_fs(&p))
+            .await
+    }
+}
