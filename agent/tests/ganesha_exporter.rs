@@ -1,11 +1,15 @@
 //! The Ganesha exporter against a real NFS-Ganesha in a server namespace, with NFS clients in
 //! their own namespaces: access is granted, denied, read-only and revoked as the export's
-//! client list says, and a restarted Ganesha comes back with every export.
+//! client list says, a restarted Ganesha comes back with every export, and Ganesha's log has
+//! no refused call of the exporter's in it.
 #![allow(clippy::unwrap_used)]
 
 use std::{path::Path, time::Instant};
 
-use rwxnfs_agent::exporter::{Access, Client, ExportSpec, Exporter, Squash};
+use rwxnfs_agent::exporter::{
+    Access, Client, ExportSpec, Exporter, Squash,
+    ganesha::{GaneshaExporter, GaneshaSettings},
+};
 use rwxnfs_testbed::{GaneshaServer, Netns, NfsOutcome, nfs_cat, nfs_write};
 
 struct Bed {
@@ -194,4 +198,86 @@ async fn add_export_latency() {
         p(1.0)
     );
     assert_eq!(bed.host.exporter.active().await.unwrap().len(), N as usize);
+}
+
+/// Ganesha's complaints about the exporter's own D-Bus calls.
+fn refused_calls(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("already active") || l.contains("DBUS :MAJ"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_create_a_grant_and_a_revoke_leave_no_error_in_ganeshas_log() {
+    let bed = bed("quiet");
+    let path = volume(bed.dir.path(), "q1");
+    let exporter = &bed.host.exporter;
+    let a = (addr("10.0.0.1"), Access::Rw);
+    let b = (addr("10.0.0.2"), Access::Ro);
+    exporter
+        .apply(&spec(401, &path, "/q1", vec![]))
+        .await
+        .unwrap();
+    exporter
+        .apply(&spec(401, &path, "/q1", vec![a.clone(), b.clone()]))
+        .await
+        .unwrap();
+    exporter
+        .apply(&spec(401, &path, "/q1", vec![b.clone()]))
+        .await
+        .unwrap();
+    // An agent that restarts learns what is active before its first call.
+    let restarted = exporter_on(&bed);
+    restarted
+        .apply(&spec(401, &path, "/q1", vec![a, b]))
+        .await
+        .unwrap();
+    restarted.remove(401).await.unwrap();
+    assert!(!restarted.active().await.unwrap().contains(&401));
+    let refused = refused_calls(&bed.host.ganesha.log);
+    assert!(
+        refused.is_empty(),
+        "Ganesha logged:\n{}",
+        refused.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn an_exporter_whose_memory_of_active_exports_is_stale_still_applies() {
+    let bed = bed("stale");
+    let (p1, p2) = (volume(bed.dir.path(), "s1"), volume(bed.dir.path(), "s2"));
+    let client = vec![(addr("10.0.0.1"), Access::Rw)];
+    let mine = &bed.host.exporter;
+    let other = exporter_on(&bed);
+    // Removed behind its back: `mine` still takes 501 for active.
+    mine.apply(&spec(501, &p1, "/s1", vec![])).await.unwrap();
+    other.remove(501).await.unwrap();
+    mine.apply(&spec(501, &p1, "/s1", client.clone()))
+        .await
+        .unwrap();
+    // Added behind its back: `mine` still takes 502 for inactive.
+    other.apply(&spec(502, &p2, "/s2", vec![])).await.unwrap();
+    mine.apply(&spec(502, &p2, "/s2", client)).await.unwrap();
+    let active = mine.active().await.unwrap();
+    assert!(active.contains(&501) && active.contains(&502), "{active:?}");
+    assert!(
+        std::fs::read_to_string(bed.host.exporter.export_file(502))
+            .unwrap()
+            .contains("Clients = 10.0.0.1;"),
+        "the second apply's client list is what is exported"
+    );
+}
+
+/// A second exporter on the bed's Ganesha, as a restarted agent would have.
+fn exporter_on(bed: &Bed) -> GaneshaExporter {
+    GaneshaExporter::new(GaneshaSettings {
+        dbus_address: Some(bed.host.bus.address()),
+        name_prefix: Some(bed.host.ganesha.prefix.clone()),
+        conf_dir: bed.host.conf_dir.clone(),
+        protocols: vec![4],
+    })
+    .unwrap()
 }

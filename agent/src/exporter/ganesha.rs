@@ -2,8 +2,13 @@
 //! `/org/ganesha/nfsd/ExportMgr`).
 //!
 //! Each export is one configuration file, `<conf_dir>/export-<id>.conf`, written atomically,
-//! then activated with `AddExport(file, "EXPORT(Export_Id=<id>)")` (or `UpdateExport` when the
-//! id is already active, which is how client lists change). `<conf_dir>/exports.conf` includes
+//! then activated with `AddExport(file, "EXPORT(Export_Id=<id>)")`, or with `UpdateExport` when
+//! the id is already active, which is how client lists change. The exporter remembers which
+//! ids are active (from `ShowExports` at the first call, on every probe and reconcile, and
+//! from its own calls) so that it asks for the right one: Ganesha logs every refused call as a
+//! MAJ error, and "already active" on each grant would bury real ones in an operator's log.
+//! Should that memory be stale (Ganesha restarted, someone used `ganesha_mgr`), the other call
+//! follows on exactly the refusal that says so. `<conf_dir>/exports.conf` includes
 //! every export file and is rewritten on each change, so a Ganesha that restarts (or starts on
 //! the next host after a failover) comes back with every export when its main configuration
 //! says:
@@ -16,7 +21,7 @@
 //! client not listed gets nothing: NFSv4 clients do not even see the export.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -73,6 +78,53 @@ pub struct GaneshaExporter {
     /// The include file is rebuilt from the directory listing: one rebuild at a time, so a
     /// slower rebuild never overwrites a newer one with a stale listing.
     include: Mutex<()>,
+    /// Which export ids Ganesha has active, as far as this exporter knows.
+    known: std::sync::Mutex<Known>,
+}
+
+/// The ids Ganesha has active: None until a `ShowExports` has said (and again after the
+/// connection broke, as Ganesha may have restarted). `changes` counts this exporter's own
+/// Add/Update/Remove calls, so a `ShowExports` answer that raced one of them is not taken
+/// over the newer knowledge.
+#[derive(Default)]
+struct Known {
+    ids: Option<HashSet<u32>>,
+    changes: u64,
+}
+
+/// The first call for an export, and the refusal that means "the other one".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activate {
+    Add,
+    Update,
+}
+
+impl Activate {
+    fn method(self) -> &'static str {
+        match self {
+            Activate::Add => "AddExport",
+            Activate::Update => "UpdateExport",
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            Activate::Add => Activate::Update,
+            Activate::Update => Activate::Add,
+        }
+    }
+
+    /// Whether Ganesha refused this call because the id is (Add) or is not (Update) active:
+    /// "Selected entries in <file> already active!!!" / "... Export id not found".
+    fn refused_as_stale(self, e: &zbus::Error) -> bool {
+        let zbus::Error::MethodError(_, Some(detail), _) = e else {
+            return false;
+        };
+        match self {
+            Activate::Add => detail.contains("already active"),
+            Activate::Update => detail.contains("not found"),
+        }
+    }
 }
 
 /// One row of ShowExports: id, path, per-protocol flags, last-change time.
@@ -184,6 +236,7 @@ impl GaneshaExporter {
             service,
             connection: Mutex::new(None),
             include: Mutex::new(()),
+            known: std::sync::Mutex::default(),
         })
     }
 
@@ -243,8 +296,51 @@ impl GaneshaExporter {
             && !matches!(e, zbus::Error::MethodError(..))
         {
             *self.connection.lock().await = None;
+            self.known().ids = None;
         }
         result
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records what one of this exporter's own calls did to `export_id`.
+    fn mark(&self, export_id: u32, active: bool) {
+        let mut known = self.known();
+        known.changes += 1;
+        if let Some(ids) = known.ids.as_mut() {
+            if active {
+                ids.insert(export_id);
+            } else {
+                ids.remove(&export_id);
+            }
+        }
+    }
+
+    /// Which call activates `export_id`: Update when it is known to be active. Asks Ganesha
+    /// first when nothing is known yet; when that fails, Add (and Update on its refusal).
+    async fn activate_with(&self, export_id: u32) -> Activate {
+        let known = self
+            .known()
+            .ids
+            .as_ref()
+            .map(|ids| ids.contains(&export_id));
+        let active = match known {
+            Some(active) => active,
+            None => match self.active().await {
+                Ok(ids) => ids.contains(&export_id),
+                Err(e) => {
+                    tracing::debug!(export_id, error = %e, "ShowExports failed; trying AddExport first");
+                    false
+                }
+            },
+        };
+        if active {
+            Activate::Update
+        } else {
+            Activate::Add
+        }
     }
 
     fn refused_or_unavailable(&self, export_id: u32, e: zbus::Error) -> ExportError {
@@ -318,18 +414,17 @@ impl Exporter for GaneshaExporter {
             file.to_string_lossy().into_owned(),
             format!("EXPORT(Export_Id={id})"),
         );
-        match self.call("AddExport", &body).await {
-            Ok(_) => Ok(()),
-            Err(zbus::Error::MethodError(_, Some(detail), _))
-                if detail.contains("already active") =>
-            {
-                self.call("UpdateExport", &body)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.refused_or_unavailable(id, e))
+        let first = self.activate_with(id).await;
+        let result = match self.call(first.method(), &body).await {
+            Err(e) if first.refused_as_stale(&e) => {
+                tracing::debug!(export_id = id, refused = %e, "Ganesha's active exports were not as remembered");
+                self.call(first.other().method(), &body).await
             }
-            Err(e) => Err(self.refused_or_unavailable(id, e)),
-        }
+            other => other,
+        };
+        result.map_err(|e| self.refused_or_unavailable(id, e))?;
+        self.mark(id, true);
+        Ok(())
     }
 
     async fn remove(&self, export_id: u32) -> Result<(), ExportError> {
@@ -338,6 +433,7 @@ impl Exporter for GaneshaExporter {
             Err(zbus::Error::MethodError(_, Some(detail), _)) if detail.contains("not found") => {}
             Err(e) => return Err(self.refused_or_unavailable(export_id, e)),
         }
+        self.mark(export_id, false);
         let file = self.export_file(export_id);
         match tokio::fs::remove_file(&file).await {
             Ok(()) => {}
@@ -348,6 +444,7 @@ impl Exporter for GaneshaExporter {
     }
 
     async fn active(&self) -> Result<Vec<u32>, ExportError> {
+        let changes = self.known().changes;
         let reply = self
             .call("ShowExports", &())
             .await
@@ -356,11 +453,16 @@ impl Exporter for GaneshaExporter {
             .body()
             .deserialize()
             .map_err(|e| unavailable(format!("unexpected ShowExports reply: {e}")))?;
-        Ok(rows
+        let ids: Vec<u32> = rows
             .into_iter()
             .map(|r| u32::from(r.0))
             .filter(|id| *id != 0)
-            .collect())
+            .collect();
+        let mut known = self.known();
+        if known.changes == changes {
+            known.ids = Some(ids.iter().copied().collect());
+        }
+        Ok(ids)
     }
 
     async fn probe(&self) -> Result<(), String> {
