@@ -38,7 +38,7 @@ impl BoundedError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             BoundedError::Io { source, .. } => source.raw_os_error(),
-            _ => None,
+            BoundedError::TimedOut { .. } | BoundedError::Busy { .. } => None,
         }
     }
 }

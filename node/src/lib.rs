@@ -2,6 +2,7 @@
 //! the mount system call, bind-mounts it into pods, and never hangs on a dead server.
 
 pub mod bounded;
+mod error;
 pub mod mounter;
 mod nodeserver;
 mod probe;

@@ -33,7 +33,8 @@ use rwxnfs_server::logging::finish_rpc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bounded::{Bounded, BoundedError},
+    bounded::Bounded,
+    error::NodeError,
     mounter::{Mounter, SystemMounter},
 };
 
@@ -72,39 +73,34 @@ const CAPABILITIES: [Rpc; 4] = [
 
 type Rpc_<T> = Result<Response<T>, Status>;
 
-fn missing(what: &str) -> Status {
-    Status::invalid_argument(format!("{what} missing in request"))
-}
-
-fn bounded_status(e: BoundedError) -> Status {
-    match &e {
-        BoundedError::TimedOut { .. } => Status::deadline_exceeded(e.to_string()),
-        BoundedError::Busy { .. } => Status::aborted(e.to_string()),
-        BoundedError::Io { source, .. } => match source.raw_os_error() {
-            Some(libc::EACCES | libc::EPERM) => Status::permission_denied(format!(
-                "{e} (the NFS server refused this node: is the volume published to it?)"
-            )),
-            Some(libc::ENOENT) => Status::not_found(e.to_string()),
-            Some(libc::ENODEV) => {
-                Status::failed_precondition(format!("{e} (this kernel has no NFS client)"))
-            }
-            _ => Status::internal(e.to_string()),
-        },
+/// Checks a required field, in the order the request declares them.
+fn require(value: &str, field: &'static str) -> Result<(), NodeError> {
+    if value.is_empty() {
+        return Err(NodeError::Missing { field });
     }
+    Ok(())
 }
 
 /// Checks a capability: present, and mount (not block).
-fn check_capability(cap: Option<&VolumeCapability>) -> Result<&VolumeCapability, Status> {
-    let cap = cap.ok_or_else(|| missing("Volume capability"))?;
+fn check_capability(cap: Option<&VolumeCapability>) -> Result<&VolumeCapability, NodeError> {
+    let cap = cap.ok_or(NodeError::Missing {
+        field: "Volume capability",
+    })?;
     match &cap.access_type {
         Some(volume_capability::AccessType::Mount(_)) => Ok(cap),
-        Some(volume_capability::AccessType::Block(_)) => Err(Status::invalid_argument(
-            "block access is not supported: rwxnfs volumes are NFS filesystems",
-        )),
-        None => Err(Status::invalid_argument(
-            "the volume capability has no access type",
-        )),
+        Some(volume_capability::AccessType::Block(_)) => Err(NodeError::BlockAccess),
+        None => Err(NodeError::NoAccessType),
     }
+}
+
+/// Records one RPC's outcome (log line, metrics), its error turned into a gRPC status.
+fn finish<T>(
+    rpc: &'static str,
+    started: Instant,
+    volume_id: &str,
+    result: Result<T, NodeError>,
+) -> Rpc_<T> {
+    finish_rpc(rpc, started, volume_id, result.map_err(Status::from)).map(Response::new)
 }
 
 impl NodeService {
@@ -136,18 +132,14 @@ impl Node for NodeService {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
-            if req.volume_id.is_empty() {
-                return Err(missing("Volume ID"));
-            }
-            if req.staging_target_path.is_empty() {
-                return Err(missing("Staging target path"));
-            }
+            require(&req.volume_id, "Volume ID")?;
+            require(&req.staging_target_path, "Staging target path")?;
             let cap = check_capability(req.volume_capability.as_ref())?;
             self.stage(&req, cap).await?;
             Ok(NodeStageVolumeResponse {})
         }
         .await;
-        finish_rpc("NodeStageVolume", started, &req.volume_id, result).map(Response::new)
+        finish("NodeStageVolume", started, &req.volume_id, result)
     }
 
     async fn node_unstage_volume(
@@ -157,19 +149,15 @@ impl Node for NodeService {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
-            if req.volume_id.is_empty() {
-                return Err(missing("Volume ID"));
-            }
-            if req.staging_target_path.is_empty() {
-                return Err(missing("Staging target path"));
-            }
+            require(&req.volume_id, "Volume ID")?;
+            require(&req.staging_target_path, "Staging target path")?;
             let staging = PathBuf::from(&req.staging_target_path);
             self.unmount_all(&staging).await?;
             self.rmdir(&staging).await?;
             Ok(NodeUnstageVolumeResponse {})
         }
         .await;
-        finish_rpc("NodeUnstageVolume", started, &req.volume_id, result).map(Response::new)
+        finish("NodeUnstageVolume", started, &req.volume_id, result)
     }
 
     async fn node_publish_volume(
@@ -179,21 +167,15 @@ impl Node for NodeService {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
-            if req.volume_id.is_empty() {
-                return Err(missing("Volume ID"));
-            }
-            if req.target_path.is_empty() {
-                return Err(missing("Target path"));
-            }
+            require(&req.volume_id, "Volume ID")?;
+            require(&req.target_path, "Target path")?;
             let cap = check_capability(req.volume_capability.as_ref())?;
-            if req.staging_target_path.is_empty() {
-                return Err(missing("Staging target path"));
-            }
+            require(&req.staging_target_path, "Staging target path")?;
             self.publish(&req, cap).await?;
             Ok(NodePublishVolumeResponse {})
         }
         .await;
-        finish_rpc("NodePublishVolume", started, &req.volume_id, result).map(Response::new)
+        finish("NodePublishVolume", started, &req.volume_id, result)
     }
 
     /// Unmounts the target (forced and lazily when the server is gone) and removes it.
@@ -204,19 +186,15 @@ impl Node for NodeService {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
-            if req.volume_id.is_empty() {
-                return Err(missing("Volume ID"));
-            }
-            if req.target_path.is_empty() {
-                return Err(missing("Target path"));
-            }
+            require(&req.volume_id, "Volume ID")?;
+            require(&req.target_path, "Target path")?;
             let target = PathBuf::from(&req.target_path);
             self.unmount_all(&target).await?;
             self.rmdir(&target).await?;
             Ok(NodeUnpublishVolumeResponse {})
         }
         .await;
-        finish_rpc("NodeUnpublishVolume", started, &req.volume_id, result).map(Response::new)
+        finish("NodeUnpublishVolume", started, &req.volume_id, result)
     }
 
     async fn node_get_volume_stats(
@@ -226,16 +204,12 @@ impl Node for NodeService {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
-            if req.volume_id.is_empty() {
-                return Err(missing("Volume ID"));
-            }
-            if req.volume_path.is_empty() {
-                return Err(missing("Volume path"));
-            }
+            require(&req.volume_id, "Volume ID")?;
+            require(&req.volume_path, "Volume path")?;
             self.stats(&req).await
         }
         .await;
-        finish_rpc("NodeGetVolumeStats", started, &req.volume_id, result).map(Response::new)
+        finish("NodeGetVolumeStats", started, &req.volume_id, result)
     }
 
     /// Not advertised: NFS volumes grow on the server, with no node-side step.
@@ -245,13 +219,11 @@ impl Node for NodeService {
     ) -> Rpc_<NodeExpandVolumeResponse> {
         let started = Instant::now();
         let id = request.into_inner().volume_id;
-        finish_rpc(
+        finish(
             "NodeExpandVolume",
             started,
             &id,
-            Err(Status::unimplemented(
-                "NodeExpandVolume is not supported: NFS volumes are expanded on the server and need no node-side step",
-            )),
+            Err(NodeError::ExpandUnsupported),
         )
     }
 

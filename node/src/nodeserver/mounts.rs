@@ -3,18 +3,17 @@
 
 use std::path::Path;
 
-use nix::mount::MntFlags;
-use tonic::Status;
-
-use super::{NodeService, bounded_status};
+use super::NodeService;
 use crate::{
     bounded::BoundedError,
+    error::NodeError,
     mounter::{FsStats, MountEntry},
 };
+use nix::mount::MntFlags;
 
 impl NodeService {
     /// The mount table, read under the time bound (reading it does not touch NFS, but be safe).
-    pub(super) async fn mounts(&self) -> Result<Vec<MountEntry>, Status> {
+    pub(super) async fn mounts(&self) -> Result<Vec<MountEntry>, NodeError> {
         let mounter = self.mounter.clone();
         self.bounded
             .run(
@@ -23,10 +22,10 @@ impl NodeService {
                 move || mounter.mounts(),
             )
             .await
-            .map_err(bounded_status)
+            .map_err(NodeError::from)
     }
 
-    pub(super) async fn mounted_at(&self, path: &Path) -> Result<Option<MountEntry>, Status> {
+    pub(super) async fn mounted_at(&self, path: &Path) -> Result<Option<MountEntry>, NodeError> {
         Ok(self
             .mounts()
             .await?
@@ -35,16 +34,16 @@ impl NodeService {
             .find(|m| m.mount_point == path))
     }
 
-    pub(super) async fn mkdir(&self, path: &Path) -> Result<(), Status> {
+    pub(super) async fn mkdir(&self, path: &Path) -> Result<(), NodeError> {
         let p = path.to_owned();
         self.bounded
             .run("mkdir", path, move || std::fs::create_dir_all(&p))
             .await
-            .map_err(bounded_status)
+            .map_err(NodeError::from)
     }
 
     /// Removes an (unmounted) directory; already gone is fine.
-    pub(super) async fn rmdir(&self, path: &Path) -> Result<(), Status> {
+    pub(super) async fn rmdir(&self, path: &Path) -> Result<(), NodeError> {
         let p = path.to_owned();
         let result = self
             .bounded
@@ -53,11 +52,11 @@ impl NodeService {
                 other => other,
             })
             .await;
-        result.map_err(bounded_status)
+        result.map_err(NodeError::from)
     }
 
     /// Unmounts everything at `path`: plainly, then forced, then lazily, each bounded.
-    pub(super) async fn unmount_all(&self, path: &Path) -> Result<(), Status> {
+    pub(super) async fn unmount_all(&self, path: &Path) -> Result<(), NodeError> {
         for _ in 0..8 {
             if self.mounted_at(path).await?.is_none() {
                 return Ok(());
@@ -81,13 +80,12 @@ impl NodeService {
                 }
             }
             if let Some(e) = last {
-                return Err(bounded_status(e));
+                return Err(e.into());
             }
         }
-        Err(Status::internal(format!(
-            "{} is still mounted after repeated unmounts",
-            path.display()
-        )))
+        Err(NodeError::StillMounted {
+            path: path.to_owned(),
+        })
     }
 
     pub(super) async fn bind(
@@ -95,20 +93,18 @@ impl NodeService {
         staging: &Path,
         target: &Path,
         read_only: bool,
-    ) -> Result<(), Status> {
+    ) -> Result<(), NodeError> {
         let (mounter, from, to) = (self.mounter.clone(), staging.to_owned(), target.to_owned());
         self.bounded
             .run("bind mount", target, move || mounter.bind(&from, &to))
-            .await
-            .map_err(bounded_status)?;
+            .await?;
         if read_only {
             let (mounter, to) = (self.mounter.clone(), target.to_owned());
             self.bounded
                 .run("read-only remount", target, move || {
                     mounter.remount_read_only(&to)
                 })
-                .await
-                .map_err(bounded_status)?;
+                .await?;
         }
         Ok(())
     }

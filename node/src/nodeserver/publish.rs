@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 
+use super::NodeService;
+use crate::error::NodeError;
 use rwxnfs_proto::csi::{
     NodePublishVolumeRequest, VolumeCapability, volume_capability::access_mode::Mode,
 };
-use tonic::Status;
-
-use super::NodeService;
 
 /// Whether the capability's access mode is one of `modes`.
 fn mode_is(cap: &VolumeCapability, modes: &[Mode]) -> bool {
@@ -22,7 +21,7 @@ impl NodeService {
         &self,
         req: &NodePublishVolumeRequest,
         cap: &VolumeCapability,
-    ) -> Result<(), Status> {
+    ) -> Result<(), NodeError> {
         let staging = PathBuf::from(&req.staging_target_path);
         let target = PathBuf::from(&req.target_path);
         if self.mounted_at(&staging).await?.is_some() {
@@ -34,12 +33,9 @@ impl NodeService {
             .rev()
             .find(|m| m.mount_point == staging)
             .cloned()
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "volume {} is not staged at {}",
-                    req.volume_id,
-                    staging.display()
-                ))
+            .ok_or_else(|| NodeError::NotStaged {
+                volume_id: req.volume_id.clone(),
+                staging: staging.clone(),
             })?;
         let read_only = req.readonly
             || mode_is(
@@ -50,28 +46,22 @@ impl NodeService {
             if existing.source == staged.source && existing.read_only() == read_only {
                 return Ok(());
             }
-            return Err(Status::already_exists(format!(
-                "{} is already mounted from {} ({}); not publishing {} there",
-                target.display(),
-                existing.source,
-                if existing.read_only() {
-                    "read-only"
-                } else {
-                    "read-write"
-                },
-                req.volume_id
-            )));
+            return Err(NodeError::TargetTaken {
+                volume_id: req.volume_id.clone(),
+                target,
+                mounted: existing.source.clone(),
+                read_only: existing.read_only(),
+            });
         }
         if mode_is(cap, &[Mode::SingleNodeSingleWriter])
             && let Some(other) = mounts.iter().find(|m| {
                 m.source == staged.source && m.mount_point != staging && m.mount_point != target
             })
         {
-            return Err(Status::failed_precondition(format!(
-                "volume {} is SINGLE_NODE_SINGLE_WRITER and already published at {}",
-                req.volume_id,
-                other.mount_point.display()
-            )));
+            return Err(NodeError::SingleWriter {
+                volume_id: req.volume_id.clone(),
+                other: other.mount_point.clone(),
+            });
         }
         self.mkdir(&target).await?;
         self.bind(&staging, &target, read_only).await?;

@@ -2,11 +2,9 @@
 
 use std::path::PathBuf;
 
-use rwxnfs_proto::csi::{NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability};
-use tonic::Status;
-
 use super::NodeService;
-use crate::bounded::BoundedError;
+use crate::{bounded::BoundedError, error::NodeError};
+use rwxnfs_proto::csi::{NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability};
 
 impl NodeService {
     /// A staged mount whose server came back with another fsid, or after a failover that did
@@ -16,7 +14,7 @@ impl NodeService {
         &self,
         req: &NodePublishVolumeRequest,
         cap: &VolumeCapability,
-    ) -> Result<(), Status> {
+    ) -> Result<(), NodeError> {
         let staging = PathBuf::from(&req.staging_target_path);
         let Err(e) = self.stat_fs(&staging).await else {
             return Ok(());

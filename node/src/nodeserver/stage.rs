@@ -2,12 +2,11 @@
 
 use std::{path::PathBuf, time::Instant};
 
+use super::{NodeService, resolve::resolve};
+use crate::error::NodeError;
 use nix::mount::MsFlags;
 use rwxnfs_model::{MountOptions, NfsVersion};
 use rwxnfs_proto::csi::{NodeStageVolumeRequest, VolumeCapability, volume_capability};
-use tonic::Status;
-
-use super::{NodeService, bounded_status, resolve::resolve};
 
 fn mount_flags(cap: &VolumeCapability) -> Vec<String> {
     match &cap.access_type {
@@ -45,31 +44,25 @@ struct Wanted<'a> {
 fn wanted<'a>(
     req: &'a NodeStageVolumeRequest,
     cap: &VolumeCapability,
-) -> Result<Wanted<'a>, Status> {
+) -> Result<Wanted<'a>, NodeError> {
     let ctx = &req.volume_context;
-    let server = ctx.get("server").filter(|s| !s.is_empty()).ok_or_else(|| {
-        Status::invalid_argument("volume context has no `server`: is this an rwxnfs volume? (static PVs set volumeAttributes server and share)")
-    })?;
+    let server = ctx
+        .get("server")
+        .filter(|s| !s.is_empty())
+        .ok_or(NodeError::NoServer)?;
     let share = ctx
         .get("share")
         .filter(|s| s.starts_with('/'))
-        .ok_or_else(|| {
-            Status::invalid_argument(
-                "volume context has no absolute `share` (the export path, e.g. /pvc-123)",
-            )
-        })?;
+        .ok_or(NodeError::NoShare)?;
     let version = match ctx.get("nfsVersion") {
-        Some(v) => v
-            .parse::<NfsVersion>()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        Some(v) => v.parse::<NfsVersion>()?,
         None => NfsVersion::default(),
     };
     let user: Vec<String> = mount_flags(cap)
         .into_iter()
         .chain(ctx.get("mountOptions").cloned())
         .collect();
-    let options = MountOptions::merge(version, user.iter().map(String::as_str))
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let options = MountOptions::merge(version, user.iter().map(String::as_str))?;
     Ok(Wanted {
         server,
         share,
@@ -82,7 +75,7 @@ impl NodeService {
         &self,
         req: &NodeStageVolumeRequest,
         cap: &VolumeCapability,
-    ) -> Result<(), Status> {
+    ) -> Result<(), NodeError> {
         let Wanted {
             server,
             share,
@@ -101,12 +94,12 @@ impl NodeService {
             if existing.fs_type.starts_with("nfs") && existing.source == source {
                 return Ok(());
             }
-            return Err(Status::already_exists(format!(
-                "{} already has {} from {} mounted; not mounting {source} over it",
-                staging.display(),
-                existing.fs_type,
-                existing.source
-            )));
+            return Err(NodeError::StagingTaken {
+                staging,
+                fs_type: existing.fs_type,
+                mounted: existing.source,
+                wanted: source,
+            });
         }
         self.mkdir(&staging).await?;
         let fs_type = if options.is_v3() { "nfs" } else { "nfs4" };
@@ -122,8 +115,7 @@ impl NodeService {
             .run("NFS mount", &staging, move || {
                 mounter.mount_nfs(&src, &target, fs_type, flags, &data)
             })
-            .await
-            .map_err(bounded_status)?;
+            .await?;
         tracing::info!(volume_id = %req.volume_id, %source, staging = %staging.display(), ms = started.elapsed().as_millis() as u64, "staged");
         Ok(())
     }

@@ -2,40 +2,37 @@
 
 use std::path::PathBuf;
 
+use super::NodeService;
+use crate::{error::NodeError, mounter::FsStats};
 use rwxnfs_model::VolumeId;
 use rwxnfs_proto::csi::{
     NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, VolumeCondition, VolumeUsage,
     volume_usage,
 };
-use tonic::Status;
-
-use super::NodeService;
-use crate::mounter::FsStats;
 
 impl NodeService {
     pub(super) async fn stats(
         &self,
         req: &NodeGetVolumeStatsRequest,
-    ) -> Result<NodeGetVolumeStatsResponse, Status> {
+    ) -> Result<NodeGetVolumeStatsResponse, NodeError> {
         let path = PathBuf::from(&req.volume_path);
-        let mount = self.mounted_at(&path).await?.ok_or_else(|| {
-            Status::not_found(format!(
-                "{} is not a mount of volume {}",
-                path.display(),
-                req.volume_id
-            ))
-        })?;
+        let mount = self
+            .mounted_at(&path)
+            .await?
+            .ok_or_else(|| NodeError::NotMounted {
+                volume_id: req.volume_id.clone(),
+                path: path.clone(),
+            })?;
         // An rwxnfs export's path ends in the export's name (`/<name>` on NFS-Ganesha,
         // `<root>/volumes/<name>` on kernel nfsd): a mount of anything else is not this volume.
         if let Ok(id) = req.volume_id.parse::<VolumeId>()
             && !export_name_is(&mount.source, id.name.as_ref())
         {
-            return Err(Status::not_found(format!(
-                "{} is a mount of {}, not of volume {}",
-                path.display(),
-                mount.source,
-                req.volume_id
-            )));
+            return Err(NodeError::OtherMount {
+                volume_id: req.volume_id.clone(),
+                path,
+                mounted: mount.source,
+            });
         }
         let condition = match self.stat_fs(&path).await {
             Ok(st) => {
