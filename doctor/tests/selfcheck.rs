@@ -14,6 +14,11 @@ const POD: &str = "/api/v1/namespaces/rwxnfs/pods/rwxnfs-controller-5d8f7c9b4-x2
 const NAMESPACE: &str = "/api/v1/namespaces/rwxnfs";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/rwxnfs/events";
 
+/// The tests of this file run one at a time: one of them captures the check's log with a
+/// thread-local subscriber, and the same log callsites hit at the same moment on another
+/// test's thread (no subscriber there) left its capture empty, 9 runs in 60.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn me() -> Identity {
     let mut traffic = Traffic::default();
     traffic.tcp_ports.extend([2049, 9820]);
@@ -49,6 +54,7 @@ fn namespace() -> serde_json::Value {
 
 #[tokio::test]
 async fn an_injected_pod_without_exclusions_is_reported_and_an_event_recorded() {
+    let _serial = SERIAL.lock().await;
     let (client, handle) = client();
     let api = serve(
         handle,
@@ -127,6 +133,7 @@ impl std::io::Write for Logs {
 
 #[tokio::test(flavor = "current_thread")]
 async fn each_finding_is_logged_at_its_severity_with_its_fix() {
+    let _serial = SERIAL.lock().await;
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -164,6 +171,7 @@ async fn each_finding_is_logged_at_its_severity_with_its_fix() {
 
 #[tokio::test]
 async fn a_correctly_annotated_pod_records_no_event() {
+    let _serial = SERIAL.lock().await;
     let (client, handle) = client();
     let annotations = json!({
         "traffic.sidecar.istio.io/excludeOutboundPorts": "2049,9820",
@@ -191,6 +199,7 @@ async fn a_correctly_annotated_pod_records_no_event() {
 
 #[tokio::test]
 async fn an_unreadable_namespace_still_checks_the_pod_itself() {
+    let _serial = SERIAL.lock().await;
     let (client, handle) = client();
     let forbidden = status(
         StatusCode::FORBIDDEN,
@@ -221,6 +230,7 @@ async fn an_unreadable_namespace_still_checks_the_pod_itself() {
 
 #[tokio::test]
 async fn an_api_that_cannot_be_reached_is_an_error_not_a_panic() {
+    let _serial = SERIAL.lock().await;
     let (client, handle) = client();
     drop(handle);
     let err = selfcheck::run(&client, &me())
