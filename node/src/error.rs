@@ -68,6 +68,9 @@ pub enum NodeError {
         path: PathBuf,
         mounted: String,
     },
+    /// The per-volume try-lock (see [`crate::inflight`]) is held by another call.
+    #[error("an operation on volume {volume_id} at {path} is already in progress; retry later")]
+    InProgress { volume_id: String, path: PathBuf },
     #[error("{path} is still mounted after repeated unmounts")]
     StillMounted { path: PathBuf },
     /// A blocking step that failed, overran its limit, or found its path still held.
@@ -116,6 +119,7 @@ impl From<NodeError> for Status {
             NodeError::NotMounted { .. } | NodeError::OtherMount { .. } => {
                 Status::not_found(message)
             }
+            NodeError::InProgress { .. } => Status::aborted(message),
             NodeError::StillMounted { .. } => Status::internal(message),
             NodeError::ExpandUnsupported => Status::unimplemented(message),
             NodeError::Step { step } => match step {

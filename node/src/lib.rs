@@ -3,6 +3,7 @@
 
 pub mod bounded;
 mod error;
+mod inflight;
 pub mod mounter;
 mod nodeserver;
 mod probe;

@@ -13,7 +13,7 @@
 //! fsGroup and `mode: "2775"`), or use `squash: none` to let fsGroup do the work.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,6 +35,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     bounded::Bounded,
     error::NodeError,
+    inflight::InFlight,
     mounter::{Mounter, SystemMounter},
 };
 
@@ -59,6 +60,9 @@ pub struct NodeService {
     config: NodeConfig,
     mounter: Arc<dyn Mounter>,
     bounded: Bounded,
+    /// Held by (volume, target path) in publish and unpublish, (volume, staging path) in
+    /// stage, unstage and re-staging.
+    inflight: InFlight,
 }
 
 /// The node capabilities rwxnfs advertises. VOLUME_MOUNT_GROUP is left out on purpose: NFS
@@ -113,6 +117,7 @@ impl NodeService {
             config,
             mounter,
             bounded,
+            inflight: InFlight::default(),
         }
     }
 
@@ -135,6 +140,8 @@ impl Node for NodeService {
             require(&req.volume_id, "Volume ID")?;
             require(&req.staging_target_path, "Staging target path")?;
             let cap = check_capability(req.volume_capability.as_ref())?;
+            let staging = PathBuf::from(&req.staging_target_path);
+            let _held = self.inflight.try_hold(&req.volume_id, &staging)?;
             self.stage(&req, cap).await?;
             Ok(NodeStageVolumeResponse {})
         }
@@ -152,6 +159,7 @@ impl Node for NodeService {
             require(&req.volume_id, "Volume ID")?;
             require(&req.staging_target_path, "Staging target path")?;
             let staging = PathBuf::from(&req.staging_target_path);
+            let _held = self.inflight.try_hold(&req.volume_id, &staging)?;
             self.unmount_all(&staging).await?;
             self.rmdir(&staging).await?;
             Ok(NodeUnstageVolumeResponse {})
@@ -171,6 +179,9 @@ impl Node for NodeService {
             require(&req.target_path, "Target path")?;
             let cap = check_capability(req.volume_capability.as_ref())?;
             require(&req.staging_target_path, "Staging target path")?;
+            let _held = self
+                .inflight
+                .try_hold(&req.volume_id, Path::new(&req.target_path))?;
             self.publish(&req, cap).await?;
             Ok(NodePublishVolumeResponse {})
         }
@@ -189,6 +200,7 @@ impl Node for NodeService {
             require(&req.volume_id, "Volume ID")?;
             require(&req.target_path, "Target path")?;
             let target = PathBuf::from(&req.target_path);
+            let _held = self.inflight.try_hold(&req.volume_id, &target)?;
             self.unmount_all(&target).await?;
             self.rmdir(&target).await?;
             Ok(NodeUnpublishVolumeResponse {})
