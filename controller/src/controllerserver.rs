@@ -24,10 +24,13 @@ use crate::{
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-/// The controller capabilities rwxnfs advertises.
-const CAPABILITIES: [Cap; 13] = [
+/// The controller capabilities rwxnfs advertises. PUBLISH_READONLY: a read-only publish grants
+/// the node read-only access on the server, and publishing it again with the other mode is
+/// ALREADY_EXISTS (the agent keeps one access mode per node).
+const CAPABILITIES: [Cap; 14] = [
     Cap::CreateDeleteVolume,
     Cap::PublishUnpublishVolume,
+    Cap::PublishReadonly,
     Cap::ListVolumes,
     Cap::ListVolumesPublishedNodes,
     Cap::GetVolume,

@@ -46,6 +46,7 @@ const MUST_PASS: &[&str] = &[
     "Node Service should be idempotent",
     "NodeStageVolume should fail when no volume id is provided",
     "ControllerPublishVolume should fail when the node does not exist",
+    "ControllerPublishVolume should fail when the volume is already published but is incompatible",
 ];
 
 #[test]
