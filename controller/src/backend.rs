@@ -52,6 +52,8 @@ pub trait Backend: Send + Sync + 'static {
 /// A backend reached through the export agent's gRPC API.
 pub struct AgentBackend {
     name: Name,
+    /// Where the agent is, as configured (for messages).
+    endpoint: String,
     server: Option<IpAddr>,
     client: AgentClient<Channel>,
 }
@@ -135,6 +137,7 @@ impl AgentBackend {
             .map_err(|e| setup(e.to_string()))?;
         Ok(Self {
             name,
+            endpoint: agent.endpoint.clone(),
             server: config.server,
             client: AgentClient::new(channel),
         })
@@ -159,12 +162,16 @@ impl AgentBackend {
         rwxnfs_server::metrics::record_outgoing("agent", method, code, started.elapsed());
         result.map(tonic::Response::into_inner).map_err(|s| {
             // A status the agent sent comes off the wire with no source; one with a source is
-            // the client's own failure to reach it (connection refused, reset, timed out),
-            // which callers must see as UNAVAILABLE so that they retry.
-            if s.code() == tonic::Code::Unknown && std::error::Error::source(&s).is_some() {
+            // the client's own failure to reach it (connection refused, reset, timed out, no
+            // socket), which callers must see as UNAVAILABLE so that they retry, and which
+            // names where the agent was looked for.
+            if std::error::Error::source(&s).is_some()
+                && matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
+            {
                 Status::unavailable(format!(
-                    "backend {}: the agent cannot be reached ({}); retry",
+                    "backend {}: the agent at {} cannot be reached ({}); retry",
                     self.name,
+                    self.endpoint,
                     transport_cause(&s)
                 ))
             } else {
@@ -354,6 +361,14 @@ mod tests {
         let backend = backend(&format!("unix://{}/absent.sock", dir.path().display()));
         let err = backend.probe().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(
+            err.message().starts_with(&format!(
+                "backend ha: the agent at unix://{}/absent.sock cannot be reached (",
+                dir.path().display()
+            )),
+            "{}",
+            err.message()
+        );
     }
 
     /// What a controller sees right after a failover: its connection to the address led to a
@@ -372,8 +387,10 @@ mod tests {
         let err = backend.probe().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
         assert!(
-            err.message()
-                .starts_with("backend ha: the agent cannot be reached"),
+            err.message().starts_with(&format!(
+                "backend ha: the agent at unix://{} cannot be reached",
+                path.display()
+            )),
             "{}",
             err.message()
         );
