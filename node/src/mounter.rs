@@ -14,7 +14,7 @@ use nix::mount::{MntFlags, MsFlags};
 #[cfg(any(test, feature = "test-support"))]
 mod fake;
 #[cfg(any(test, feature = "test-support"))]
-pub use fake::{FakeMounter, Gate};
+pub use fake::{FakeMounter, Gate, MOUNT_TABLE};
 
 /// What statvfs says about a mounted filesystem.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

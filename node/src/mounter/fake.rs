@@ -21,7 +21,8 @@ pub struct FakeMounter {
     pub fail: Mutex<Option<i32>>,
     /// Paths whose statvfs fails with ESTALE (a server that came back with another fsid).
     pub stale: Mutex<Vec<PathBuf>>,
-    /// Holds mounts, binds, remounts and unmounts of one path while closed.
+    /// Holds mounts, binds, remounts and unmounts of one path while closed, and reads of the
+    /// mount table while closed on [`MOUNT_TABLE`].
     pub gate: Gate,
 }
 
@@ -38,6 +39,9 @@ struct GateState {
     closed_on: Option<PathBuf>,
     held: usize,
 }
+
+/// The path a gate closed on holds reads of the mount table at.
+pub const MOUNT_TABLE: &str = "/proc/self/mountinfo";
 
 /// How long a held call waits for a test that forgot to open the gate.
 const GATE_LIMIT: Duration = Duration::from_secs(30);
@@ -183,6 +187,7 @@ impl Mounter for FakeMounter {
     }
 
     fn mounts(&self) -> io::Result<Vec<MountEntry>> {
+        self.gate.pass(Path::new(MOUNT_TABLE));
         Ok(self.table.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }

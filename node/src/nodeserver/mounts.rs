@@ -12,17 +12,25 @@ use crate::{
 use nix::mount::MntFlags;
 
 impl NodeService {
-    /// The mount table, read under the time bound (reading it does not touch NFS, but be safe).
+    /// The mount table. Reading it is kernel memory, not NFS, so it cannot hang on a dead
+    /// server: concurrent RPCs read it side by side on the blocking pool, rather than sharing
+    /// one busy slot of the time-bounded runner (where a second reader got a spurious ABORTED
+    /// "a previous reading the mount table has not returned yet").
     pub(super) async fn mounts(&self) -> Result<Vec<MountEntry>, NodeError> {
+        const WHAT: &str = "reading the mount table";
+        let path = Path::new("/proc/self/mountinfo");
         let mounter = self.mounter.clone();
-        self.bounded
-            .run(
-                "reading the mount table",
-                Path::new("/proc/self/mountinfo"),
-                move || mounter.mounts(),
-            )
-            .await
-            .map_err(NodeError::from)
+        let source = match tokio::task::spawn_blocking(move || mounter.mounts()).await {
+            Ok(Ok(entries)) => return Ok(entries),
+            Ok(Err(source)) => source,
+            Err(e) => std::io::Error::other(format!("the reading thread failed: {e}")),
+        };
+        Err(BoundedError::Io {
+            what: WHAT,
+            path: path.to_owned(),
+            source,
+        }
+        .into())
     }
 
     pub(super) async fn mounted_at(&self, path: &Path) -> Result<Option<MountEntry>, NodeError> {

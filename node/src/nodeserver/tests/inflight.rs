@@ -218,3 +218,22 @@ async fn a_publish_that_finds_the_staged_mount_stale_while_another_restages_it_i
     }
     assert_eq!(mounted_at(&mounter, &dir.path().join("t3")), 0);
 }
+
+#[tokio::test]
+async fn publishes_of_two_targets_read_the_mount_table_at_the_same_time() {
+    let (svc, mounter, dir) = service();
+    staged(&svc, dir.path()).await;
+    let svc = Arc::new(svc);
+    mounter.gate.close(Path::new(crate::mounter::MOUNT_TABLE));
+    let (a, b) = (svc.clone(), svc.clone());
+    let (da, db) = (dir.path().to_owned(), dir.path().to_owned());
+    let first = tokio::spawn(async move { a.node_publish_volume(publish(&da, "t1")).await });
+    let second = tokio::spawn(async move { b.node_publish_volume(publish(&db, "t2")).await });
+    // Both are in the middle of reading the table: neither was told another read is running.
+    held_at_gate(&mounter, 2).await;
+    mounter.gate.open();
+    first.await.unwrap().expect("the first publish");
+    second.await.unwrap().expect("the second publish");
+    assert_eq!(mounted_at(&mounter, &dir.path().join("t1")), 1);
+    assert_eq!(mounted_at(&mounter, &dir.path().join("t2")), 1);
+}
