@@ -835,8 +835,35 @@ fn delete_everything(cluster: &Cluster) {
         .filter(|n| n.starts_with("export-"))
         .collect();
     assert!(files.is_empty(), "Ganesha export files left: {files:?}");
+    // onDelete: delete (the example class): the data goes too, volumes and snapshots alike
+    // (through the agent's trash, emptied in the background).
+    for kind in ["volumes", "snapshots"] {
+        let dir = cluster.backend.state.join("exports").join(kind);
+        wait_for(&format!("no {kind} left on the server"), STEP, || {
+            std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none())
+        });
+    }
     println!(
-        "everything deleted: no PV, no snapshot content, no export left ({:?})",
+        "everything deleted: no PV, no snapshot content, no export and no data left ({:?})",
         started.elapsed()
     );
+    // The sidecars and the controller ran as the Deployment's service account all along:
+    // whatever the shipped RBAC lacked would show here.
+    for log in [
+        "csi-provisioner",
+        "csi-attacher",
+        "csi-resizer",
+        "csi-snapshotter",
+        "rwxnfs-controller",
+    ] {
+        let text =
+            std::fs::read_to_string(plane.dir().join(format!("{log}.err.log"))).unwrap_or_default();
+        let forbidden: Vec<&str> = text.lines().filter(|l| l.contains("forbidden")).collect();
+        assert!(
+            forbidden.is_empty(),
+            "{log} was refused by RBAC:\n{}",
+            forbidden.join("\n")
+        );
+    }
+    println!("no request of the sidecars or the controller was forbidden by the shipped RBAC");
 }
