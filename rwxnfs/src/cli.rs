@@ -50,15 +50,18 @@ pub enum Command {
 
     /// Run the whole stack on this machine, for trying rwxnfs out and for conformance runs.
     /// No cluster is needed; everything listens on unix sockets under one state directory.
+    #[cfg(feature = "lab")]
     Dev(DevArgs),
 
     /// Show what rwxnfs is for, end to end, with real NFS: an NFS server and three nodes in
     /// small VMs (QEMU, Debian's kernel), a 4 GiB ReadWriteMany claim written from two nodes,
     /// refused to the third, expanded, snapshotted and cleaned up. Needs root and the packages
     /// scripts/install-test-deps installs; takes a few minutes, and stops everything it starts.
+    #[cfg(feature = "lab")]
     Walkthrough(WalkthroughArgs),
 }
 
+#[cfg(feature = "lab")]
 #[derive(Args, Debug)]
 pub struct WalkthroughArgs {
     /// Where the VM image is cached and the VMs' logs are kept (default: target/tmp of the
@@ -220,6 +223,7 @@ pub struct MeshArgs {
     pub mountd_port: Option<u16>,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Args, Debug)]
 pub struct DevArgs {
     /// Where the stack keeps its sockets, state and logs.

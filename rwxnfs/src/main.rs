@@ -3,10 +3,12 @@
 mod agent;
 mod cli;
 mod controller;
+#[cfg(feature = "lab")]
 mod dev;
 mod doctor;
 mod mesh;
 mod node;
+#[cfg(feature = "lab")]
 mod walkthrough;
 
 use clap::Parser;
@@ -39,11 +41,13 @@ fn main() -> std::process::ExitCode {
     runtime.block_on(async {
         let result = match cli.command {
             Command::Node(args) => node::run(args).await,
+            #[cfg(feature = "lab")]
             Command::Dev(args) => dev::run(args).await,
             Command::Mesh(command) => mesh::run(command),
             Command::Controller(args) => controller::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Doctor(args) => return doctor::run(args).await,
+            #[cfg(feature = "lab")]
             Command::Walkthrough(args) => walkthrough::run(args).await,
         };
         match result {
