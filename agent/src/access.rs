@@ -6,9 +6,8 @@ use ipnet::IpNet;
 
 use crate::{
     error::AgentError,
-    exporter::Access,
     exports::{ExportAgent, parse_name},
-    table::{ClientRecord, ExportRecord, RecordState, now_unix_ms},
+    table::{Access, ClientRecord, ExportRecord, RecordState, now_unix_ms},
 };
 
 /// Longest accepted client id (a Kubernetes node name is at most 253).

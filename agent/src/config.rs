@@ -12,7 +12,10 @@ use std::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::{exporter::Squash, fs::QuotaKind, table::OnDelete};
+use crate::{
+    fs::QuotaKind,
+    table::{OnDelete, Squash},
+};
 
 /// A complete configuration, also used by tests and the documentation.
 pub const EXAMPLE: &str = r#"# rwxnfs agent configuration

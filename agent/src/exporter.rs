@@ -7,29 +7,11 @@ use std::{net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
 
+use crate::table::{Access, Squash};
+
 pub mod fake;
 pub mod ganesha;
 pub mod kernel;
-
-/// Read-write or read-only, per client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    Rw,
-    Ro,
-}
-
-/// Which client users are mapped to the anonymous user.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Squash {
-    None,
-    #[default]
-    Root,
-    All,
-}
 
 /// Who may reach an export: a single address (a granted node) or a network (an
 /// `allowedClients` CIDR from the StorageClass).

@@ -12,10 +12,13 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::{
     error::{AgentError, blocking},
-    exporter::{Access, Client, ExportSpec, Exporter, Squash},
+    exporter::{Client, ExportSpec, Exporter},
     fs::{Ownership, RelPath, VolumeFs, round_up},
     locks::{NameGuard, NameLocks},
-    table::{ExportRecord, OnDelete, OptionsRecord, RecordState, SourceRecord, Table, now_unix_ms},
+    table::{
+        Access, ExportRecord, OnDelete, OptionsRecord, RecordState, SourceRecord, Squash, Table,
+        now_unix_ms,
+    },
 };
 
 /// Larger requests are refused outright (1 EiB): they can only be mistakes.

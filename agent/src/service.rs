@@ -14,9 +14,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     access::GrantRequest,
     error::{AgentError, blocking},
-    exporter::{Access, Squash},
     exports::{CreateRequest, ExportAgent, OptionsRequest, SourceRequest},
-    table::{ExportRecord, OnDelete, SnapshotRecord, SourceRecord},
+    table::{Access, ExportRecord, OnDelete, SnapshotRecord, SourceRecord, Squash},
 };
 
 pub struct AgentService {

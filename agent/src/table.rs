@@ -21,8 +21,6 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::exporter::{Access, Squash};
-
 /// The first export id handed out. Ganesha reserves 0 for its pseudo root, and low ids are
 /// often used by hand-written exports on the same server.
 pub const FIRST_EXPORT_ID: u32 = 100;
@@ -48,6 +46,24 @@ pub enum RecordState {
     Creating,
     Ready,
     Deleting,
+}
+
+/// Read-write or read-only, per client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Rw,
+    Ro,
+}
+
+/// Which client users are mapped to the anonymous user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Squash {
+    None,
+    #[default]
+    Root,
+    All,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

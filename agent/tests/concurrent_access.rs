@@ -12,9 +12,9 @@ use common::DirFs;
 use rwxnfs_agent::{
     ExportAgent, Settings,
     access::GrantRequest,
-    exporter::{Access, Client, fake::FakeExporter},
+    exporter::{Client, fake::FakeExporter},
     exports::CreateRequest,
-    table::Table,
+    table::{Access, Table},
 };
 
 const NODES: u8 = 10;

@@ -11,12 +11,12 @@ use rwxnfs_agent::{
     ExportAgent, Settings,
     access::GrantRequest,
     exporter::{
-        Access, Exporter, Squash,
+        Exporter,
         ganesha::{GaneshaExporter, GaneshaSettings, INCLUDE_FILE},
     },
     exports::{CreateRequest, OptionsRequest},
     fs::plain::PlainFs,
-    table::Table,
+    table::{Access, Squash, Table},
 };
 use rwxnfs_testbed::{Dbus, Ganesha, Netns, NfsOutcome, nfs_cat, nfs_write, require};
 

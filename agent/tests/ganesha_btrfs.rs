@@ -9,10 +9,9 @@ use std::sync::Arc;
 use rwxnfs_agent::{
     ExportAgent, Settings,
     access::GrantRequest,
-    exporter::{Access, Squash},
     exports::{CreateRequest, OptionsRequest},
     fs::btrfs::BtrfsFs,
-    table::Table,
+    table::{Access, Squash, Table},
 };
 use rwxnfs_testbed::{
     GaneshaServer, LoopFs, Netns, NfsOutcome, loopfs_run as run, nfs_cat, nfs_write, require,

@@ -6,9 +6,12 @@
 
 use std::{path::Path, time::Instant};
 
-use rwxnfs_agent::exporter::{
-    Access, Client, ExportSpec, Exporter, Squash,
-    ganesha::{GaneshaExporter, GaneshaSettings},
+use rwxnfs_agent::{
+    exporter::{
+        Client, ExportSpec, Exporter,
+        ganesha::{GaneshaExporter, GaneshaSettings},
+    },
+    table::{Access, Squash},
 };
 use rwxnfs_testbed::{GaneshaServer, Netns, NfsOutcome, nfs_cat, nfs_write};
 

@@ -12,9 +12,9 @@ use common::DirFs;
 use rwxnfs_agent::{
     AgentError, ExportAgent, Settings,
     access::GrantRequest,
-    exporter::{Access, Client, fake::FakeExporter},
+    exporter::{Client, fake::FakeExporter},
     exports::{CreateRequest, OptionsRequest, SourceRequest},
-    table::{OnDelete, RecordState, Table},
+    table::{Access, OnDelete, RecordState, Table},
 };
 use tonic::Code;
 

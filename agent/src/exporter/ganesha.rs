@@ -29,7 +29,8 @@ use std::{
 use tokio::sync::Mutex;
 use zbus::Connection;
 
-use super::{Access, ExportError, ExportSpec, Exporter, Squash};
+use super::{ExportError, ExportSpec, Exporter};
+use crate::table::{Access, Squash};
 
 const OBJECT: &str = "/org/ganesha/nfsd/ExportMgr";
 const INTERFACE: &str = "org.ganesha.nfsd.exportmgr";

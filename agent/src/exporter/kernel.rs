@@ -22,7 +22,8 @@ use std::{
 
 use tokio::sync::Mutex;
 
-use super::{Access, Client, ExportError, ExportSpec, Exporter, Squash};
+use super::{Client, ExportError, ExportSpec, Exporter};
+use crate::table::{Access, Squash};
 
 /// Runs a helper program; faked in tests.
 #[tonic::async_trait]
