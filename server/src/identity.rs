@@ -50,8 +50,9 @@ impl IdentityService {
         }
     }
 
-    pub fn into_server(self) -> IdentityServer<Self> {
-        IdentityServer::new(self)
+    /// The service with the [`crate::rpc`] layer, which times, counts and logs its calls.
+    pub fn into_server(self) -> crate::rpc::Rpc<IdentityServer<Self>> {
+        crate::rpc::wrap(IdentityServer::new(self))
     }
 }
 
@@ -85,7 +86,6 @@ impl Identity for IdentityService {
         &self,
         _request: Request<GetPluginInfoRequest>,
     ) -> Result<Response<GetPluginInfoResponse>, Status> {
-        tracing::debug!("GetPluginInfo");
         Ok(Response::new(GetPluginInfoResponse {
             name: self.name.to_string(),
             vendor_version: self.vendor_version.clone(),
@@ -97,7 +97,6 @@ impl Identity for IdentityService {
         &self,
         _request: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
-        tracing::debug!("GetPluginCapabilities");
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities: self.capabilities.clone(),
         }))

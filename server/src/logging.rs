@@ -1,4 +1,4 @@
-//! Tracing set-up and the one place RPC errors are logged.
+//! Tracing set-up, and the old per-RPC error logging that [`crate::rpc`] replaces.
 //!
 //! Logs go to stderr: JSON when stderr is not a terminal (in a pod), human-readable on a
 //! terminal, overridable with `--log-format`; the level comes from `RUST_LOG` (default info).
@@ -52,6 +52,9 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// The old way, called by hand in each RPC: [`crate::rpc`] logs every failed call of a wrapped
+/// service. Goes with [`finish_rpc`] once the controller and the agent use the layer.
+///
 /// Logs a failed RPC with its gRPC code and the volume (or snapshot) it concerned, and passes
 /// the result through. Codes that mean "our fault or the backend's" are errors; the ones that
 /// mean "the caller asked for something wrong or must retry" are warnings.
@@ -73,6 +76,10 @@ pub fn log_rpc_result<T>(
     result
 }
 
+/// The old way, called by hand in each RPC: [`crate::rpc::RpcLayer`] does this for every call of
+/// a wrapped service (the handler names its volume with [`crate::rpc::volume_id`]). Goes once
+/// the controller and the agent use the layer; calling both counts and logs a call twice.
+///
 /// Ends an RPC: records it in the metrics (method, code, duration) and logs it if it failed.
 pub fn finish_rpc<T>(
     rpc: &'static str,

@@ -1,8 +1,9 @@
 //! Prometheus metrics: calls per RPC, errors by gRPC code, latency histograms, and the latency
 //! of calls a component makes to others (the controller's agent calls).
 //!
-//! One process-wide registry; [`record_rpc`] is called by [`crate::logging::log_rpc_result`]'s
-//! sibling [`crate::logging::finish_rpc`], so every RPC that goes through it is counted.
+//! One process-wide registry; [`record_rpc`] is called by the [`crate::rpc`] layer, so every
+//! call of a wrapped service is counted (and, until the controller and the agent use the
+//! layer, by [`crate::logging::finish_rpc`]).
 //! [`serve`] answers `GET /metrics` in the Prometheus text format on a TCP address.
 
 use std::{

@@ -151,6 +151,9 @@ impl Shutdown {
 
 /// A server builder with what every endpoint wants: a span per call named by its gRPC method,
 /// and HTTP/2 keepalives so a vanished peer is noticed.
+///
+/// The [`crate::rpc`] layer is applied by each service's `into_server`, not here: `layer` would
+/// change the builder's type, and callers name the plain `Router` it builds.
 pub fn builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
