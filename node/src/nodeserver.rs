@@ -15,7 +15,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use rwxnfs_proto::csi::{
@@ -29,7 +29,7 @@ use rwxnfs_proto::csi::{
     node_service_capability::{self, rpc::Type as Rpc},
     volume_capability,
 };
-use rwxnfs_server::logging::finish_rpc;
+use rwxnfs_server::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -97,14 +97,9 @@ fn check_capability(cap: Option<&VolumeCapability>) -> Result<&VolumeCapability,
     }
 }
 
-/// Records one RPC's outcome (log line, metrics), its error turned into a gRPC status.
-fn finish<T>(
-    rpc: &'static str,
-    started: Instant,
-    volume_id: &str,
-    result: Result<T, NodeError>,
-) -> Rpc_<T> {
-    finish_rpc(rpc, started, volume_id, result.map_err(Status::from)).map(Response::new)
+/// One RPC's answer, its error turned into a gRPC status (the [`rpc`] layer logs and counts it).
+fn reply<T>(result: Result<T, NodeError>) -> Rpc_<T> {
+    result.map(Response::new).map_err(Status::from)
 }
 
 impl NodeService {
@@ -121,8 +116,9 @@ impl NodeService {
         }
     }
 
-    pub fn into_server(self) -> NodeServer<Self> {
-        NodeServer::new(self)
+    /// The service with the [`rpc`] layer, which times, counts and logs its calls.
+    pub fn into_server(self) -> rpc::Rpc<NodeServer<Self>> {
+        rpc::wrap(NodeServer::new(self))
     }
 }
 
@@ -134,8 +130,8 @@ impl Node for NodeService {
         &self,
         request: Request<NodeStageVolumeRequest>,
     ) -> Rpc_<NodeStageVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             require(&req.volume_id, "Volume ID")?;
             require(&req.staging_target_path, "Staging target path")?;
@@ -146,15 +142,15 @@ impl Node for NodeService {
             Ok(NodeStageVolumeResponse {})
         }
         .await;
-        finish("NodeStageVolume", started, &req.volume_id, result)
+        reply(result)
     }
 
     async fn node_unstage_volume(
         &self,
         request: Request<NodeUnstageVolumeRequest>,
     ) -> Rpc_<NodeUnstageVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             require(&req.volume_id, "Volume ID")?;
             require(&req.staging_target_path, "Staging target path")?;
@@ -165,15 +161,15 @@ impl Node for NodeService {
             Ok(NodeUnstageVolumeResponse {})
         }
         .await;
-        finish("NodeUnstageVolume", started, &req.volume_id, result)
+        reply(result)
     }
 
     async fn node_publish_volume(
         &self,
         request: Request<NodePublishVolumeRequest>,
     ) -> Rpc_<NodePublishVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             require(&req.volume_id, "Volume ID")?;
             require(&req.target_path, "Target path")?;
@@ -186,7 +182,7 @@ impl Node for NodeService {
             Ok(NodePublishVolumeResponse {})
         }
         .await;
-        finish("NodePublishVolume", started, &req.volume_id, result)
+        reply(result)
     }
 
     /// Unmounts the target (forced and lazily when the server is gone) and removes it.
@@ -194,8 +190,8 @@ impl Node for NodeService {
         &self,
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Rpc_<NodeUnpublishVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             require(&req.volume_id, "Volume ID")?;
             require(&req.target_path, "Target path")?;
@@ -206,22 +202,22 @@ impl Node for NodeService {
             Ok(NodeUnpublishVolumeResponse {})
         }
         .await;
-        finish("NodeUnpublishVolume", started, &req.volume_id, result)
+        reply(result)
     }
 
     async fn node_get_volume_stats(
         &self,
         request: Request<NodeGetVolumeStatsRequest>,
     ) -> Rpc_<NodeGetVolumeStatsResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             require(&req.volume_id, "Volume ID")?;
             require(&req.volume_path, "Volume path")?;
             self.stats(&req).await
         }
         .await;
-        finish("NodeGetVolumeStats", started, &req.volume_id, result)
+        reply(result)
     }
 
     /// Not advertised: NFS volumes grow on the server, with no node-side step.
@@ -229,21 +225,14 @@ impl Node for NodeService {
         &self,
         request: Request<NodeExpandVolumeRequest>,
     ) -> Rpc_<NodeExpandVolumeResponse> {
-        let started = Instant::now();
-        let id = request.into_inner().volume_id;
-        finish(
-            "NodeExpandVolume",
-            started,
-            &id,
-            Err(NodeError::ExpandUnsupported),
-        )
+        rpc::volume_id(&request.into_inner().volume_id);
+        reply(Err(NodeError::ExpandUnsupported))
     }
 
     async fn node_get_capabilities(
         &self,
         _request: Request<NodeGetCapabilitiesRequest>,
     ) -> Rpc_<NodeGetCapabilitiesResponse> {
-        tracing::debug!("NodeGetCapabilities");
         let capabilities = CAPABILITIES
             .iter()
             .map(|rpc| NodeServiceCapability {
@@ -263,7 +252,6 @@ impl Node for NodeService {
         &self,
         _request: Request<NodeGetInfoRequest>,
     ) -> Rpc_<NodeGetInfoResponse> {
-        tracing::debug!("NodeGetInfo");
         Ok(Response::new(NodeGetInfoResponse {
             node_id: self.config.node_id.clone(),
             max_volumes_per_node: 0,
