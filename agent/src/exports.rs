@@ -193,7 +193,7 @@ impl ExportAgent {
 
     pub(crate) async fn get_record(&self, name: &Name) -> Result<Option<ExportRecord>, AgentError> {
         let table = self.table.clone();
-        let name = name.to_string();
+        let name = name.clone();
         blocking(move || table.export(&name)).await
     }
 
@@ -351,7 +351,7 @@ impl ExportAgent {
 
         let now = now_unix_ms();
         let record = ExportRecord {
-            name: name.to_string(),
+            name: name.clone(),
             export_id: self.allocate_export_id().await?,
             state: RecordState::Creating,
             path: rel.as_path().to_owned(),
@@ -457,7 +457,7 @@ impl ExportAgent {
         capacity: u64,
     ) -> Result<u64, AgentError> {
         let fs = self.fs.clone();
-        let rel = RelPath::volume(&parse_name(&record.name, "name")?);
+        let rel = RelPath::volume(&record.name);
         let ownership = Ownership {
             uid: record.options.uid,
             gid: record.options.gid,
@@ -485,13 +485,7 @@ impl ExportAgent {
         let fs = self.fs.clone();
         let table = self.table.clone();
         let name = record.name.clone();
-        let rel = match Name::parse(&name) {
-            Ok(n) => RelPath::volume(&n),
-            Err(e) => {
-                tracing::error!(export = %name, error = %e, "cannot roll back: bad name in the table");
-                return;
-            }
-        };
+        let rel = RelPath::volume(&name);
         let result = blocking(move || -> Result<(), AgentError> {
             fs.trash(&rel)?;
             table.remove_export(&name)?;
@@ -573,7 +567,7 @@ impl ExportAgent {
     /// The part of a delete after the record says `deleting`; reconcile calls it too.
     pub(crate) async fn finish_delete(&self, record: &ExportRecord) -> Result<(), AgentError> {
         self.exporter.remove(record.export_id).await?;
-        let name = parse_name(&record.name, "name")?;
+        let name = record.name.clone();
         let rel = RelPath::volume(&name);
         let fs = self.fs.clone();
         let table = self.table.clone();
@@ -587,7 +581,7 @@ impl ExportAgent {
                 OnDelete::Retain => None,
                 OnDelete::Archive => fs.archive(&rel)?,
             };
-            table.remove_export(name.as_str())?;
+            table.remove_export(&name)?;
             Ok(archived)
         })
         .await?;
@@ -617,7 +611,7 @@ impl ExportAgent {
         let table = self.table.clone();
         let all = blocking(move || table.exports()).await?;
         let ready = all.into_iter().filter(|r| r.state == RecordState::Ready);
-        Ok(page(ready, |r| &r.name, after.as_deref(), max))
+        Ok(page(ready, |r| r.name.as_str(), after.as_deref(), max))
     }
 }
 
@@ -651,12 +645,12 @@ pub(crate) fn parse_token(token: &str) -> Result<Option<String>, AgentError> {
 /// One page of name-ordered `items` after `after`.
 pub(crate) fn page<T>(
     items: impl Iterator<Item = T>,
-    name: impl Fn(&T) -> &String,
+    name: impl Fn(&T) -> &str,
     after: Option<&str>,
     max: i32,
 ) -> (Vec<T>, String) {
     let mut out: Vec<T> = items
-        .filter(|i| after.is_none_or(|a| name(i).as_str() > a))
+        .filter(|i| after.is_none_or(|a| name(i) > a))
         .collect();
     let max = usize::try_from(max).unwrap_or(0);
     let mut next = String::new();

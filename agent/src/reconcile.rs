@@ -26,10 +26,7 @@ impl ExportAgent {
         let table = self.table.clone();
         let exports = blocking(move || table.exports()).await?;
         for stored in exports {
-            let Ok(name) = parse_name(&stored.name, "name") else {
-                tracing::error!(export = %stored.name, "the table has a record with an invalid name; left alone");
-                continue;
-            };
+            let name = stored.name;
             let _guard = self.lock_export(&name).await;
             // Re-read under the lock: a call may have changed it since the listing.
             let Some(record) = self.get_record(&name).await? else {

@@ -138,7 +138,7 @@ fn source_from(source: Option<pb::ContentSource>) -> Option<SourceRequest> {
 impl AgentService {
     fn export_to(&self, r: &ExportRecord) -> pb::Export {
         pb::Export {
-            name: r.name.clone(),
+            name: r.name.to_string(),
             export_id: r.export_id,
             path: self.agent.fs().root().join(&r.path).display().to_string(),
             pseudo_path: r.pseudo_path.clone(),

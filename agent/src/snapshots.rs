@@ -140,7 +140,7 @@ impl ExportAgent {
                 && (name.is_empty() || s.name == name)
                 && (source.is_empty() || s.source_export == source)
         });
-        Ok(page(matching, |s| &s.name, after.as_deref(), max))
+        Ok(page(matching, |s| s.name.as_str(), after.as_deref(), max))
     }
 
     async fn put_snapshot(&self, record: SnapshotRecord) -> Result<SnapshotRecord, AgentError> {

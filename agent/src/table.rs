@@ -19,6 +19,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use rwxnfs_model::Name;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The first export id handed out. Ganesha reserves 0 for its pseudo root, and low ids are
@@ -101,7 +102,8 @@ pub enum SourceRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportRecord {
-    pub name: String,
+    #[serde(with = "name_as_string")]
+    pub name: Name,
     pub export_id: u32,
     pub state: RecordState,
     /// Relative to the export root.
@@ -127,6 +129,25 @@ pub struct SnapshotRecord {
     /// The source's capacity when the snapshot was taken: the smallest volume it restores to.
     pub size_bytes: u64,
     pub created_unix_ms: u64,
+}
+
+/// A record's name is stored as the plain string it always was. One that is not a valid
+/// [`Name`] (a record edited by hand) makes the record unreadable, reported with its path like
+/// any other corrupt record, so no path is ever built from it.
+mod name_as_string {
+    use rwxnfs_model::Name;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(name: &Name, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(name.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Name, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Name::parse(&raw).map_err(D::Error::custom)
+    }
 }
 
 /// Milliseconds since the Unix epoch, for record timestamps.
@@ -163,16 +184,16 @@ impl Table {
         Ok(table)
     }
 
-    pub fn export(&self, name: &str) -> Result<Option<ExportRecord>, TableError> {
+    pub fn export(&self, name: &Name) -> Result<Option<ExportRecord>, TableError> {
         read_record(&self.exports.join(format!("{name}.json")))
     }
 
     pub fn put_export(&self, record: &ExportRecord) -> Result<(), TableError> {
-        write_record(&self.exports, &record.name, record)
+        write_record(&self.exports, record.name.as_str(), record)
     }
 
-    pub fn remove_export(&self, name: &str) -> Result<(), TableError> {
-        remove_record(&self.exports, name)
+    pub fn remove_export(&self, name: &Name) -> Result<(), TableError> {
+        remove_record(&self.exports, name.as_str())
     }
 
     /// All export records, sorted by name.

@@ -16,6 +16,7 @@ use rwxnfs_agent::{
     exports::{CreateRequest, OptionsRequest, SourceRequest},
     table::{Access, OnDelete, RecordState, Table},
 };
+use rwxnfs_model::Name;
 use tonic::Code;
 
 struct Harness {
@@ -432,10 +433,16 @@ async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
     h.agent.create_export(create("half", 0)).await.unwrap();
     // Simulate crashes: a create that never finished, a delete that never finished.
     let table = Table::open(&h.state).unwrap();
-    let mut half = table.export("half").unwrap().unwrap();
+    let mut half = table
+        .export(&Name::parse("half").unwrap())
+        .unwrap()
+        .unwrap();
     half.state = RecordState::Creating;
     table.put_export(&half).unwrap();
-    let mut d = table.export("doomed").unwrap().unwrap();
+    let mut d = table
+        .export(&Name::parse("doomed").unwrap())
+        .unwrap()
+        .unwrap();
     d.state = RecordState::Deleting;
     table.put_export(&d).unwrap();
     // A fresh NFS server (as after a failover) knows nothing.

@@ -1,8 +1,12 @@
 use super::*;
 
+fn name(raw: &str) -> Name {
+    Name::parse(raw).unwrap()
+}
+
 fn record(name: &str, export_id: u32) -> ExportRecord {
     ExportRecord {
-        name: name.into(),
+        name: self::name(name),
         export_id,
         state: RecordState::Ready,
         path: PathBuf::from("volumes").join(name),
@@ -40,21 +44,21 @@ fn records_survive_a_reopen() {
         .exports()
         .unwrap()
         .into_iter()
-        .map(|r| r.name)
+        .map(|r| r.name.to_string())
         .collect();
     assert_eq!(names, ["a", "b"]);
-    assert_eq!(reopened.export("a").unwrap(), Some(record("a", 100)));
-    assert_eq!(reopened.export("missing").unwrap(), None);
+    assert_eq!(reopened.export(&name("a")).unwrap(), Some(record("a", 100)));
+    assert_eq!(reopened.export(&name("missing")).unwrap(), None);
 }
 
 #[test]
 fn removing_a_missing_record_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let table = Table::open(dir.path()).unwrap();
-    table.remove_export("never-there").unwrap();
+    table.remove_export(&name("never-there")).unwrap();
     table.put_export(&record("x", 100)).unwrap();
-    table.remove_export("x").unwrap();
-    assert_eq!(table.export("x").unwrap(), None);
+    table.remove_export(&name("x")).unwrap();
+    assert_eq!(table.export(&name("x")).unwrap(), None);
 }
 
 #[test]
@@ -102,4 +106,66 @@ fn a_corrupt_record_is_reported_with_its_path() {
     std::fs::write(dir.path().join("exports/bad.json"), b"not json").unwrap();
     let err = table.exports().unwrap_err().to_string();
     assert!(err.contains("bad.json"), "{err}");
+}
+
+/// The format as the agent has always written it (a name is a plain string): state
+/// directories from before names were typed load unchanged, and are written back the same.
+const RECORD_ON_DISK: &str = r#"{
+  "name": "a",
+  "export_id": 100,
+  "state": "ready",
+  "path": "volumes/a",
+  "pseudo_path": "/a",
+  "capacity_bytes": 1073741824,
+  "quota_enforced": true,
+  "clients": [
+    {
+      "client_id": "node-a",
+      "addresses": [
+        "10.0.0.1"
+      ],
+      "access": "rw"
+    }
+  ],
+  "options": {
+    "squash": "root",
+    "uid": 0,
+    "gid": 0,
+    "mode": 1533,
+    "allowed_clients": [],
+    "on_delete": "delete"
+  },
+  "source": null,
+  "created_unix_ms": 1,
+  "updated_unix_ms": 1
+}
+"#;
+
+#[test]
+fn a_record_in_the_existing_format_loads_and_is_written_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    let path = dir.path().join("exports/a.json");
+    std::fs::write(&path, RECORD_ON_DISK).unwrap();
+    assert_eq!(table.export(&name("a")).unwrap(), Some(record("a", 100)));
+
+    table.put_export(&record("a", 100)).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), RECORD_ON_DISK);
+}
+
+#[test]
+fn a_record_with_an_invalid_name_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    let edited = RECORD_ON_DISK.replace(r#""name": "a""#, r#""name": "../escape""#);
+    std::fs::write(dir.path().join("exports/a.json"), edited).unwrap();
+    for err in [
+        table.export(&name("a")).unwrap_err(),
+        table.exports().unwrap_err(),
+    ] {
+        assert!(matches!(err, TableError::Corrupt { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("exports/a.json"), "{message}");
+        assert!(message.contains("../escape"), "{message}");
+    }
 }
