@@ -7,14 +7,18 @@ use rwxnfs_model::Name;
 use rwxnfs_proto::agent::{self as pb, agent_client::AgentClient};
 use tonic::{Status, transport::Channel};
 
-use crate::config::{BackendConfig, ClientTls};
+use crate::{
+    ControllerError,
+    config::{BackendConfig, ClientTls},
+};
 
 pub mod fake;
 mod subdir;
 
-pub use subdir::SubdirBackend;
+pub use subdir::{SubdirBackend, SubdirError};
 
-/// The agent API, as the controller uses it. Status codes follow the agent's contract.
+/// The agent API, as the controller uses it. An agent's refusal keeps the agent's code
+/// ([`ControllerError::Agent`]).
 #[tonic::async_trait]
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &Name;
@@ -24,29 +28,45 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
     /// Where nodes mount this backend's exports from.
-    async fn server_address(&self) -> Result<IpAddr, Status>;
-    async fn probe(&self) -> Result<pb::ProbeResponse, Status>;
-    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status>;
-    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status>;
-    async fn delete_export(&self, name: &str) -> Result<(), Status>;
-    async fn expand_export(&self, name: &str, required: i64, limit: i64) -> Result<i64, Status>;
-    async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status>;
-    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status>;
-    async fn get_export(&self, name: &str) -> Result<pb::Export, Status>;
+    async fn server_address(&self) -> Result<IpAddr, ControllerError>;
+    async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError>;
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, ControllerError>;
+    async fn create_export(
+        &self,
+        req: pb::CreateExportRequest,
+    ) -> Result<pb::Export, ControllerError>;
+    async fn delete_export(&self, name: &str) -> Result<(), ControllerError>;
+    async fn expand_export(
+        &self,
+        name: &str,
+        required: i64,
+        limit: i64,
+    ) -> Result<i64, ControllerError>;
+    async fn grant(
+        &self,
+        name: &str,
+        client: pb::ClientAccess,
+    ) -> Result<pb::Export, ControllerError>;
+    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), ControllerError>;
+    async fn get_export(&self, name: &str) -> Result<pb::Export, ControllerError>;
     async fn list_exports(
         &self,
         max: i32,
         token: &str,
-    ) -> Result<(Vec<pb::Export>, String), Status>;
-    async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status>;
-    async fn delete_snapshot(&self, name: &str) -> Result<(), Status>;
+    ) -> Result<(Vec<pb::Export>, String), ControllerError>;
+    async fn create_snapshot(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<pb::Snapshot, ControllerError>;
+    async fn delete_snapshot(&self, name: &str) -> Result<(), ControllerError>;
     async fn list_snapshots(
         &self,
         max: i32,
         token: &str,
         name: &str,
         source: &str,
-    ) -> Result<(Vec<pb::Snapshot>, String), Status>;
+    ) -> Result<(Vec<pb::Snapshot>, String), ControllerError>;
 }
 
 /// A backend reached through the export agent's gRPC API.
@@ -153,7 +173,7 @@ impl AgentBackend {
         &self,
         method: &'static str,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, Status> {
+    ) -> Result<T, ControllerError> {
         let started = std::time::Instant::now();
         let result = call.await;
         let code = result
@@ -168,22 +188,26 @@ impl AgentBackend {
             if std::error::Error::source(&s).is_some()
                 && matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
             {
-                Status::unavailable(format!(
-                    "backend {}: the agent at {} cannot be reached ({}); retry",
-                    self.name,
-                    self.endpoint,
-                    transport_cause(&s)
-                ))
+                ControllerError::Unreachable {
+                    backend: self.name.clone(),
+                    endpoint: self.endpoint.clone(),
+                    cause: transport_cause(&s),
+                }
             } else {
-                Status::new(s.code(), format!("backend {}: {}", self.name, s.message()))
+                ControllerError::Agent {
+                    backend: self.name.clone(),
+                    code: s.code(),
+                    message: s.message().to_owned(),
+                }
             }
         })
     }
 
     /// An agent answer that must carry an object.
-    fn present<T>(&self, object: Option<T>, method: &str) -> Result<T, Status> {
-        object.ok_or_else(|| {
-            Status::internal(format!("backend {}: {method} returned nothing", self.name))
+    fn present<T>(&self, object: Option<T>, method: &'static str) -> Result<T, ControllerError> {
+        object.ok_or_else(|| ControllerError::EmptyAnswer {
+            backend: self.name.clone(),
+            method,
         })
     }
 }
@@ -194,7 +218,7 @@ impl Backend for AgentBackend {
         &self.name
     }
 
-    async fn server_address(&self) -> Result<IpAddr, Status> {
+    async fn server_address(&self) -> Result<IpAddr, ControllerError> {
         if let Some(server) = self.server {
             return Ok(server);
         }
@@ -203,21 +227,17 @@ impl Backend for AgentBackend {
             .server_addresses
             .iter()
             .find_map(|a| a.parse().ok())
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "backend {}: the agent reports no server address; set `server` for this backend \
-                     in the controller configuration or `serverAddresses` in the agent's",
-                    self.name
-                ))
+            .ok_or_else(|| ControllerError::NoServerAddress {
+                backend: self.name.clone(),
             })
     }
 
-    async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
+    async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError> {
         self.call("Probe", self.client().probe(pb::ProbeRequest {}))
             .await
     }
 
-    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, ControllerError> {
         self.call(
             "GetCapacity",
             self.client().get_capacity(pb::GetCapacityRequest {}),
@@ -225,14 +245,17 @@ impl Backend for AgentBackend {
         .await
     }
 
-    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
+    async fn create_export(
+        &self,
+        req: pb::CreateExportRequest,
+    ) -> Result<pb::Export, ControllerError> {
         let r = self
             .call("CreateExport", self.client().create_export(req))
             .await?;
         self.present(r.export, "CreateExport")
     }
 
-    async fn delete_export(&self, name: &str) -> Result<(), Status> {
+    async fn delete_export(&self, name: &str) -> Result<(), ControllerError> {
         let req = pb::DeleteExportRequest {
             name: name.to_owned(),
             policy: 0,
@@ -242,7 +265,12 @@ impl Backend for AgentBackend {
             .map(|_| ())
     }
 
-    async fn expand_export(&self, name: &str, required: i64, limit: i64) -> Result<i64, Status> {
+    async fn expand_export(
+        &self,
+        name: &str,
+        required: i64,
+        limit: i64,
+    ) -> Result<i64, ControllerError> {
         let req = pb::ExpandExportRequest {
             name: name.to_owned(),
             required_bytes: required,
@@ -254,7 +282,11 @@ impl Backend for AgentBackend {
         Ok(r.capacity_bytes)
     }
 
-    async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status> {
+    async fn grant(
+        &self,
+        name: &str,
+        client: pb::ClientAccess,
+    ) -> Result<pb::Export, ControllerError> {
         let req = pb::GrantAccessRequest {
             name: name.to_owned(),
             client: Some(client),
@@ -265,7 +297,7 @@ impl Backend for AgentBackend {
         self.present(r.export, "GrantAccess")
     }
 
-    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status> {
+    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), ControllerError> {
         let req = pb::RevokeAccessRequest {
             name: name.to_owned(),
             client_id: client_id.to_owned(),
@@ -275,7 +307,7 @@ impl Backend for AgentBackend {
             .map(|_| ())
     }
 
-    async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
+    async fn get_export(&self, name: &str) -> Result<pb::Export, ControllerError> {
         let req = pb::GetExportRequest {
             name: name.to_owned(),
         };
@@ -289,7 +321,7 @@ impl Backend for AgentBackend {
         &self,
         max: i32,
         token: &str,
-    ) -> Result<(Vec<pb::Export>, String), Status> {
+    ) -> Result<(Vec<pb::Export>, String), ControllerError> {
         let req = pb::ListExportsRequest {
             max_entries: max,
             starting_token: token.to_owned(),
@@ -300,7 +332,11 @@ impl Backend for AgentBackend {
         Ok((r.exports, r.next_token))
     }
 
-    async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status> {
+    async fn create_snapshot(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<pb::Snapshot, ControllerError> {
         let req = pb::CreateSnapshotRequest {
             name: name.to_owned(),
             source_export: source.to_owned(),
@@ -311,7 +347,7 @@ impl Backend for AgentBackend {
         self.present(r.snapshot, "CreateSnapshot")
     }
 
-    async fn delete_snapshot(&self, name: &str) -> Result<(), Status> {
+    async fn delete_snapshot(&self, name: &str) -> Result<(), ControllerError> {
         let req = pb::DeleteSnapshotRequest {
             name: name.to_owned(),
         };
@@ -326,7 +362,7 @@ impl Backend for AgentBackend {
         token: &str,
         name: &str,
         source: &str,
-    ) -> Result<(Vec<pb::Snapshot>, String), Status> {
+    ) -> Result<(Vec<pb::Snapshot>, String), ControllerError> {
         let req = pb::ListSnapshotsRequest {
             max_entries: max,
             starting_token: token.to_owned(),

@@ -13,9 +13,10 @@ use rwxnfs_proto::{
     },
 };
 use rwxnfs_server::logging::finish_rpc;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::{
+    ControllerError,
     backend::Backend,
     convert::{self, check_capabilities},
     inflight::{Held, InFlight},
@@ -51,14 +52,14 @@ pub struct ControllerService {
     inflight: InFlight,
 }
 
-fn missing(what: &str) -> Status {
-    Status::invalid_argument(format!("{what} missing in request"))
+fn missing(field: &'static str) -> ControllerError {
+    ControllerError::Missing { field }
 }
 
 /// Treats "already gone" as success on delete paths.
-fn gone_is_ok(result: Result<(), Status>) -> Result<(), Status> {
+fn gone_is_ok(result: Result<(), ControllerError>) -> Result<(), ControllerError> {
     match result {
-        Err(s) if s.code() == Code::NotFound => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         other => other,
     }
 }
@@ -94,45 +95,43 @@ impl ControllerService {
     }
 
     /// The backend a StorageClass names, or the only one.
-    fn backend_for(&self, params: &Params) -> Result<&Arc<dyn Backend>, Status> {
+    fn backend_for(&self, params: &Params) -> Result<&Arc<dyn Backend>, ControllerError> {
+        let configured = || {
+            self.order
+                .iter()
+                .map(Name::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match &params.backend {
-            Some(name) => self.backend_named(name).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "parameter backend: {name} is not configured; configured backends: {}",
-                    self.order
-                        .iter()
-                        .map(Name::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }),
+            Some(name) => self
+                .backend_named(name)
+                .ok_or_else(|| ControllerError::UnknownBackend {
+                    name: name.clone(),
+                    configured: configured(),
+                }),
             None if self.order.len() == 1 => Ok(&self.backends[&self.order[0]]),
-            None => Err(Status::invalid_argument(format!(
-                "parameter backend is required when several backends are configured ({})",
-                self.order
-                    .iter()
-                    .map(Name::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            None => Err(ControllerError::BackendRequired {
+                configured: configured(),
+            }),
         }
     }
 
     /// The backend holding a volume; NOT_FOUND for a garbled id or an unknown backend.
-    fn volume_backend(&self, raw: &str) -> Result<(VolumeId, &Arc<dyn Backend>), Status> {
+    fn volume_backend(&self, raw: &str) -> Result<(VolumeId, &Arc<dyn Backend>), ControllerError> {
         let id = convert::volume_id(raw)?;
         let backend = self.backend_named(&id.backend).ok_or_else(|| {
-            Status::not_found(format!(
-                "volume {raw}: backend {} is not configured",
-                id.backend
-            ))
+            ControllerError::VolumeBackendNotConfigured {
+                volume: raw.to_owned(),
+                backend: id.backend.clone(),
+            }
         })?;
         Ok((id, backend))
     }
 
     /// Holds one node's part of a volume: publish and unpublish for other nodes proceed;
     /// the same node, or a whole-volume operation (delete, expand), is ABORTED.
-    fn hold_node(&self, id: &VolumeId, node_id: &str) -> Result<Held, Status> {
+    fn hold_node(&self, id: &VolumeId, node_id: &str) -> Result<Held, ControllerError> {
         self.inflight
             .try_hold_part(format!("volume {id}"), format!("node {node_id}"))
     }
@@ -142,7 +141,7 @@ impl ControllerService {
         backend: &Arc<dyn Backend>,
         export: &pb::Export,
         params: &Params,
-    ) -> Result<std::collections::HashMap<String, String>, Status> {
+    ) -> Result<std::collections::HashMap<String, String>, ControllerError> {
         let server = backend.server_address().await?;
         Ok(convert::volume_context(&server.to_string(), export, params))
     }
@@ -152,7 +151,7 @@ impl ControllerService {
         &self,
         source: &Option<csi::VolumeContentSource>,
         backend: &Name,
-    ) -> Result<Option<pb::ContentSource>, Status> {
+    ) -> Result<Option<pb::ContentSource>, ControllerError> {
         let Some(kind) = source.as_ref().and_then(|s| s.r#type.as_ref()) else {
             return Ok(None);
         };
@@ -173,10 +172,10 @@ impl ControllerService {
             }
         };
         if &source_backend != backend {
-            return Err(Status::invalid_argument(format!(
-                "the content source is in backend {source_backend}, but the volume is asked for in backend {backend}; \
-                 snapshots and clones stay within one backend"
-            )));
+            return Err(ControllerError::SourceInOtherBackend {
+                source_backend,
+                backend: backend.clone(),
+            });
         }
         Ok(Some(pb::ContentSource {
             source: Some(agent_source),
@@ -191,46 +190,40 @@ fn export_name(
     params: &Params,
     name: Name,
     parameters: &std::collections::BTreeMap<String, String>,
-) -> Result<Name, Status> {
+) -> Result<Name, ControllerError> {
     if backend.has_sub_dirs() {
         // Nothing records a policy on a share: the directory goes with the claim.
         if params
             .on_delete
             .is_some_and(|p| p != rwxnfs_model::params::OnDeleteParam::Delete)
         {
-            return Err(Status::invalid_argument(format!(
-                "parameter onDelete: backend {} (subdir) removes a claim's directory \
-                 when the volume is deleted; to keep the data, give the StorageClass \
-                 reclaimPolicy: Retain",
-                backend.name()
-            )));
+            return Err(ControllerError::SubdirDeletes {
+                backend: backend.name().clone(),
+            });
         }
-        render_sub_dir(params.sub_dir.as_deref(), name.as_str(), parameters)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+        Ok(render_sub_dir(
+            params.sub_dir.as_deref(),
+            name.as_str(),
+            parameters,
+        )?)
     } else if params.sub_dir.is_some() {
-        Err(Status::invalid_argument(format!(
-            "parameter subDir: backend {} makes an export per claim; subDir is for subdir \
-             backends",
-            backend.name()
-        )))
+        Err(ControllerError::SubDirOnAgentBackend {
+            backend: backend.name().clone(),
+        })
     } else {
         Ok(name)
     }
 }
 
-fn capacity(range: &Option<csi::CapacityRange>) -> Result<(i64, i64), Status> {
+fn capacity(range: &Option<csi::CapacityRange>) -> Result<(i64, i64), ControllerError> {
     let (required, limit) = range
         .as_ref()
         .map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
     if required < 0 || limit < 0 {
-        return Err(Status::invalid_argument(
-            "capacity_range: bytes must not be negative",
-        ));
+        return Err(ControllerError::NegativeCapacity);
     }
     if limit > 0 && required > limit {
-        return Err(Status::out_of_range(format!(
-            "capacity_range: required_bytes {required} exceeds limit_bytes {limit}"
-        )));
+        return Err(ControllerError::RequiredAboveLimit { required, limit });
     }
     Ok((required, limit))
 }
@@ -254,11 +247,9 @@ impl Controller for ControllerService {
             }
             check_capabilities(&req.volume_capabilities)?;
             let parameters = req.parameters.clone().into_iter().collect();
-            let params =
-                Params::parse(&parameters).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let params = Params::parse(&parameters)?;
             let (required, limit) = capacity(&req.capacity_range)?;
-            let name = Name::parse(&req.name)
-                .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+            let name = Name::parse(&req.name).map_err(ControllerError::BadName)?;
             let backend = self.backend_for(&params)?;
             let name = export_name(backend.as_ref(), &params, name, &parameters)?;
             let source = self.content_source(&req.volume_content_source, backend.name())?;
@@ -282,7 +273,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("CreateVolume", started, &req.name, result).map(Response::new)
+        finish_rpc(
+            "CreateVolume",
+            started,
+            &req.name,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     /// Deleting a volume that does not exist (or an id that cannot be ours) succeeds. A
@@ -307,7 +304,13 @@ impl Controller for ControllerService {
             Ok(csi::DeleteVolumeResponse {})
         }
         .await;
-        finish_rpc("DeleteVolume", started, &req.volume_id, result).map(Response::new)
+        finish_rpc(
+            "DeleteVolume",
+            started,
+            &req.volume_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     /// Grants the node's addresses access to the export (read-only when asked). A static
@@ -354,7 +357,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("ControllerPublishVolume", started, &req.volume_id, result).map(Response::new)
+        finish_rpc(
+            "ControllerPublishVolume",
+            started,
+            &req.volume_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     /// Revokes the node's access; without a node id, every node's. Already gone: success.
@@ -381,7 +390,7 @@ impl Controller for ControllerService {
             let clients = if req.node_id.is_empty() {
                 match backend.get_export(id.name.as_str()).await {
                     Ok(export) => export.clients.into_iter().map(|c| c.client_id).collect(),
-                    Err(s) if s.code() == Code::NotFound => Vec::new(),
+                    Err(e) if e.is_not_found() => Vec::new(),
                     Err(s) => return Err(s),
                 }
             } else {
@@ -393,7 +402,13 @@ impl Controller for ControllerService {
             Ok(csi::ControllerUnpublishVolumeResponse {})
         }
         .await;
-        finish_rpc("ControllerUnpublishVolume", started, &req.volume_id, result).map(Response::new)
+        finish_rpc(
+            "ControllerUnpublishVolume",
+            started,
+            &req.volume_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     async fn validate_volume_capabilities(
@@ -436,7 +451,7 @@ impl Controller for ControllerService {
             "ValidateVolumeCapabilities",
             started,
             &req.volume_id,
-            result,
+            result.map_err(Status::from),
         )
         .map(Response::new)
     }
@@ -451,7 +466,7 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let result = async {
             if req.max_entries < 0 {
-                return Err(Status::invalid_argument("max_entries must not be negative"));
+                return Err(ControllerError::NegativeMaxEntries);
             }
             let (mut index, mut token) =
                 convert::parse_page_token(&req.starting_token, self.order.len())?;
@@ -503,7 +518,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("ListVolumes", started, "", result).map(Response::new)
+        finish_rpc("ListVolumes", started, "", result.map_err(Status::from)).map(Response::new)
     }
 
     async fn get_capacity(
@@ -514,8 +529,7 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let result = async {
             check_capabilities(&req.volume_capabilities)?;
-            let params = Params::parse(&req.parameters.clone().into_iter().collect())
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let params = Params::parse(&req.parameters.clone().into_iter().collect())?;
             let backends: Vec<&Arc<dyn Backend>> = match &params.backend {
                 Some(_) => vec![self.backend_for(&params)?],
                 None => self.backends.values().collect(),
@@ -524,14 +538,14 @@ impl Controller for ControllerService {
             for backend in backends {
                 available = available.saturating_add(backend.capacity().await?.available_bytes);
             }
-            Ok(csi::GetCapacityResponse {
+            Ok::<_, ControllerError>(csi::GetCapacityResponse {
                 available_capacity: available,
                 maximum_volume_size: None,
                 minimum_volume_size: None,
             })
         }
         .await;
-        finish_rpc("GetCapacity", started, "", result).map(Response::new)
+        finish_rpc("GetCapacity", started, "", result.map_err(Status::from)).map(Response::new)
     }
 
     async fn controller_get_capabilities(
@@ -568,8 +582,7 @@ impl Controller for ControllerService {
             if req.source_volume_id.is_empty() {
                 return Err(missing("Source volume ID"));
             }
-            let name = Name::parse(&req.name)
-                .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+            let name = Name::parse(&req.name).map_err(ControllerError::BadName)?;
             let (source, backend) = self.volume_backend(&req.source_volume_id)?;
             let id = SnapshotId::new(backend.name().clone(), name.clone());
             let _held = self.inflight.try_hold(format!("snapshot {id}"))?;
@@ -581,7 +594,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("CreateSnapshot", started, &req.name, result).map(Response::new)
+        finish_rpc(
+            "CreateSnapshot",
+            started,
+            &req.name,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     async fn delete_snapshot(
@@ -605,7 +624,13 @@ impl Controller for ControllerService {
             Ok(csi::DeleteSnapshotResponse {})
         }
         .await;
-        finish_rpc("DeleteSnapshot", started, &req.snapshot_id, result).map(Response::new)
+        finish_rpc(
+            "DeleteSnapshot",
+            started,
+            &req.snapshot_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     async fn list_snapshots(
@@ -615,7 +640,13 @@ impl Controller for ControllerService {
         let started = Instant::now();
         let req = request.into_inner();
         let result = self.list_snapshots_inner(&req).await;
-        finish_rpc("ListSnapshots", started, &req.snapshot_id, result).map(Response::new)
+        finish_rpc(
+            "ListSnapshots",
+            started,
+            &req.snapshot_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     async fn get_snapshot(
@@ -630,21 +661,29 @@ impl Controller for ControllerService {
             }
             let id = convert::snapshot_id(&req.snapshot_id)?;
             let backend = self.backend_named(&id.backend).ok_or_else(|| {
-                Status::not_found(format!(
-                    "snapshot {}: backend {} is not configured",
-                    req.snapshot_id, id.backend
-                ))
+                ControllerError::SnapshotBackendNotConfigured {
+                    snapshot: req.snapshot_id.clone(),
+                    backend: id.backend.clone(),
+                }
             })?;
             let (found, _) = backend.list_snapshots(0, "", id.name.as_str(), "").await?;
-            let snapshot = found.first().ok_or_else(|| {
-                Status::not_found(format!("snapshot {} does not exist", req.snapshot_id))
-            })?;
+            let snapshot = found
+                .first()
+                .ok_or_else(|| ControllerError::NoSuchSnapshot {
+                    snapshot: req.snapshot_id.clone(),
+                })?;
             Ok(csi::GetSnapshotResponse {
                 snapshot: Some(convert::snapshot(backend.name(), snapshot)?),
             })
         }
         .await;
-        finish_rpc("GetSnapshot", started, &req.snapshot_id, result).map(Response::new)
+        finish_rpc(
+            "GetSnapshot",
+            started,
+            &req.snapshot_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     /// Online expansion: the quota grows at once; no node-side step is needed.
@@ -677,7 +716,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("ControllerExpandVolume", started, &req.volume_id, result).map(Response::new)
+        finish_rpc(
+            "ControllerExpandVolume",
+            started,
+            &req.volume_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     async fn controller_get_volume(
@@ -708,7 +753,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("ControllerGetVolume", started, &req.volume_id, result).map(Response::new)
+        finish_rpc(
+            "ControllerGetVolume",
+            started,
+            &req.volume_id,
+            result.map_err(Status::from),
+        )
+        .map(Response::new)
     }
 
     /// Not advertised: rwxnfs has no mutable volume parameters.
@@ -722,9 +773,7 @@ impl Controller for ControllerService {
             "ControllerModifyVolume",
             started,
             &req.volume_id,
-            Err(Status::unimplemented(
-                "ControllerModifyVolume is not supported: rwxnfs volumes have no mutable parameters",
-            )),
+            Err(ControllerError::ModifyUnsupported.into()),
         )
     }
 }
@@ -733,9 +782,9 @@ impl ControllerService {
     async fn list_snapshots_inner(
         &self,
         req: &csi::ListSnapshotsRequest,
-    ) -> Result<csi::ListSnapshotsResponse, Status> {
+    ) -> Result<csi::ListSnapshotsResponse, ControllerError> {
         if req.max_entries < 0 {
-            return Err(Status::invalid_argument("max_entries must not be negative"));
+            return Err(ControllerError::NegativeMaxEntries);
         }
         let empty = || {
             Ok(csi::ListSnapshotsResponse {

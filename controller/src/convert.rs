@@ -11,7 +11,8 @@ use rwxnfs_proto::{
         volume_capability::access_mode::Mode,
     },
 };
-use tonic::Status;
+
+use crate::ControllerError;
 
 /// Keys of the volume context the node plugin reads.
 pub const CTX_SERVER: &str = "server";
@@ -46,9 +47,9 @@ pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
 }
 
 /// Checks every capability of a request; INVALID_ARGUMENT naming the first bad one.
-pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
+pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), ControllerError> {
     match caps.iter().find_map(unsupported) {
-        Some(why) => Err(Status::invalid_argument(why)),
+        Some(why) => Err(ControllerError::UnsupportedCapability(why)),
         None => Ok(()),
     }
 }
@@ -62,14 +63,20 @@ pub fn read_only_mode(cap: &VolumeCapability) -> bool {
 }
 
 /// Parses a volume id; anything garbled is NOT_FOUND (it cannot name a volume of ours).
-pub fn volume_id(raw: &str) -> Result<VolumeId, Status> {
+pub fn volume_id(raw: &str) -> Result<VolumeId, ControllerError> {
     raw.parse::<VolumeId>()
-        .map_err(|e| Status::not_found(format!("volume {raw:?} does not exist: {e}")))
+        .map_err(|source| ControllerError::NoSuchVolume {
+            raw: raw.to_owned(),
+            source,
+        })
 }
 
-pub fn snapshot_id(raw: &str) -> Result<SnapshotId, Status> {
+pub fn snapshot_id(raw: &str) -> Result<SnapshotId, ControllerError> {
     raw.parse::<SnapshotId>()
-        .map_err(|e| Status::not_found(format!("snapshot {raw:?} does not exist: {e}")))
+        .map_err(|source| ControllerError::NoSuchSnapshotId {
+            raw: raw.to_owned(),
+            source,
+        })
 }
 
 /// The volume context: everything the node needs to mount it.
@@ -106,11 +113,9 @@ pub fn healthy() -> Option<VolumeCondition> {
     })
 }
 
-pub fn snapshot(backend: &Name, s: &pb::Snapshot) -> Result<Snapshot, Status> {
-    let name =
-        Name::parse(&s.name).map_err(|e| Status::internal(format!("agent snapshot name: {e}")))?;
-    let source = Name::parse(&s.source_export)
-        .map_err(|e| Status::internal(format!("agent snapshot source: {e}")))?;
+pub fn snapshot(backend: &Name, s: &pb::Snapshot) -> Result<Snapshot, ControllerError> {
+    let name = Name::parse(&s.name).map_err(ControllerError::AgentSnapshotName)?;
+    let source = Name::parse(&s.source_export).map_err(ControllerError::AgentSnapshotSource)?;
     Ok(Snapshot {
         size_bytes: s.size_bytes,
         snapshot_id: SnapshotId::new(backend.clone(), name).to_string(),
@@ -149,7 +154,7 @@ pub fn export_options(params: &Params) -> pb::ExportOptions {
 }
 
 /// Paging across backends: `<backend index>/<that backend's token>`.
-pub fn parse_page_token(token: &str, backends: usize) -> Result<(usize, String), Status> {
+pub fn parse_page_token(token: &str, backends: usize) -> Result<(usize, String), ControllerError> {
     if token.is_empty() {
         return Ok((0, String::new()));
     }
@@ -157,10 +162,8 @@ pub fn parse_page_token(token: &str, backends: usize) -> Result<(usize, String),
         .split_once('/')
         .and_then(|(i, rest)| i.parse::<usize>().ok().map(|i| (i, rest.to_owned())))
         .filter(|(i, _)| *i < backends)
-        .ok_or_else(|| {
-            Status::aborted(format!(
-                "starting_token {token:?} was not issued by this controller"
-            ))
+        .ok_or_else(|| ControllerError::ForeignPageToken {
+            token: token.to_owned(),
         })
 }
 

@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tonic::Status;
+use crate::ControllerError;
 
 #[derive(Clone, Default)]
 pub struct InFlight(Arc<Mutex<HashMap<String, Holders>>>);
@@ -30,15 +30,15 @@ pub struct Held {
     part: Option<String>,
 }
 
-fn busy(what: &str) -> Status {
-    Status::aborted(format!(
-        "an operation on {what} is already in progress; retry later"
-    ))
+fn busy(what: &str) -> ControllerError {
+    ControllerError::Busy {
+        what: what.to_owned(),
+    }
 }
 
 impl InFlight {
     /// Holds all of `key`: refused while anything holds `key` or a part of it.
-    pub fn try_hold(&self, key: String) -> Result<Held, Status> {
+    pub fn try_hold(&self, key: String) -> Result<Held, ControllerError> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&key) {
             None => {
@@ -60,7 +60,7 @@ impl InFlight {
 
     /// Holds `part` of `key`: refused while all of `key` or the same part is held; other
     /// parts proceed.
-    pub fn try_hold_part(&self, key: String, part: String) -> Result<Held, Status> {
+    pub fn try_hold_part(&self, key: String, part: String) -> Result<Held, ControllerError> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match map
             .entry(key.clone())
@@ -103,7 +103,7 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
-    fn aborted(result: Result<Held, Status>) -> bool {
+    fn aborted(result: Result<Held, ControllerError>) -> bool {
         result
             .err()
             .is_some_and(|s| s.code() == tonic::Code::Aborted)

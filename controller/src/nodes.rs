@@ -2,13 +2,13 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use tonic::Status;
+use crate::ControllerError;
 
 #[tonic::async_trait]
 pub trait NodeResolver: Send + Sync + 'static {
     /// The node's addresses; NOT_FOUND when the node does not exist, UNAVAILABLE when the
     /// source of truth cannot be asked.
-    async fn addresses(&self, node_id: &str) -> Result<Vec<IpAddr>, Status>;
+    async fn addresses(&self, node_id: &str) -> Result<Vec<IpAddr>, ControllerError>;
 }
 
 /// A fixed map from the configuration, for use outside a cluster.
@@ -16,12 +16,12 @@ pub struct StaticNodes(pub BTreeMap<String, Vec<IpAddr>>);
 
 #[tonic::async_trait]
 impl NodeResolver for StaticNodes {
-    async fn addresses(&self, node_id: &str) -> Result<Vec<IpAddr>, Status> {
+    async fn addresses(&self, node_id: &str) -> Result<Vec<IpAddr>, ControllerError> {
         match self.0.get(node_id) {
             Some(addrs) if !addrs.is_empty() => Ok(addrs.clone()),
-            _ => Err(Status::not_found(format!(
-                "node {node_id:?} is not in the controller configuration's `nodes` map"
-            ))),
+            _ => Err(ControllerError::NodeNotConfigured {
+                node: node_id.to_owned(),
+            }),
         }
     }
 }
@@ -87,15 +87,21 @@ pub fn node_addresses(node: &k8s_openapi::api::core::v1::Node) -> Result<Vec<IpA
 
 #[tonic::async_trait]
 impl NodeResolver for KubeNodes {
-    async fn addresses(&self, node_id: &str) -> Result<Vec<IpAddr>, Status> {
+    async fn addresses(&self, node_id: &str) -> Result<Vec<IpAddr>, ControllerError> {
         match self.nodes.get_opt(node_id).await {
-            Ok(Some(node)) => node_addresses(&node).map_err(Status::failed_precondition),
-            Ok(None) => Err(Status::not_found(format!(
-                "node {node_id:?} does not exist in the cluster"
-            ))),
-            Err(e) => Err(Status::unavailable(format!(
-                "cannot look up node {node_id:?} in the Kubernetes API: {e}"
-            ))),
+            Ok(Some(node)) => {
+                node_addresses(&node).map_err(|reason| ControllerError::NodeAddresses {
+                    node: node_id.to_owned(),
+                    reason,
+                })
+            }
+            Ok(None) => Err(ControllerError::NodeNotInCluster {
+                node: node_id.to_owned(),
+            }),
+            Err(source) => Err(ControllerError::NodeLookup {
+                node: node_id.to_owned(),
+                source,
+            }),
         }
     }
 }

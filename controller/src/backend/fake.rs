@@ -1,6 +1,7 @@
 //! An in-memory backend for the controller's unit tests: it keeps exports in a map, records
-//! every call, can be told to fail the next call with a status, and can hold CreateExport (or
-//! any one call, by its name in `calls`) until released, to have a call in flight.
+//! every call, can be told to fail the next call with a status (answered as the agent would,
+//! its code kept and the backend named), and can hold CreateExport (or any one call, by its
+//! name in `calls`) until released, to have a call in flight.
 
 use std::{
     collections::BTreeMap,
@@ -11,9 +12,10 @@ use std::{
 use rwxnfs_model::Name;
 use rwxnfs_proto::agent as pb;
 use tokio::sync::Semaphore;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use super::Backend;
+use crate::ControllerError;
 
 pub struct FakeBackend {
     name: Name,
@@ -56,28 +58,37 @@ impl FakeBackend {
         self.calls.lock().expect("calls").clone()
     }
 
-    async fn enter(&self, call: String) -> Result<(), Status> {
+    /// An answer of the agent this fake plays.
+    fn agent(&self, code: Code, message: String) -> ControllerError {
+        ControllerError::Agent {
+            backend: self.name.clone(),
+            code,
+            message,
+        }
+    }
+
+    async fn enter(&self, call: String) -> Result<(), ControllerError> {
         let gate = self.gates.lock().expect("gates").get(&call).cloned();
         self.calls.lock().expect("calls").push(call);
         if let Some(gate) = gate {
             gate.acquire()
                 .await
-                .map_err(|_| Status::aborted("gate closed"))?
+                .map_err(|_| self.agent(Code::Aborted, "gate closed".into()))?
                 .forget();
         }
         match self.fail_next.lock().expect("fail_next").take() {
-            Some(status) => Err(status),
+            Some(status) => Err(self.agent(status.code(), status.message().to_owned())),
             None => Ok(()),
         }
     }
 
-    fn get(&self, name: &str) -> Result<pb::Export, Status> {
+    fn get(&self, name: &str) -> Result<pb::Export, ControllerError> {
         self.exports
             .lock()
             .expect("exports")
             .get(name)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("export {name} does not exist")))
+            .ok_or_else(|| self.agent(Code::NotFound, format!("export {name} does not exist")))
     }
 }
 
@@ -87,11 +98,11 @@ impl Backend for FakeBackend {
         &self.name
     }
 
-    async fn server_address(&self) -> Result<IpAddr, Status> {
+    async fn server_address(&self) -> Result<IpAddr, ControllerError> {
         Ok(IpAddr::from([192, 0, 2, 1]))
     }
 
-    async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
+    async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError> {
         self.enter("Probe".into()).await?;
         Ok(pb::ProbeResponse {
             ready: true,
@@ -100,7 +111,7 @@ impl Backend for FakeBackend {
         })
     }
 
-    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, ControllerError> {
         self.enter("GetCapacity".into()).await?;
         Ok(pb::GetCapacityResponse {
             available_bytes: 10 << 30,
@@ -110,22 +121,28 @@ impl Backend for FakeBackend {
         })
     }
 
-    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
+    async fn create_export(
+        &self,
+        req: pb::CreateExportRequest,
+    ) -> Result<pb::Export, ControllerError> {
         self.enter(format!("CreateExport {}", req.name)).await?;
         let gate = self.gate.lock().expect("gate").clone();
         if let Some(gate) = gate {
             let _permit = gate
                 .acquire()
                 .await
-                .map_err(|_| Status::aborted("gate closed"))?;
+                .map_err(|_| self.agent(Code::Aborted, "gate closed".into()))?;
         }
         let mut exports = self.exports.lock().expect("exports");
         if let Some(existing) = exports.get(&req.name) {
             if existing.capacity_bytes < req.required_bytes {
-                return Err(Status::already_exists(format!(
-                    "export {} exists with {} bytes",
-                    req.name, existing.capacity_bytes
-                )));
+                return Err(self.agent(
+                    Code::AlreadyExists,
+                    format!(
+                        "export {} exists with {} bytes",
+                        req.name, existing.capacity_bytes
+                    ),
+                ));
             }
             return Ok(existing.clone());
         }
@@ -141,35 +158,44 @@ impl Backend for FakeBackend {
         Ok(export)
     }
 
-    async fn delete_export(&self, name: &str) -> Result<(), Status> {
+    async fn delete_export(&self, name: &str) -> Result<(), ControllerError> {
         self.enter(format!("DeleteExport {name}")).await?;
         self.exports.lock().expect("exports").remove(name);
         Ok(())
     }
 
-    async fn expand_export(&self, name: &str, required: i64, _limit: i64) -> Result<i64, Status> {
+    async fn expand_export(
+        &self,
+        name: &str,
+        required: i64,
+        _limit: i64,
+    ) -> Result<i64, ControllerError> {
         self.enter(format!("ExpandExport {name}")).await?;
         let mut exports = self.exports.lock().expect("exports");
         let export = exports
             .get_mut(name)
-            .ok_or_else(|| Status::not_found(format!("export {name} does not exist")))?;
+            .ok_or_else(|| self.agent(Code::NotFound, format!("export {name} does not exist")))?;
         export.capacity_bytes = export.capacity_bytes.max(required);
         Ok(export.capacity_bytes)
     }
 
-    async fn grant(&self, name: &str, client: pb::ClientAccess) -> Result<pb::Export, Status> {
+    async fn grant(
+        &self,
+        name: &str,
+        client: pb::ClientAccess,
+    ) -> Result<pb::Export, ControllerError> {
         self.enter(format!("GrantAccess {name} {}", client.client_id))
             .await?;
         self.get(name)
     }
 
-    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), Status> {
+    async fn revoke(&self, name: &str, client_id: &str) -> Result<(), ControllerError> {
         self.enter(format!("RevokeAccess {name} {client_id}"))
             .await?;
         Ok(())
     }
 
-    async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
+    async fn get_export(&self, name: &str) -> Result<pb::Export, ControllerError> {
         self.enter(format!("GetExport {name}")).await?;
         self.get(name)
     }
@@ -178,13 +204,17 @@ impl Backend for FakeBackend {
         &self,
         _max: i32,
         _token: &str,
-    ) -> Result<(Vec<pb::Export>, String), Status> {
+    ) -> Result<(Vec<pb::Export>, String), ControllerError> {
         self.enter("ListExports".into()).await?;
         let exports = self.exports.lock().expect("exports");
         Ok((exports.values().cloned().collect(), String::new()))
     }
 
-    async fn create_snapshot(&self, name: &str, source: &str) -> Result<pb::Snapshot, Status> {
+    async fn create_snapshot(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<pb::Snapshot, ControllerError> {
         self.enter(format!("CreateSnapshot {name} {source}"))
             .await?;
         self.get(source)?;
@@ -197,7 +227,7 @@ impl Backend for FakeBackend {
         })
     }
 
-    async fn delete_snapshot(&self, name: &str) -> Result<(), Status> {
+    async fn delete_snapshot(&self, name: &str) -> Result<(), ControllerError> {
         self.enter(format!("DeleteSnapshot {name}")).await?;
         Ok(())
     }
@@ -208,7 +238,7 @@ impl Backend for FakeBackend {
         _token: &str,
         _name: &str,
         _source: &str,
-    ) -> Result<(Vec<pb::Snapshot>, String), Status> {
+    ) -> Result<(Vec<pb::Snapshot>, String), ControllerError> {
         self.enter("ListSnapshots".into()).await?;
         Ok((Vec::new(), String::new()))
     }

@@ -24,12 +24,12 @@ use nfs3_client::{
     tokio::{TokioConnector, TokioIo},
 };
 use rwxnfs_model::Name;
+use rwxnfs_model::NameError;
 use rwxnfs_proto::agent as pb;
 use tokio::net::TcpStream;
-use tonic::Status;
 
 use super::{Backend, BackendError};
-use crate::config::SubdirBackendConfig;
+use crate::{ControllerError, config::SubdirBackendConfig};
 
 /// Size reported for a claim that asks for none (nothing enforces it).
 const DEFAULT_SIZE: i64 = 1 << 30;
@@ -37,6 +37,54 @@ const DEFAULT_SIZE: i64 = 1 << 30;
 const MAX_DEPTH: usize = 64;
 
 type Connection = Nfs3Connection<TokioIo<TcpStream>>;
+
+/// What can go wrong on a subdir backend; its codes are decided in [`ControllerError::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum SubdirError {
+    /// The share cannot be mounted, or a call on it failed or timed out.
+    #[error("backend {backend} (subdir on {share}): {what}: {cause}")]
+    Unreachable {
+        backend: Name,
+        share: String,
+        what: &'static str,
+        cause: String,
+    },
+    /// The NFS server refused a call.
+    #[error("backend {backend} (subdir on {share}): {what}: {status:?}{}", access_hint(*.status))]
+    Nfs {
+        backend: Name,
+        share: String,
+        what: &'static str,
+        status: nfsstat3,
+    },
+    #[error(
+        "backend {backend}: {name} is more than {MAX_DEPTH} directories deep; remove it by hand"
+    )]
+    TooDeep { backend: Name, name: String },
+    #[error(
+        "backend {backend} is a subdir backend: it has no snapshots or clones (use an agent backend)"
+    )]
+    NoSnapshots { backend: Name },
+    #[error("{0}")]
+    BadName(NameError),
+    #[error("backend {backend}: no directory {name} on {share}")]
+    NoDirectory {
+        backend: Name,
+        name: String,
+        share: String,
+    },
+}
+
+/// The way out of a refusal that means the share is not exported as the controller needs.
+fn access_hint(status: nfsstat3) -> &'static str {
+    match status {
+        nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM | nfsstat3::NFS3ERR_ROFS => {
+            " (the share must be exported read-write to the controller's address, without root \
+             squashing)"
+        }
+        _ => "",
+    }
+}
 
 pub struct SubdirBackend {
     name: Name,
@@ -68,40 +116,36 @@ impl SubdirBackend {
         format!("{}:{}", self.config.server, self.config.share)
     }
 
-    /// A status for a failure on the share, with the backend and the share named.
-    fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> Status {
-        Status::unavailable(format!(
-            "backend {} (subdir on {}): {what}: {e}",
-            self.name,
-            self.share()
-        ))
+    /// A failure to reach the share, with the backend and the share named.
+    fn unavailable(&self, what: &'static str, e: impl std::fmt::Display) -> SubdirError {
+        SubdirError::Unreachable {
+            backend: self.name.clone(),
+            share: self.share(),
+            what,
+            cause: e.to_string(),
+        }
     }
 
-    fn nfs_error(&self, what: &str, status: nfsstat3) -> Status {
-        let message = format!(
-            "backend {} (subdir on {}): {what}: {status:?}",
-            self.name,
-            self.share()
-        );
-        match status {
-            nfsstat3::NFS3ERR_NOENT => Status::not_found(message),
-            nfsstat3::NFS3ERR_EXIST => Status::already_exists(message),
-            nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM | nfsstat3::NFS3ERR_ROFS => {
-                Status::permission_denied(format!(
-                    "{message} (the share must be exported read-write to the controller's \
-                     address, without root squashing)"
-                ))
-            }
-            nfsstat3::NFS3ERR_NOSPC | nfsstat3::NFS3ERR_DQUOT => {
-                Status::resource_exhausted(message)
-            }
-            _ => Status::internal(message),
+    fn nfs_error(&self, what: &'static str, status: nfsstat3) -> SubdirError {
+        SubdirError::Nfs {
+            backend: self.name.clone(),
+            share: self.share(),
+            what,
+            status,
+        }
+    }
+
+    fn no_directory(&self, name: &str) -> SubdirError {
+        SubdirError::NoDirectory {
+            backend: self.name.clone(),
+            name: name.to_owned(),
+            share: self.share(),
         }
     }
 
     /// Mounts the share (a fresh connection per call: calls are rare and this survives the
     /// server's restarts), bounded by the configured timeout.
-    async fn connect(&self) -> Result<Connection, Status> {
+    async fn connect(&self) -> Result<Connection, SubdirError> {
         let credential = opaque_auth::auth_unix(&auth_unix {
             machinename: Opaque::owned(b"rwxnfs-controller".to_vec()),
             ..auth_unix::default()
@@ -129,9 +173,9 @@ impl SubdirBackend {
     /// Runs one call on the share within the timeout.
     async fn bounded<T>(
         &self,
-        what: &str,
-        call: impl std::future::Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, SubdirError>>,
+    ) -> Result<T, SubdirError> {
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| Err(self.unavailable(what, "timed out")))
@@ -142,7 +186,7 @@ impl SubdirBackend {
         c: &mut Connection,
         dir: &nfs_fh3,
         name: &[u8],
-    ) -> Result<Option<(nfs_fh3, Option<fattr3>)>, Status> {
+    ) -> Result<Option<(nfs_fh3, Option<fattr3>)>, SubdirError> {
         let res = c
             .lookup(&LOOKUP3args {
                 what: diropargs3 {
@@ -164,7 +208,7 @@ impl SubdirBackend {
         &self,
         c: &mut Connection,
         dir: &nfs_fh3,
-    ) -> Result<Vec<(Vec<u8>, Option<nfs_fh3>, Option<fattr3>)>, Status> {
+    ) -> Result<Vec<(Vec<u8>, Option<nfs_fh3>, Option<fattr3>)>, SubdirError> {
         let mut out = Vec::new();
         let (mut cookie, mut verifier) = (0, cookieverf3::default());
         loop {
@@ -208,18 +252,17 @@ impl SubdirBackend {
         dir: &nfs_fh3,
         name: &[u8],
         depth: usize,
-    ) -> Result<(), Status> {
+    ) -> Result<(), SubdirError> {
         let Some((fh, attributes)) = self.lookup(c, dir, name).await? else {
             return Ok(());
         };
         let is_dir = attributes.is_some_and(|a| matches!(a.type_, ftype3::NF3DIR));
         if is_dir {
             if depth >= MAX_DEPTH {
-                return Err(Status::failed_precondition(format!(
-                    "backend {}: {} is more than {MAX_DEPTH} directories deep; remove it by hand",
-                    self.name,
-                    String::from_utf8_lossy(name)
-                )));
+                return Err(SubdirError::TooDeep {
+                    backend: self.name.clone(),
+                    name: String::from_utf8_lossy(name).into_owned(),
+                });
             }
             for (child, _, _) in self.entries(c, &fh).await? {
                 Box::pin(self.remove_tree(c, &fh, &child, depth + 1)).await?;
@@ -265,15 +308,15 @@ impl SubdirBackend {
         }
     }
 
-    fn no_snapshots(&self) -> Status {
-        Status::failed_precondition(format!(
-            "backend {} is a subdir backend: it has no snapshots or clones (use an agent backend)",
-            self.name
-        ))
+    fn no_snapshots(&self) -> ControllerError {
+        SubdirError::NoSnapshots {
+            backend: self.name.clone(),
+        }
+        .into()
     }
 
     /// Whether the directory of an export exists.
-    async fn find(&self, name: &str) -> Result<bool, Status> {
+    async fn find(&self, name: &str) -> Result<bool, SubdirError> {
         let mut c = self.connect().await?;
         let root = c.root_nfs_fh3();
         let found = self
@@ -300,11 +343,11 @@ impl Backend for SubdirBackend {
         true
     }
 
-    async fn server_address(&self) -> Result<IpAddr, Status> {
+    async fn server_address(&self) -> Result<IpAddr, ControllerError> {
         Ok(self.mount_server)
     }
 
-    async fn probe(&self) -> Result<pb::ProbeResponse, Status> {
+    async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError> {
         let mut c = self.connect().await?;
         let root = c.root_nfs_fh3();
         self.bounded("FSSTAT", async {
@@ -324,7 +367,7 @@ impl Backend for SubdirBackend {
         })
     }
 
-    async fn capacity(&self) -> Result<pb::GetCapacityResponse, Status> {
+    async fn capacity(&self) -> Result<pb::GetCapacityResponse, ControllerError> {
         let mut c = self.connect().await?;
         let root = c.root_nfs_fh3();
         let res = self
@@ -342,15 +385,18 @@ impl Backend for SubdirBackend {
                 maximum_export_bytes: 0,
                 granularity_bytes: 1,
             }),
-            Nfs3Result::Err((status, _)) => Err(self.nfs_error("FSSTAT", status)),
+            Nfs3Result::Err((status, _)) => Err(self.nfs_error("FSSTAT", status).into()),
         }
     }
 
-    async fn create_export(&self, req: pb::CreateExportRequest) -> Result<pb::Export, Status> {
+    async fn create_export(
+        &self,
+        req: pb::CreateExportRequest,
+    ) -> Result<pb::Export, ControllerError> {
         if req.source.is_some() {
             return Err(self.no_snapshots());
         }
-        let name = Name::parse(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = Name::parse(&req.name).map_err(SubdirError::BadName)?;
         let capacity = if req.required_bytes > 0 {
             req.required_bytes
         } else {
@@ -391,11 +437,11 @@ impl Backend for SubdirBackend {
                 tracing::info!(backend = %self.name, export = %name, "directory ready");
                 Ok(self.export(name.as_str(), capacity))
             }
-            Nfs3Result::Err((status, _)) => Err(self.nfs_error("MKDIR", status)),
+            Nfs3Result::Err((status, _)) => Err(self.nfs_error("MKDIR", status).into()),
         }
     }
 
-    async fn delete_export(&self, name: &str) -> Result<(), Status> {
+    async fn delete_export(&self, name: &str) -> Result<(), ControllerError> {
         let mut c = self.connect().await?;
         let root = c.root_nfs_fh3();
         // A tree can be large: the bound is per call, not for the whole removal.
@@ -404,34 +450,35 @@ impl Backend for SubdirBackend {
         Ok(())
     }
 
-    async fn expand_export(&self, name: &str, required: i64, _limit: i64) -> Result<i64, Status> {
+    async fn expand_export(
+        &self,
+        name: &str,
+        required: i64,
+        _limit: i64,
+    ) -> Result<i64, ControllerError> {
         match self.find(name).await? {
             true => Ok(required),
-            false => Err(Status::not_found(format!(
-                "backend {}: no directory {name} on {}",
-                self.name,
-                self.share()
-            ))),
+            false => Err(self.no_directory(name).into()),
         }
     }
 
     /// Nothing to grant: whoever may mount the share reaches every directory on it.
-    async fn grant(&self, name: &str, _client: pb::ClientAccess) -> Result<pb::Export, Status> {
+    async fn grant(
+        &self,
+        name: &str,
+        _client: pb::ClientAccess,
+    ) -> Result<pb::Export, ControllerError> {
         self.get_export(name).await
     }
 
-    async fn revoke(&self, _name: &str, _client_id: &str) -> Result<(), Status> {
+    async fn revoke(&self, _name: &str, _client_id: &str) -> Result<(), ControllerError> {
         Ok(())
     }
 
-    async fn get_export(&self, name: &str) -> Result<pb::Export, Status> {
+    async fn get_export(&self, name: &str) -> Result<pb::Export, ControllerError> {
         match self.find(name).await? {
             true => Ok(self.export(name, DEFAULT_SIZE)),
-            false => Err(Status::not_found(format!(
-                "backend {}: no directory {name} on {}",
-                self.name,
-                self.share()
-            ))),
+            false => Err(self.no_directory(name).into()),
         }
     }
 
@@ -439,7 +486,7 @@ impl Backend for SubdirBackend {
         &self,
         max: i32,
         token: &str,
-    ) -> Result<(Vec<pb::Export>, String), Status> {
+    ) -> Result<(Vec<pb::Export>, String), ControllerError> {
         let mut c = self.connect().await?;
         let root = c.root_nfs_fh3();
         let entries = self
@@ -470,11 +517,15 @@ impl Backend for SubdirBackend {
         Ok((exports, next))
     }
 
-    async fn create_snapshot(&self, _name: &str, _source: &str) -> Result<pb::Snapshot, Status> {
+    async fn create_snapshot(
+        &self,
+        _name: &str,
+        _source: &str,
+    ) -> Result<pb::Snapshot, ControllerError> {
         Err(self.no_snapshots())
     }
 
-    async fn delete_snapshot(&self, _name: &str) -> Result<(), Status> {
+    async fn delete_snapshot(&self, _name: &str) -> Result<(), ControllerError> {
         Ok(())
     }
 
@@ -484,7 +535,7 @@ impl Backend for SubdirBackend {
         _token: &str,
         _name: &str,
         _source: &str,
-    ) -> Result<(Vec<pb::Snapshot>, String), Status> {
+    ) -> Result<(Vec<pb::Snapshot>, String), ControllerError> {
         Ok((Vec::new(), String::new()))
     }
 }
