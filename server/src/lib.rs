@@ -3,12 +3,14 @@
 //! - [`endpoint`]: `unix://` and `tcp://` endpoints, for servers and for clients.
 //! - [`serve`]: running a router until a termination signal, with a bounded drain.
 //! - [`identity`]: the CSI Identity service, with a Probe that tells the truth.
+//! - [`inflight`]: the per-volume try-lock that answers ABORTED, for the controller and the node.
 //! - [`logging`]: tracing set-up (JSON off a terminal, human on one).
 //! - [`rpc`]: the layer that times, counts and logs every served RPC.
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 
 pub mod endpoint;
 pub mod identity;
+pub mod inflight;
 pub mod logging;
 pub mod metrics;
 pub mod rpc;
