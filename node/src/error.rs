@@ -68,7 +68,7 @@ pub enum NodeError {
         path: PathBuf,
         mounted: String,
     },
-    /// The per-volume try-lock (see [`crate::inflight`]) is held by another call.
+    /// The per-volume try-lock (see [`rwxnfs_server::inflight`]) is held by another call.
     #[error("an operation on volume {volume_id} at {path} is already in progress; retry later")]
     InProgress { volume_id: String, path: PathBuf },
     #[error("{path} is still mounted after repeated unmounts")]

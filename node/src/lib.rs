@@ -3,7 +3,6 @@
 
 pub mod bounded;
 mod error;
-mod inflight;
 pub mod mounter;
 mod nodeserver;
 mod probe;

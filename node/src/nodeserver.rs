@@ -32,10 +32,11 @@ use rwxnfs_proto::csi::{
 use rwxnfs_server::rpc;
 use tonic::{Request, Response, Status};
 
+use rwxnfs_server::inflight::{Held, InFlight};
+
 use crate::{
     bounded::Bounded,
     error::NodeError,
-    inflight::InFlight,
     mounter::{Mounter, SystemMounter},
 };
 
@@ -62,7 +63,7 @@ pub struct NodeService {
     bounded: Bounded,
     /// Held by (volume, target path) in publish and unpublish, (volume, staging path) in
     /// stage, unstage and re-staging.
-    inflight: InFlight,
+    inflight: InFlight<String, PathBuf>,
 }
 
 /// The node capabilities rwxnfs advertises. VOLUME_MOUNT_GROUP is left out on purpose: NFS
@@ -116,6 +117,17 @@ impl NodeService {
         }
     }
 
+    /// Holds (volume, path) for one operation, or says another operation on them is in
+    /// progress.
+    fn hold(&self, volume_id: &str, path: &Path) -> Result<Held<String, PathBuf>, NodeError> {
+        self.inflight
+            .try_hold_part(volume_id.to_owned(), path.to_owned())
+            .map_err(|_| NodeError::InProgress {
+                volume_id: volume_id.to_owned(),
+                path: path.to_owned(),
+            })
+    }
+
     /// The service with the [`rpc`] layer, which times, counts and logs its calls.
     pub fn into_server(self) -> rpc::Rpc<NodeServer<Self>> {
         rpc::wrap(NodeServer::new(self))
@@ -137,7 +149,7 @@ impl Node for NodeService {
             require(&req.staging_target_path, "Staging target path")?;
             let cap = check_capability(req.volume_capability.as_ref())?;
             let staging = PathBuf::from(&req.staging_target_path);
-            let _held = self.inflight.try_hold(&req.volume_id, &staging)?;
+            let _held = self.hold(&req.volume_id, &staging)?;
             self.stage(&req, cap).await?;
             Ok(NodeStageVolumeResponse {})
         }
@@ -155,7 +167,7 @@ impl Node for NodeService {
             require(&req.volume_id, "Volume ID")?;
             require(&req.staging_target_path, "Staging target path")?;
             let staging = PathBuf::from(&req.staging_target_path);
-            let _held = self.inflight.try_hold(&req.volume_id, &staging)?;
+            let _held = self.hold(&req.volume_id, &staging)?;
             self.unmount_all(&staging).await?;
             self.rmdir(&staging).await?;
             Ok(NodeUnstageVolumeResponse {})
@@ -175,9 +187,7 @@ impl Node for NodeService {
             require(&req.target_path, "Target path")?;
             let cap = check_capability(req.volume_capability.as_ref())?;
             require(&req.staging_target_path, "Staging target path")?;
-            let _held = self
-                .inflight
-                .try_hold(&req.volume_id, Path::new(&req.target_path))?;
+            let _held = self.hold(&req.volume_id, Path::new(&req.target_path))?;
             self.publish(&req, cap).await?;
             Ok(NodePublishVolumeResponse {})
         }
@@ -196,7 +206,7 @@ impl Node for NodeService {
             require(&req.volume_id, "Volume ID")?;
             require(&req.target_path, "Target path")?;
             let target = PathBuf::from(&req.target_path);
-            let _held = self.inflight.try_hold(&req.volume_id, &target)?;
+            let _held = self.hold(&req.volume_id, &target)?;
             self.unmount_all(&target).await?;
             self.rmdir(&target).await?;
             Ok(NodeUnpublishVolumeResponse {})

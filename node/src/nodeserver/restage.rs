@@ -26,7 +26,7 @@ impl NodeService {
         }
         // Re-staging is staging: a stage, an unstage or another publish's re-staging of this
         // path at the same time is told to retry.
-        let _held = self.inflight.try_hold(&req.volume_id, &staging)?;
+        let _held = self.hold(&req.volume_id, &staging)?;
         tracing::warn!(volume_id = %req.volume_id, staging = %staging.display(), error = %e, "staged mount is stale; staging it again");
         let mounts = self.mounts().await?;
         let Some(staged) = mounts

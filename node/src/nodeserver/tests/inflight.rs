@@ -237,3 +237,21 @@ async fn publishes_of_two_targets_read_the_mount_table_at_the_same_time() {
     assert_eq!(mounted_at(&mounter, &dir.path().join("t1")), 1);
     assert_eq!(mounted_at(&mounter, &dir.path().join("t2")), 1);
 }
+
+#[tokio::test]
+async fn a_second_hold_of_one_volume_and_path_is_aborted_until_the_first_is_released() {
+    let (svc, _mounter, _dir) = service();
+    let held = svc.hold("v", Path::new("/t1")).unwrap();
+    let _other_path = svc.hold("v", Path::new("/t2")).unwrap();
+    let _other_volume = svc.hold("w", Path::new("/t1")).unwrap();
+    let status = tonic::Status::from(svc.hold("v", Path::new("/t1")).err().unwrap());
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::Aborted,
+            "an operation on volume v at /t1 is already in progress; retry later"
+        )
+    );
+    drop(held);
+    let _again = svc.hold("v", Path::new("/t1")).unwrap();
+}
