@@ -59,17 +59,25 @@ pub struct Busy<K, P> {
     pub parts: Vec<P>,
 }
 
+impl<K: fmt::Display, P: fmt::Display> Busy<K, P> {
+    /// What is held: `volume v`, or with the parts named, `volume v (node a, node b)`.
+    pub fn what(&self) -> String {
+        let mut what = self.key.to_string();
+        if !self.parts.is_empty() {
+            let parts: Vec<String> = self.parts.iter().map(ToString::to_string).collect();
+            what = format!("{what} ({})", parts.join(", "));
+        }
+        what
+    }
+}
+
 impl<K: fmt::Display, P: fmt::Display> fmt::Display for Busy<K, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "an operation on {}", self.key)?;
-        if let Some((first, rest)) = self.parts.split_first() {
-            write!(f, " ({first}")?;
-            for part in rest {
-                write!(f, ", {part}")?;
-            }
-            write!(f, ")")?;
-        }
-        write!(f, " is already in progress; retry later")
+        write!(
+            f,
+            "an operation on {} is already in progress; retry later",
+            self.what()
+        )
     }
 }
 
@@ -215,6 +223,8 @@ mod tests {
             Some("an operation on v (node a, node b) is already in progress; retry later"),
             "the parts held are named in order"
         );
+        let busy = inflight.try_hold("v".into()).err().unwrap();
+        assert_eq!(busy.what(), "v (node a, node b)");
         drop(a);
         assert!(
             aborted(inflight.try_hold("v".into())).is_some(),
