@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use crate::table::{Access, Squash};
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod ganesha;
 pub mod kernel;
