@@ -1,6 +1,6 @@
 //! The CSI Controller service. Each RPC reads validate → lock → delegate to a backend.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc};
 
 use rwxnfs_model::{Name, Params, SnapshotId, VolumeId, is_static_volume, render_sub_dir};
 use rwxnfs_proto::{
@@ -12,7 +12,7 @@ use rwxnfs_proto::{
         volume_content_source,
     },
 };
-use rwxnfs_server::logging::finish_rpc;
+use rwxnfs_server::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -56,6 +56,10 @@ fn missing(field: &'static str) -> ControllerError {
     ControllerError::Missing { field }
 }
 
+fn reply<T>(result: Result<T, ControllerError>) -> Rpc<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
 /// Treats "already gone" as success on delete paths.
 fn gone_is_ok(result: Result<(), ControllerError>) -> Result<(), ControllerError> {
     match result {
@@ -78,8 +82,9 @@ impl ControllerService {
         }
     }
 
-    pub fn into_server(self) -> ControllerServer<Self> {
-        ControllerServer::new(self)
+    /// The service with the [`rpc`] layer, which times, counts and logs its calls.
+    pub fn into_server(self) -> rpc::Rpc<ControllerServer<Self>> {
+        rpc::wrap(ControllerServer::new(self))
     }
 
     /// The backends, for readiness checks.
@@ -236,8 +241,8 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateVolumeRequest>,
     ) -> Rpc<csi::CreateVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.name);
         let result = async {
             if req.name.is_empty() {
                 return Err(missing("Name"));
@@ -273,13 +278,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "CreateVolume",
-            started,
-            &req.name,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     /// Deleting a volume that does not exist (or an id that cannot be ours) succeeds. A
@@ -289,8 +288,8 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::DeleteVolumeRequest>,
     ) -> Rpc<csi::DeleteVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             if req.volume_id.is_empty() {
                 return Err(missing("Volume ID"));
@@ -304,13 +303,7 @@ impl Controller for ControllerService {
             Ok(csi::DeleteVolumeResponse {})
         }
         .await;
-        finish_rpc(
-            "DeleteVolume",
-            started,
-            &req.volume_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     /// Grants the node's addresses access to the export (read-only when asked). A static
@@ -321,8 +314,8 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Rpc<csi::ControllerPublishVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             if req.volume_id.is_empty() {
                 return Err(missing("Volume ID"));
@@ -357,13 +350,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "ControllerPublishVolume",
-            started,
-            &req.volume_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     /// Revokes the node's access; without a node id, every node's. Already gone: success.
@@ -373,8 +360,8 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Rpc<csi::ControllerUnpublishVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             if req.volume_id.is_empty() {
                 return Err(missing("Volume ID"));
@@ -402,21 +389,15 @@ impl Controller for ControllerService {
             Ok(csi::ControllerUnpublishVolumeResponse {})
         }
         .await;
-        finish_rpc(
-            "ControllerUnpublishVolume",
-            started,
-            &req.volume_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     async fn validate_volume_capabilities(
         &self,
         request: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Rpc<csi::ValidateVolumeCapabilitiesResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             if req.volume_id.is_empty() {
                 return Err(missing("Volume ID"));
@@ -447,13 +428,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "ValidateVolumeCapabilities",
-            started,
-            &req.volume_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     /// Pages through every backend in configuration order; tokens stay valid while volumes
@@ -462,7 +437,6 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ListVolumesRequest>,
     ) -> Rpc<csi::ListVolumesResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             if req.max_entries < 0 {
@@ -518,14 +492,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("ListVolumes", started, "", result.map_err(Status::from)).map(Response::new)
+        reply(result)
     }
 
     async fn get_capacity(
         &self,
         request: Request<csi::GetCapacityRequest>,
     ) -> Rpc<csi::GetCapacityResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             check_capabilities(&req.volume_capabilities)?;
@@ -545,14 +518,13 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc("GetCapacity", started, "", result.map_err(Status::from)).map(Response::new)
+        reply(result)
     }
 
     async fn controller_get_capabilities(
         &self,
         _request: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Rpc<csi::ControllerGetCapabilitiesResponse> {
-        tracing::debug!("ControllerGetCapabilities");
         let capabilities = CAPABILITIES
             .iter()
             .map(|cap| ControllerServiceCapability {
@@ -573,8 +545,8 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateSnapshotRequest>,
     ) -> Rpc<csi::CreateSnapshotResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.name);
         let result = async {
             if req.name.is_empty() {
                 return Err(missing("Snapshot name"));
@@ -594,21 +566,15 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "CreateSnapshot",
-            started,
-            &req.name,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<csi::DeleteSnapshotRequest>,
     ) -> Rpc<csi::DeleteSnapshotResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.snapshot_id);
         let result = async {
             if req.snapshot_id.is_empty() {
                 return Err(missing("Snapshot ID"));
@@ -624,37 +590,25 @@ impl Controller for ControllerService {
             Ok(csi::DeleteSnapshotResponse {})
         }
         .await;
-        finish_rpc(
-            "DeleteSnapshot",
-            started,
-            &req.snapshot_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     async fn list_snapshots(
         &self,
         request: Request<csi::ListSnapshotsRequest>,
     ) -> Rpc<csi::ListSnapshotsResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.snapshot_id);
         let result = self.list_snapshots_inner(&req).await;
-        finish_rpc(
-            "ListSnapshots",
-            started,
-            &req.snapshot_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     async fn get_snapshot(
         &self,
         request: Request<csi::GetSnapshotRequest>,
     ) -> Rpc<csi::GetSnapshotResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.snapshot_id);
         let result = async {
             if req.snapshot_id.is_empty() {
                 return Err(missing("Snapshot ID"));
@@ -677,13 +631,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "GetSnapshot",
-            started,
-            &req.snapshot_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     /// Online expansion: the quota grows at once; no node-side step is needed.
@@ -691,8 +639,8 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Rpc<csi::ControllerExpandVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             if req.volume_id.is_empty() {
                 return Err(missing("Volume ID"));
@@ -716,21 +664,15 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "ControllerExpandVolume",
-            started,
-            &req.volume_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     async fn controller_get_volume(
         &self,
         request: Request<csi::ControllerGetVolumeRequest>,
     ) -> Rpc<csi::ControllerGetVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
+        rpc::volume_id(&req.volume_id);
         let result = async {
             if req.volume_id.is_empty() {
                 return Err(missing("Volume ID"));
@@ -753,13 +695,7 @@ impl Controller for ControllerService {
             })
         }
         .await;
-        finish_rpc(
-            "ControllerGetVolume",
-            started,
-            &req.volume_id,
-            result.map_err(Status::from),
-        )
-        .map(Response::new)
+        reply(result)
     }
 
     /// Not advertised: rwxnfs has no mutable volume parameters.
@@ -767,14 +703,9 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Rpc<csi::ControllerModifyVolumeResponse> {
-        let started = Instant::now();
         let req = request.into_inner();
-        finish_rpc(
-            "ControllerModifyVolume",
-            started,
-            &req.volume_id,
-            Err(ControllerError::ModifyUnsupported.into()),
-        )
+        rpc::volume_id(&req.volume_id);
+        Err(ControllerError::ModifyUnsupported.into())
     }
 }
 
