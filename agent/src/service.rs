@@ -1,14 +1,15 @@
 //! The gRPC face of the agent: decode the request, call [`ExportAgent`], encode the answer.
-//! Errors become gRPC codes in exactly one place ([`AgentError`]'s conversion) and every
-//! failed call is logged with its code and the object it concerned.
+//! Errors become gRPC codes in exactly one place ([`AgentError`]'s conversion); the server's
+//! [`rpc`] layer times and counts every call and logs each failed one with its code and the
+//! export or snapshot the handler named with [`rpc::volume_id`].
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use rwxnfs_proto::agent::{
     self as pb, AccessMode, DeletePolicy,
     agent_server::{Agent, AgentServer},
 };
-use rwxnfs_server::logging::finish_rpc;
+use rwxnfs_server::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -27,25 +28,17 @@ impl AgentService {
         Self { agent }
     }
 
-    pub fn into_server(self) -> AgentServer<Self> {
-        AgentServer::new(self)
+    /// The service with the [`rpc`] layer, which times, counts and logs its calls.
+    pub fn into_server(self) -> rpc::Rpc<AgentServer<Self>> {
+        rpc::wrap(AgentServer::new(self))
     }
 }
 
-type Rpc<T> = Result<Response<T>, Status>;
+type Reply<T> = Result<Response<T>, Status>;
 
-fn respond<T>(
-    rpc: &'static str,
-    started: Instant,
-    object: &str,
-    result: Result<T, AgentError>,
-) -> Rpc<T> {
-    finish_rpc(
-        rpc,
-        started,
-        object,
-        result.map(Response::new).map_err(Status::from),
-    )
+/// One RPC's answer, its error turned into a gRPC status (the [`rpc`] layer logs and counts it).
+fn reply<T>(result: Result<T, AgentError>) -> Reply<T> {
+    result.map(Response::new).map_err(Status::from)
 }
 
 fn timestamp(unix_ms: u64) -> prost_types::Timestamp {
@@ -192,8 +185,7 @@ fn snapshot_to(s: &SnapshotRecord) -> pb::Snapshot {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    async fn probe(&self, _request: Request<pb::ProbeRequest>) -> Rpc<pb::ProbeResponse> {
-        let started = Instant::now();
+    async fn probe(&self, _request: Request<pb::ProbeRequest>) -> Reply<pb::ProbeResponse> {
         let agent = &self.agent;
         let fs = agent.fs().clone();
         let root_ok = blocking(move || fs.space()).await;
@@ -205,32 +197,26 @@ impl Agent for AgentService {
         if !reason.is_empty() {
             tracing::warn!(%reason, "Probe: not ready");
         }
-        finish_rpc(
-            "Probe",
-            started,
-            "",
-            Ok(Response::new(pb::ProbeResponse {
-                ready: reason.is_empty(),
-                reason,
-                nfs_server: agent.exporter().kind().to_owned(),
-                quota: agent.fs().quota_kind().as_str().to_owned(),
-                quota_enforced: agent.fs().quota_enforced(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                server_addresses: agent
-                    .settings()
-                    .server_addresses
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect(),
-            })),
-        )
+        Ok(Response::new(pb::ProbeResponse {
+            ready: reason.is_empty(),
+            reason,
+            nfs_server: agent.exporter().kind().to_owned(),
+            quota: agent.fs().quota_kind().as_str().to_owned(),
+            quota_enforced: agent.fs().quota_enforced(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_addresses: agent
+                .settings()
+                .server_addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        }))
     }
 
     async fn get_capacity(
         &self,
         _request: Request<pb::GetCapacityRequest>,
-    ) -> Rpc<pb::GetCapacityResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::GetCapacityResponse> {
         let fs = self.agent.fs().clone();
         let result = blocking(move || fs.space())
             .await
@@ -241,16 +227,15 @@ impl Agent for AgentService {
                 maximum_export_bytes: 0,
                 granularity_bytes: self.agent.fs().granularity() as i64,
             });
-        respond("GetCapacity", started, "", result)
+        reply(result)
     }
 
     async fn create_export(
         &self,
         request: Request<pb::CreateExportRequest>,
-    ) -> Rpc<pb::CreateExportResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::CreateExportResponse> {
         let r = request.into_inner();
-        let name = r.name.clone();
+        rpc::volume_id(&r.name);
         let result = async {
             let req = CreateRequest {
                 name: r.name,
@@ -265,30 +250,30 @@ impl Agent for AgentService {
             })
         }
         .await;
-        respond("CreateExport", started, &name, result)
+        reply(result)
     }
 
     async fn delete_export(
         &self,
         request: Request<pb::DeleteExportRequest>,
-    ) -> Rpc<pb::DeleteExportResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::DeleteExportResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = async {
             let policy = policy_from(r.policy, "policy")?;
             self.agent.delete_export(&r.name, policy).await?;
             Ok(pb::DeleteExportResponse {})
         }
         .await;
-        respond("DeleteExport", started, &r.name, result)
+        reply(result)
     }
 
     async fn expand_export(
         &self,
         request: Request<pb::ExpandExportRequest>,
-    ) -> Rpc<pb::ExpandExportResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::ExpandExportResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = self
             .agent
             .expand_export(&r.name, r.required_bytes, r.limit_bytes)
@@ -296,16 +281,15 @@ impl Agent for AgentService {
             .map(|c| pb::ExpandExportResponse {
                 capacity_bytes: c as i64,
             });
-        respond("ExpandExport", started, &r.name, result)
+        reply(result)
     }
 
     async fn grant_access(
         &self,
         request: Request<pb::GrantAccessRequest>,
-    ) -> Rpc<pb::GrantAccessResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::GrantAccessResponse> {
         let r = request.into_inner();
-        let name = r.name.clone();
+        rpc::volume_id(&r.name);
         let result = async {
             let client = r
                 .client
@@ -322,29 +306,29 @@ impl Agent for AgentService {
             })
         }
         .await;
-        respond("GrantAccess", started, &name, result)
+        reply(result)
     }
 
     async fn revoke_access(
         &self,
         request: Request<pb::RevokeAccessRequest>,
-    ) -> Rpc<pb::RevokeAccessResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::RevokeAccessResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = self
             .agent
             .revoke_access(&r.name, &r.client_id)
             .await
             .map(|()| pb::RevokeAccessResponse {});
-        respond("RevokeAccess", started, &r.name, result)
+        reply(result)
     }
 
     async fn get_export(
         &self,
         request: Request<pb::GetExportRequest>,
-    ) -> Rpc<pb::GetExportResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::GetExportResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = self
             .agent
             .get_export(&r.name)
@@ -352,14 +336,13 @@ impl Agent for AgentService {
             .map(|record| pb::GetExportResponse {
                 export: Some(self.export_to(&record)),
             });
-        respond("GetExport", started, &r.name, result)
+        reply(result)
     }
 
     async fn list_exports(
         &self,
         request: Request<pb::ListExportsRequest>,
-    ) -> Rpc<pb::ListExportsResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::ListExportsResponse> {
         let r = request.into_inner();
         let result = self
             .agent
@@ -369,15 +352,15 @@ impl Agent for AgentService {
                 exports: records.iter().map(|rec| self.export_to(rec)).collect(),
                 next_token,
             });
-        respond("ListExports", started, "", result)
+        reply(result)
     }
 
     async fn create_snapshot(
         &self,
         request: Request<pb::CreateSnapshotRequest>,
-    ) -> Rpc<pb::CreateSnapshotResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::CreateSnapshotResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = self
             .agent
             .create_snapshot(&r.name, &r.source_export)
@@ -385,29 +368,29 @@ impl Agent for AgentService {
             .map(|s| pb::CreateSnapshotResponse {
                 snapshot: Some(snapshot_to(&s)),
             });
-        respond("CreateSnapshot", started, &r.name, result)
+        reply(result)
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
-    ) -> Rpc<pb::DeleteSnapshotResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::DeleteSnapshotResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = self
             .agent
             .delete_snapshot(&r.name)
             .await
             .map(|()| pb::DeleteSnapshotResponse {});
-        respond("DeleteSnapshot", started, &r.name, result)
+        reply(result)
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
-    ) -> Rpc<pb::ListSnapshotsResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::ListSnapshotsResponse> {
         let r = request.into_inner();
+        rpc::volume_id(&r.name);
         let result = self
             .agent
             .list_snapshots(r.max_entries, &r.starting_token, &r.name, &r.source_export)
@@ -416,14 +399,13 @@ impl Agent for AgentService {
                 snapshots: snapshots.iter().map(snapshot_to).collect(),
                 next_token,
             });
-        respond("ListSnapshots", started, &r.name, result)
+        reply(result)
     }
 
     async fn reconcile(
         &self,
         _request: Request<pb::ReconcileRequest>,
-    ) -> Rpc<pb::ReconcileResponse> {
-        let started = Instant::now();
+    ) -> Reply<pb::ReconcileResponse> {
         let result = self
             .agent
             .reconcile()
@@ -433,6 +415,6 @@ impl Agent for AgentService {
                 unknown: report.unknown,
                 repaired: report.repaired,
             });
-        respond("Reconcile", started, "", result)
+        reply(result)
     }
 }
