@@ -138,8 +138,10 @@ pub trait VolumeFs: Send + Sync + 'static {
     /// as the XFS project id. Without quotas, returns the rounded size and enforces nothing.
     fn set_limit(&self, rel: &RelPath, project_id: u32, bytes: u64) -> Result<u64, FsError>;
 
-    /// Bytes in use by the volume at `rel` (0 when not cheaply known).
-    fn used_bytes(&self, rel: &RelPath) -> Result<u64, FsError>;
+    /// Bytes the quota charges to the volume at `rel` (`project_id` as for
+    /// [`VolumeFs::set_limit`]), or None where the filesystem does not keep that count and
+    /// only a walk of the whole tree could tell (too slow to do on request).
+    fn used_bytes(&self, rel: &RelPath, project_id: u32) -> Result<Option<u64>, FsError>;
 
     /// Makes `dst` a point-in-time copy of `src` (both beneath the root), preserving modes,
     /// owners, timestamps, xattrs, symlinks and hard links. `dst` must not exist.

@@ -9,6 +9,7 @@
 //!   nfsd through exportfs), behind one trait.
 //! - [`fs`]: what happens on the export root's filesystem: volume directories, quotas,
 //!   snapshots and clones, deletion, all kept beneath the root.
+//! - [`usage`]: what each export uses, as its quota counts it.
 //! - [`service`]: the gRPC service; [`config`]: the configuration file.
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod service;
 pub mod snapshots;
 pub mod table;
+pub mod usage;
 
 pub use error::AgentError;
 pub use exports::{ExportAgent, Settings};

@@ -128,8 +128,30 @@ fn source_from(source: Option<pb::ContentSource>) -> Option<SourceRequest> {
     }
 }
 
+/// The proto's `used_bytes`: it has no "unknown" but says "0 when unknown".
+fn used_bytes_to(used: Option<u64>) -> i64 {
+    used.map_or(0, |bytes| bytes.min(i64::MAX as u64) as i64)
+}
+
 impl AgentService {
-    fn export_to(&self, r: &ExportRecord) -> pb::Export {
+    /// The records as answered, each with its usage (read in one blocking task).
+    async fn exports_to(&self, records: &[ExportRecord]) -> Vec<pb::Export> {
+        let usage = self.agent.usage(records).await;
+        records
+            .iter()
+            .zip(usage)
+            .map(|(r, used)| self.export_to(r, used))
+            .collect()
+    }
+
+    async fn one_export_to(&self, record: &ExportRecord) -> pb::Export {
+        let mut exports = self.exports_to(std::slice::from_ref(record)).await;
+        exports
+            .pop()
+            .unwrap_or_else(|| self.export_to(record, None))
+    }
+
+    fn export_to(&self, r: &ExportRecord, used: Option<u64>) -> pb::Export {
         pb::Export {
             name: r.name.to_string(),
             export_id: r.export_id,
@@ -168,7 +190,7 @@ impl AgentService {
                 }),
             }),
             created: Some(timestamp(r.created_unix_ms)),
-            used_bytes: 0,
+            used_bytes: used_bytes_to(used),
         }
     }
 }
@@ -246,7 +268,7 @@ impl Agent for AgentService {
             };
             let record = self.agent.create_export(req).await?;
             Ok(pb::CreateExportResponse {
-                export: Some(self.export_to(&record)),
+                export: Some(self.one_export_to(&record).await),
             })
         }
         .await;
@@ -302,7 +324,7 @@ impl Agent for AgentService {
             };
             let record = self.agent.grant_access(req).await?;
             Ok(pb::GrantAccessResponse {
-                export: Some(self.export_to(&record)),
+                export: Some(self.one_export_to(&record).await),
             })
         }
         .await;
@@ -329,13 +351,12 @@ impl Agent for AgentService {
     ) -> Reply<pb::GetExportResponse> {
         let r = request.into_inner();
         rpc::volume_id(&r.name);
-        let result = self
-            .agent
-            .get_export(&r.name)
-            .await
-            .map(|record| pb::GetExportResponse {
-                export: Some(self.export_to(&record)),
-            });
+        let result = match self.agent.get_export(&r.name).await {
+            Ok(record) => Ok(pb::GetExportResponse {
+                export: Some(self.one_export_to(&record).await),
+            }),
+            Err(e) => Err(e),
+        };
         reply(result)
     }
 
@@ -344,14 +365,17 @@ impl Agent for AgentService {
         request: Request<pb::ListExportsRequest>,
     ) -> Reply<pb::ListExportsResponse> {
         let r = request.into_inner();
-        let result = self
+        let result = match self
             .agent
             .list_exports(r.max_entries, &r.starting_token)
             .await
-            .map(|(records, next_token)| pb::ListExportsResponse {
-                exports: records.iter().map(|rec| self.export_to(rec)).collect(),
+        {
+            Ok((records, next_token)) => Ok(pb::ListExportsResponse {
+                exports: self.exports_to(&records).await,
                 next_token,
-            });
+            }),
+            Err(e) => Err(e),
+        };
         reply(result)
     }
 

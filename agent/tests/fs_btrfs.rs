@@ -88,6 +88,50 @@ fn quotas_are_enforced_expansions_lift_them_and_snapshots_are_instant() {
     );
 }
 
+/// What the qgroup counts once the transaction is committed (`sync`).
+fn committed_usage(fs: &BtrfsFs, rel: &RelPath) -> u64 {
+    std::process::Command::new("sync").status().unwrap();
+    fs.used_bytes(rel, 1)
+        .unwrap()
+        .expect("a subvolume's usage is known")
+}
+
+#[test]
+fn usage_is_the_qgroups_referenced_bytes() {
+    let loopfs = btrfs(256);
+    let fs = BtrfsFs::open(&loopfs.mount).unwrap();
+    let owner = Ownership {
+        uid: 0,
+        gid: 0,
+        mode: 0o777,
+    };
+    let q = vol("used");
+    fs.create_volume(&q, owner).unwrap();
+    fs.set_limit(&q, 1, 64 << 20).unwrap();
+    let empty = committed_usage(&fs, &q);
+    assert!(empty < 1 << 20, "an empty volume uses {empty} bytes");
+
+    let file = loopfs.mount.join("volumes/used/data");
+    write_mb(&file, 24).unwrap();
+    let written = committed_usage(&fs, &q);
+    assert!(
+        (24 << 20..25 << 20).contains(&written),
+        "24 MiB written, the qgroup says {written} bytes"
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    let emptied = committed_usage(&fs, &q);
+    assert!(emptied < 1 << 20, "after the delete {emptied} bytes");
+
+    let plain = loopfs.mount.join("volumes/plain-dir");
+    std::fs::create_dir(&plain).unwrap();
+    assert_eq!(
+        fs.used_bytes(&vol("plain-dir"), 2).unwrap(),
+        None,
+        "a directory that is no subvolume has no qgroup of its own"
+    );
+}
+
 #[test]
 fn auto_detection_picks_btrfs_and_quota_none_stays_plain() {
     let loopfs = btrfs(256);

@@ -127,9 +127,10 @@ impl VolumeFs for PlainFs {
         Ok(round_up(bytes, GRANULARITY))
     }
 
-    fn used_bytes(&self, _rel: &RelPath) -> Result<u64, FsError> {
-        // Walking a tree to sum it is too slow to do on request; without quotas it is unknown.
-        Ok(0)
+    /// Unknown: without quotas nothing counts a directory's bytes, and walking the tree to sum
+    /// them is too slow to do on request.
+    fn used_bytes(&self, _rel: &RelPath, _project_id: u32) -> Result<Option<u64>, FsError> {
+        Ok(None)
     }
 
     fn clone_tree(&self, src: &RelPath, dst: &RelPath) -> Result<CloneMethod, FsError> {

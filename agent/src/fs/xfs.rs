@@ -165,6 +165,21 @@ pub fn limit_blocks(bytes: u64) -> (u64, u64) {
     (rounded, rounded / BASIC_BLOCK)
 }
 
+/// The fs_disk_quota that Q_XGETQUOTA fills for project `project_id`.
+fn usage_query(project_id: u32) -> FsDiskQuota {
+    FsDiskQuota {
+        version: FS_DQUOT_VERSION,
+        flags: FS_PROJ_QUOTA,
+        id: project_id,
+        ..Default::default()
+    }
+}
+
+/// The bytes charged to a project: its block count is in basic blocks.
+fn used_bytes(quota: &FsDiskQuota) -> u64 {
+    quota.bcount.saturating_mul(BASIC_BLOCK)
+}
+
 impl VolumeFs for XfsFs {
     fn root(&self) -> &Path {
         self.plain.root()
@@ -203,15 +218,17 @@ impl VolumeFs for XfsFs {
         Ok(enforced)
     }
 
-    fn used_bytes(&self, rel: &RelPath) -> Result<u64, FsError> {
-        let dir = self.plain.beneath().open_dir(rel.as_path())?;
-        let mut attr = FsXattr::default();
-        ioctl(dir.as_fd(), FS_IOC_FSGETXATTR, &mut attr)
-            .map_err(|e| self.plain.beneath().error(rel.as_path(), e))?;
-        let mut quota = FsDiskQuota::default();
-        match self.quotactl(Q_XGETQUOTA_PRJ, attr.projid, &mut quota) {
-            Ok(()) => Ok(quota.bcount * BASIC_BLOCK),
-            Err(_) => Ok(0),
+    /// The project's block count: what the hard limit is checked against.
+    fn used_bytes(&self, rel: &RelPath, project_id: u32) -> Result<Option<u64>, FsError> {
+        let mut quota = usage_query(project_id);
+        match self.quotactl(Q_XGETQUOTA_PRJ, project_id, &mut quota) {
+            Ok(()) => Ok(Some(used_bytes(&quota))),
+            // XFS answers ENOENT for a project with no limits and nothing charged to it.
+            Err(Errno::ENOENT) => Ok(Some(0)),
+            Err(e) => Err(FsError::Quota {
+                path: self.absolute(rel),
+                message: format!("reading project {project_id}'s usage: {e}"),
+            }),
         }
     }
     fn clone_tree(&self, src: &RelPath, dst: &RelPath) -> Result<CloneMethod, FsError> {
@@ -242,6 +259,29 @@ mod tests {
         // The ioctl numbers encode those sizes.
         assert_eq!((FS_IOC_FSGETXATTR >> 16) & 0x3fff, 28);
         assert_eq!((FS_IOC_FSSETXATTR >> 16) & 0x3fff, 28);
+    }
+
+    #[test]
+    fn usage_is_asked_of_the_project_by_its_id_and_read_in_basic_blocks() {
+        // QCMD(Q_XGETQUOTA, PRJQUOTA): Q_XGETQUOTA is XQM_CMD(3) = ('X' << 8) + 3, shifted past
+        // the 8-bit type field that holds PRJQUOTA (2).
+        assert_eq!(Q_XGETQUOTA_PRJ, ((((b'X' as i32) << 8) + 3) << 8) | 2);
+        assert_eq!(Q_XGETQUOTA_PRJ, 0x0058_0302);
+        // d_bcount and d_id where the kernel's struct fs_disk_quota has them.
+        assert_eq!(std::mem::offset_of!(FsDiskQuota, id), 4);
+        assert_eq!(std::mem::offset_of!(FsDiskQuota, bcount), 40);
+        assert_eq!(std::mem::offset_of!(FsDiskQuota, rtb_hardlimit), 72);
+
+        let query = usage_query(4242);
+        assert_eq!(
+            (query.version, query.flags, query.fieldmask, query.id),
+            (FS_DQUOT_VERSION, FS_PROJ_QUOTA, 0, 4242)
+        );
+        let answered = FsDiskQuota {
+            bcount: 2048 * 10, // 10 MiB in 512-byte basic blocks
+            ..usage_query(4242)
+        };
+        assert_eq!(used_bytes(&answered), 10 << 20);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct DirFs {
     pub root: PathBuf,
     pub limits: Mutex<std::collections::HashMap<PathBuf, u64>>,
     pub fail_clone: Mutex<bool>,
+    /// What `used_bytes` answers per volume path: a count, or `Err` to fail. Unset: unknown.
+    pub usage: Mutex<std::collections::HashMap<PathBuf, Result<u64, String>>>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> FsError + '_ {
@@ -66,8 +68,15 @@ impl VolumeFs for DirFs {
             .insert(rel.as_path().to_owned(), enforced);
         Ok(enforced)
     }
-    fn used_bytes(&self, _rel: &RelPath) -> Result<u64, FsError> {
-        Ok(0)
+    fn used_bytes(&self, rel: &RelPath, _project: u32) -> Result<Option<u64>, FsError> {
+        match self.usage.lock().unwrap().get(rel.as_path()) {
+            None => Ok(None),
+            Some(Ok(bytes)) => Ok(Some(*bytes)),
+            Some(Err(message)) => Err(FsError::Quota {
+                path: self.absolute(rel),
+                message: message.clone(),
+            }),
+        }
     }
     fn clone_tree(&self, src: &RelPath, dst: &RelPath) -> Result<CloneMethod, FsError> {
         if *self.fail_clone.lock().unwrap() {
@@ -109,6 +118,7 @@ impl DirFs {
             root: root.to_owned(),
             limits: Default::default(),
             fail_clone: Mutex::new(false),
+            usage: Default::default(),
         }
     }
 }
