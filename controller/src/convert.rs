@@ -153,24 +153,6 @@ pub fn export_options(params: &Params) -> pb::ExportOptions {
     }
 }
 
-/// Paging across backends: `<backend index>/<that backend's token>`.
-pub fn parse_page_token(token: &str, backends: usize) -> Result<(usize, String), ControllerError> {
-    if token.is_empty() {
-        return Ok((0, String::new()));
-    }
-    token
-        .split_once('/')
-        .and_then(|(i, rest)| i.parse::<usize>().ok().map(|i| (i, rest.to_owned())))
-        .filter(|(i, _)| *i < backends)
-        .ok_or_else(|| ControllerError::ForeignPageToken {
-            token: token.to_owned(),
-        })
-}
-
-pub fn page_token(index: usize, backend_token: &str) -> String {
-    format!("{index}/{backend_token}")
-}
-
 /// Echoes a CreateVolume content source in the response, as the spec asks.
 pub fn content_source(
     source: &Option<csi::VolumeContentSource>,
@@ -218,20 +200,5 @@ mod tests {
         assert!(unsupported(&cap(block, Mode::SingleNodeWriter)).is_some());
         assert!(unsupported(&cap(mount("ext4"), Mode::SingleNodeWriter)).is_some());
         assert!(unsupported(&cap(mount(""), Mode::Unknown)).is_some());
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_garbage_aborts() {
-        assert_eq!(
-            parse_page_token(&page_token(1, "after:x"), 2).unwrap(),
-            (1, "after:x".into())
-        );
-        assert_eq!(parse_page_token("", 2).unwrap(), (0, String::new()));
-        for bad in ["x", "5/after:a", "after:a"] {
-            assert_eq!(
-                parse_page_token(bad, 2).unwrap_err().code(),
-                tonic::Code::Aborted
-            );
-        }
     }
 }
