@@ -2,8 +2,7 @@
 //! of calls a component makes to others (the controller's agent calls).
 //!
 //! One process-wide registry; [`record_rpc`] is called by the [`crate::rpc`] layer, so every
-//! call of a wrapped service is counted (and, until the controller and the agent use the
-//! layer, by [`crate::logging::finish_rpc`]).
+//! call of a wrapped service is counted.
 //! [`serve`] answers `GET /metrics` in the Prometheus text format on a TCP address.
 
 use std::{

@@ -149,16 +149,16 @@ impl Shutdown {
     }
 }
 
-/// A server builder with what every endpoint wants: a span per call named by its gRPC method,
-/// and HTTP/2 keepalives so a vanished peer is noticed.
+/// A server builder with what every endpoint wants: HTTP/2 keepalives so a vanished peer is
+/// noticed.
 ///
-/// The [`crate::rpc`] layer is applied by each service's `into_server`, not here: `layer` would
-/// change the builder's type, and callers name the plain `Router` it builds.
+/// The span, metrics and failure log of each call come from the [`crate::rpc`] layer, applied
+/// by each service's `into_server`, not here: `layer` would change the builder's type, and
+/// callers name the plain `Router` it builds.
 pub fn builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .trace_fn(|request| tracing::info_span!("grpc", method = request.uri().path()))
 }
 
 /// gRPC reflection over both protocols, so `grpcurl` works on every endpoint.
