@@ -6,7 +6,8 @@
 //!
 //! - names the RPC after the method in the request path (`/csi.v1.Node/NodeStageVolume` →
 //!   `NodeStageVolume`) and opens a span `rpc{rpc, volume_id}` that the handler runs in;
-//! - records the outcome in the metrics ([`crate::metrics::record_rpc`]);
+//! - records the outcome in the metrics ([`crate::metrics::record_rpc`]), CANCELLED for a call
+//!   dropped before it answered (its caller went away or gave up);
 //! - logs a failure once, with its code, message and the volume the handler named with
 //!   [`volume_id`]: errors for the codes that mean "our fault or the backend's", warnings for
 //!   the ones that mean "the caller asked for something wrong or must retry"; a success is
@@ -88,20 +89,51 @@ where
         let rpc = intern(method(request.uri().path()));
         let span = tracing::info_span!("rpc", rpc, volume_id = field::Empty);
         let volume = Arc::new(Mutex::new(String::new()));
-        let started = Instant::now();
-        let call = span.in_scope(|| self.inner.call(request));
-        let handler = VOLUME_ID.scope(volume.clone(), call);
+        let mut call = Call {
+            rpc,
+            started: Instant::now(),
+            volume: volume.clone(),
+            answered: false,
+        };
+        let handler = VOLUME_ID.scope(volume, span.in_scope(|| self.inner.call(request)));
         Box::pin(
             async move {
                 let result = handler.await;
                 if let Ok(response) = &result {
-                    let volume = volume.lock().unwrap_or_else(|e| e.into_inner());
-                    finish(rpc, started.elapsed(), &volume, response.headers());
+                    call.answer(outcome(response.headers()));
                 }
                 result
             }
             .instrument(span),
         )
+    }
+}
+
+/// One call in progress. Dropped unanswered, it was cancelled: the caller went away, or its
+/// deadline passed, and the server dropped the handler mid-way. That is counted and logged too,
+/// or a mount hanging on a dead server would never show in the metrics.
+struct Call {
+    rpc: &'static str,
+    started: Instant,
+    volume: Arc<Mutex<String>>,
+    answered: bool,
+}
+
+impl Call {
+    fn answer(&mut self, status: Status) {
+        self.answered = true;
+        let volume = self.volume.lock().unwrap_or_else(|e| e.into_inner());
+        finish(self.rpc, self.started.elapsed(), &volume, &status);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answer(Status::cancelled(
+                "the caller went away (cancelled, or past its deadline) before the call finished",
+            ));
+        }
     }
 }
 
@@ -155,8 +187,7 @@ fn outcome(headers: &http::HeaderMap) -> Status {
     Status::from_header_map(&status_headers).unwrap_or_else(|| Status::ok(""))
 }
 
-fn finish(rpc: &'static str, elapsed: Duration, volume_id: &str, headers: &http::HeaderMap) {
-    let status = outcome(headers);
+fn finish(rpc: &'static str, elapsed: Duration, volume_id: &str, status: &Status) {
     let code = status.code();
     crate::metrics::record_rpc(rpc, code, elapsed);
     let message = status.message();

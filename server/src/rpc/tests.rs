@@ -167,6 +167,37 @@ async fn each_call_is_counted_with_its_code() {
     assert!(text.contains("rwxnfs_rpc_duration_seconds_count{rpc=\"TestRpcLayerCounts\"} 3"));
 }
 
+#[tokio::test]
+async fn a_call_dropped_before_it_answers_is_counted_and_logged_as_cancelled() {
+    log();
+    let handler = tower::service_fn(|_request: http::Request<Body>| async {
+        volume_id("vol-hangs");
+        std::future::pending::<Result<http::Response<Body>, Infallible>>().await
+    });
+    let request = http::Request::builder()
+        .uri("http://localhost/csi.v1.Node/TestRpcLayerHangs")
+        .body(Body::empty())
+        .unwrap();
+    let call = wrap(handler).oneshot(request);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err(),
+        "the handler never answers"
+    );
+    let text = crate::metrics::render();
+    assert!(
+        text.contains("rwxnfs_rpc_calls_total{rpc=\"TestRpcLayerHangs\",code=\"CANCELLED\"} 1"),
+        "{text}"
+    );
+    let failed = lines_with("vol-hangs");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].contains("WARN") && failed[0].contains("code=Cancelled"),
+        "{failed:?}"
+    );
+}
+
 #[test]
 fn made_up_methods_cannot_grow_the_registry_without_bound() {
     let mut names = Names::default();
