@@ -13,8 +13,10 @@ use crate::{
 };
 
 pub mod fake;
+mod server;
 mod subdir;
 
+pub use server::ServerAddress;
 pub use subdir::{SubdirBackend, SubdirError};
 
 /// The agent API, as the controller uses it. An agent's refusal keeps the agent's code
@@ -27,7 +29,9 @@ pub trait Backend: Send + Sync + 'static {
     fn has_sub_dirs(&self) -> bool {
         false
     }
-    /// Where nodes mount this backend's exports from.
+    /// Where nodes mount this backend's exports from. Asked on every CreateVolume, GetVolume
+    /// and ListVolumes page: a backend that must ask its server keeps the answer
+    /// ([`ServerAddress`]).
     async fn server_address(&self) -> Result<IpAddr, ControllerError>;
     async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError>;
     async fn capacity(&self) -> Result<pb::GetCapacityResponse, ControllerError>;
@@ -74,7 +78,7 @@ pub struct AgentBackend {
     name: Name,
     /// Where the agent is, as configured (for messages).
     endpoint: String,
-    server: Option<IpAddr>,
+    server: ServerAddress,
     client: AgentClient<Channel>,
 }
 
@@ -158,7 +162,7 @@ impl AgentBackend {
         Ok(Self {
             name,
             endpoint: agent.endpoint.clone(),
-            server: config.server,
+            server: ServerAddress::new(config.server),
             client: AgentClient::new(channel),
         })
     }
@@ -185,7 +189,7 @@ impl AgentBackend {
             // the client's own failure to reach it (connection refused, reset, timed out, no
             // socket), which callers must see as UNAVAILABLE so that they retry, and which
             // names where the agent was looked for.
-            if std::error::Error::source(&s).is_some()
+            let err = if std::error::Error::source(&s).is_some()
                 && matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
             {
                 ControllerError::Unreachable {
@@ -199,7 +203,9 @@ impl AgentBackend {
                     code: s.code(),
                     message: s.message().to_owned(),
                 }
-            }
+            };
+            self.server.failed(&err);
+            err
         })
     }
 
@@ -219,17 +225,7 @@ impl Backend for AgentBackend {
     }
 
     async fn server_address(&self) -> Result<IpAddr, ControllerError> {
-        if let Some(server) = self.server {
-            return Ok(server);
-        }
-        let probe = self.probe().await?;
-        probe
-            .server_addresses
-            .iter()
-            .find_map(|a| a.parse().ok())
-            .ok_or_else(|| ControllerError::NoServerAddress {
-                backend: self.name.clone(),
-            })
+        self.server.get(&self.name, self.probe()).await
     }
 
     async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError> {

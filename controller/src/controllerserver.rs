@@ -94,11 +94,6 @@ impl ControllerService {
         rpc::wrap(ControllerServer::new(self))
     }
 
-    /// The backends, for readiness checks.
-    pub fn backends(&self) -> Vec<Arc<dyn Backend>> {
-        self.backends.clone()
-    }
-
     fn backend_named(&self, name: &Name) -> Option<&Arc<dyn Backend>> {
         self.backends.iter().find(|b| b.name() == name)
     }

@@ -7,7 +7,7 @@ use rwxnfs_model::{Name, Params, SnapshotId, VolumeId};
 use rwxnfs_proto::{
     agent as pb,
     csi::{
-        self, Snapshot, Volume, VolumeCapability, VolumeCondition, volume_capability,
+        Snapshot, Volume, VolumeCapability, VolumeCondition, volume_capability,
         volume_capability::access_mode::Mode,
     },
 };
@@ -151,13 +151,6 @@ pub fn export_options(params: &Params) -> pb::ExportOptions {
             Some(OnDeleteParam::Archive) => pb::DeletePolicy::Archive,
         } as i32,
     }
-}
-
-/// Echoes a CreateVolume content source in the response, as the spec asks.
-pub fn content_source(
-    source: &Option<csi::VolumeContentSource>,
-) -> Option<csi::VolumeContentSource> {
-    source.clone()
 }
 
 #[cfg(test)]

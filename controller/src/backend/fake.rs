@@ -14,8 +14,11 @@ use rwxnfs_proto::agent as pb;
 use tokio::sync::Semaphore;
 use tonic::{Code, Status};
 
-use super::Backend;
+use super::{Backend, ServerAddress};
 use crate::ControllerError;
+
+/// The address a fake without a configured `server` reports in its Probe.
+pub const PROBED_SERVER: [u8; 4] = [192, 0, 2, 7];
 
 pub struct FakeBackend {
     name: Name,
@@ -29,10 +32,22 @@ pub struct FakeBackend {
     /// Calls, named as in `calls` ("GrantAccess pvc-1 node-a"), that wait for a permit of
     /// their own first (after they are recorded).
     gates: Mutex<BTreeMap<String, Arc<Semaphore>>>,
+    server: ServerAddress,
 }
 
 impl FakeBackend {
+    /// A backend with `server` configured (192.0.2.1): its Probe is never asked for it.
     pub fn new(name: &str) -> Self {
+        Self::with_server(name, Some(IpAddr::from([192, 0, 2, 1])))
+    }
+
+    /// A backend with no `server` configured: the address comes from its Probe
+    /// ([`PROBED_SERVER`]).
+    pub fn without_server(name: &str) -> Self {
+        Self::with_server(name, None)
+    }
+
+    fn with_server(name: &str, server: Option<IpAddr>) -> Self {
         Self {
             name: Name::parse(name).expect("a valid backend name"),
             exports: Mutex::default(),
@@ -40,6 +55,7 @@ impl FakeBackend {
             fail_next: Mutex::default(),
             gate: Mutex::default(),
             gates: Mutex::default(),
+            server: ServerAddress::new(server),
         }
     }
 
@@ -77,7 +93,11 @@ impl FakeBackend {
                 .forget();
         }
         match self.fail_next.lock().expect("fail_next").take() {
-            Some(status) => Err(self.agent(status.code(), status.message().to_owned())),
+            Some(status) => {
+                let err = self.agent(status.code(), status.message().to_owned());
+                self.server.failed(&err);
+                Err(err)
+            }
             None => Ok(()),
         }
     }
@@ -99,7 +119,7 @@ impl Backend for FakeBackend {
     }
 
     async fn server_address(&self) -> Result<IpAddr, ControllerError> {
-        Ok(IpAddr::from([192, 0, 2, 1]))
+        self.server.get(&self.name, self.probe()).await
     }
 
     async fn probe(&self) -> Result<pb::ProbeResponse, ControllerError> {
@@ -107,6 +127,7 @@ impl Backend for FakeBackend {
         Ok(pb::ProbeResponse {
             ready: true,
             quota_enforced: true,
+            server_addresses: vec![IpAddr::from(PROBED_SERVER).to_string()],
             ..Default::default()
         })
     }

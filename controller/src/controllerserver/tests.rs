@@ -648,3 +648,5 @@ async fn a_delete_while_a_publish_is_in_flight_is_aborted_and_the_other_way_roun
         "nothing refused reached the backend"
     );
 }
+
+mod server_address;

@@ -75,7 +75,8 @@ impl ControllerService {
             .await?;
         let context = context_for(plan.backend.as_ref(), &export, &plan.params).await?;
         let mut volume = convert::volume(&plan.id, &export, context);
-        volume.content_source = convert::content_source(&req.volume_content_source);
+        // Echoed, as the spec asks.
+        volume.content_source = req.volume_content_source.clone();
         Ok(csi::CreateVolumeResponse {
             volume: Some(volume),
         })
