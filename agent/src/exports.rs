@@ -428,7 +428,7 @@ impl ExportAgent {
             None => Ok((None, 0)),
             Some((name, true)) => {
                 let table = self.table.clone();
-                let key = name.to_string();
+                let key = name.clone();
                 match blocking(move || table.snapshot(&key)).await? {
                     Some(s) if s.state == RecordState::Ready => {
                         Ok((Some(RelPath::snapshot(name)), s.size_bytes))

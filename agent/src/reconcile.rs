@@ -3,7 +3,7 @@
 
 use crate::{
     error::{AgentError, blocking},
-    exports::{ExportAgent, parse_name, snapshot_key},
+    exports::{ExportAgent, snapshot_key},
     fs::RelPath,
     table::RecordState,
 };
@@ -83,9 +83,7 @@ impl ExportAgent {
             if record.state == RecordState::Ready {
                 continue;
             }
-            let Ok(name) = parse_name(&record.name, "name") else {
-                continue;
-            };
+            let name = record.name.clone();
             let _guard = self.locks.lock(snapshot_key(&name)).await;
             self.finish_snapshot_delete(&record).await?;
             report.repaired.push(format!("snapshot {name} cleaned up"));

@@ -197,7 +197,7 @@ impl AgentService {
 
 fn snapshot_to(s: &SnapshotRecord) -> pb::Snapshot {
     pb::Snapshot {
-        name: s.name.clone(),
+        name: s.name.to_string(),
         source_export: s.source_export.clone(),
         size_bytes: s.size_bytes as i64,
         created: Some(timestamp(s.created_unix_ms)),

@@ -26,7 +26,7 @@ impl ExportAgent {
             .await;
 
         let table = self.table.clone();
-        let key = name.to_string();
+        let key = name.clone();
         if let Some(existing) = blocking(move || table.snapshot(&key)).await? {
             return if existing.source_export == source.as_str()
                 && existing.state == RecordState::Ready
@@ -49,7 +49,7 @@ impl ExportAgent {
         };
         let rel = RelPath::snapshot(&name);
         let record = SnapshotRecord {
-            name: name.to_string(),
+            name: name.clone(),
             source_export: source.to_string(),
             state: RecordState::Creating,
             path: rel.as_path().to_owned(),
@@ -87,7 +87,7 @@ impl ExportAgent {
         let name = parse_name(name, "name")?;
         let _guard = self.locks.lock(snapshot_key(&name)).await;
         let table = self.table.clone();
-        let key = name.to_string();
+        let key = name.clone();
         let Some(mut record) = blocking(move || table.snapshot(&key)).await? else {
             return Ok(());
         };
@@ -101,12 +101,12 @@ impl ExportAgent {
         &self,
         record: &SnapshotRecord,
     ) -> Result<(), AgentError> {
-        let name = parse_name(&record.name, "name")?;
+        let name = record.name.clone();
         let fs = self.fs.clone();
         let table = self.table.clone();
         blocking(move || -> Result<(), AgentError> {
             fs.trash(&RelPath::snapshot(&name))?;
-            table.remove_snapshot(name.as_str())?;
+            table.remove_snapshot(&name)?;
             Ok(())
         })
         .await?;
@@ -137,7 +137,7 @@ impl ExportAgent {
         let (name, source) = (name.to_owned(), source.to_owned());
         let matching = all.into_iter().filter(|s| {
             s.state == RecordState::Ready
-                && (name.is_empty() || s.name == name)
+                && (name.is_empty() || s.name.as_str() == name)
                 && (source.is_empty() || s.source_export == source)
         });
         Ok(page(matching, |s| s.name.as_str(), after.as_deref(), max))

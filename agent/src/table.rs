@@ -121,7 +121,8 @@ pub struct ExportRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
-    pub name: String,
+    #[serde(with = "name_as_string")]
+    pub name: Name,
     pub source_export: String,
     pub state: RecordState,
     /// Relative to the export root.
@@ -201,16 +202,16 @@ impl Table {
         read_all(&self.exports)
     }
 
-    pub fn snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>, TableError> {
+    pub fn snapshot(&self, name: &Name) -> Result<Option<SnapshotRecord>, TableError> {
         read_record(&self.snapshots.join(format!("{name}.json")))
     }
 
     pub fn put_snapshot(&self, record: &SnapshotRecord) -> Result<(), TableError> {
-        write_record(&self.snapshots, &record.name, record)
+        write_record(&self.snapshots, record.name.as_str(), record)
     }
 
-    pub fn remove_snapshot(&self, name: &str) -> Result<(), TableError> {
-        remove_record(&self.snapshots, name)
+    pub fn remove_snapshot(&self, name: &Name) -> Result<(), TableError> {
+        remove_record(&self.snapshots, name.as_str())
     }
 
     /// All snapshot records, sorted by name.

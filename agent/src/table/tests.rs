@@ -169,3 +169,22 @@ fn a_record_with_an_invalid_name_is_reported_with_its_path() {
         assert!(message.contains("../escape"), "{message}");
     }
 }
+
+#[test]
+fn snapshot_records_keep_their_format_and_an_invalid_name_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    let on_disk = "{\n  \"name\": \"s1\",\n  \"source_export\": \"a\",\n  \"state\": \"ready\",\n  \
+                   \"path\": \"snapshots/s1\",\n  \"size_bytes\": 4096,\n  \"created_unix_ms\": 1\n}\n";
+    let path = dir.path().join("snapshots/s1.json");
+    std::fs::write(&path, on_disk).unwrap();
+    let record = table.snapshot(&name("s1")).unwrap().unwrap();
+    assert_eq!(record.name, name("s1"));
+    table.put_snapshot(&record).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), on_disk);
+
+    std::fs::write(&path, on_disk.replace("\"s1\"", "\".hidden\"")).unwrap();
+    let err = table.snapshots().unwrap_err();
+    assert!(matches!(err, TableError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("snapshots/s1.json"), "{err}");
+}
