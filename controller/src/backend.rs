@@ -12,6 +12,8 @@ use crate::{
     config::{BackendConfig, ClientTls},
 };
 
+/// The in-memory backend of the unit tests, out of the release binary.
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 mod server;
 mod subdir;
