@@ -186,7 +186,7 @@ async fn kill_9_at_any_point_loses_nothing_and_leaves_no_orphan() {
         records.iter().all(|r| r.state == RecordState::Ready),
         "unfinished records remain: {records:?}"
     );
-    let in_table: BTreeSet<String> = records.iter().map(|r| r.name.clone()).collect();
+    let in_table: BTreeSet<String> = records.iter().map(|r| r.name.to_string()).collect();
     for (name, op) in &acked {
         match op {
             Op::Create | Op::Grant => assert!(

@@ -195,9 +195,9 @@ fn finish(rpc: &'static str, elapsed: Duration, volume_id: &str, status: &Status
     match code {
         Code::Ok => tracing::debug!(rpc, volume_id, elapsed_ms, "rpc succeeded"),
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
-            tracing::error!(rpc, volume_id, code = ?code, message, "rpc failed");
+            tracing::error!(rpc, volume_id, code = ?code, error = %message, "rpc failed");
         }
-        _ => tracing::warn!(rpc, volume_id, code = ?code, message, "rpc failed"),
+        _ => tracing::warn!(rpc, volume_id, code = ?code, error = %message, "rpc failed"),
     }
 }
 
