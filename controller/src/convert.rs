@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rwxnfs_model::{Name, Params, SnapshotId, VolumeId};
+use rwxnfs_model::{Name, Params, SnapshotId, VolumeId, volume_context::VolumeContext};
 use rwxnfs_proto::{
     agent as pb,
     csi::{
@@ -13,12 +13,6 @@ use rwxnfs_proto::{
 };
 
 use crate::ControllerError;
-
-/// Keys of the volume context the node plugin reads.
-pub const CTX_SERVER: &str = "server";
-pub const CTX_SHARE: &str = "share";
-pub const CTX_NFS_VERSION: &str = "nfsVersion";
-pub const CTX_MOUNT_OPTIONS: &str = "mountOptions";
 
 /// Why a capability is not supported, or None when it is.
 pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
@@ -85,15 +79,13 @@ pub fn volume_context(
     export: &pb::Export,
     params: &Params,
 ) -> HashMap<String, String> {
-    let mut ctx = HashMap::from([
-        (CTX_SERVER.to_owned(), server.to_owned()),
-        (CTX_SHARE.to_owned(), export.pseudo_path.clone()),
-        (CTX_NFS_VERSION.to_owned(), params.nfs_version.to_string()),
-    ]);
-    if !params.mount_options.is_empty() {
-        ctx.insert(CTX_MOUNT_OPTIONS.to_owned(), params.mount_options.join(","));
+    VolumeContext {
+        server: server.to_owned(),
+        share: export.pseudo_path.clone(),
+        nfs_version: params.nfs_version,
+        mount_options: params.mount_options.clone(),
     }
-    ctx
+    .to_map()
 }
 
 pub fn volume(id: &VolumeId, export: &pb::Export, context: HashMap<String, String>) -> Volume {

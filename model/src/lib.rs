@@ -10,6 +10,7 @@ pub mod mount_options;
 pub mod mountinfo;
 mod name;
 pub mod params;
+pub mod volume_context;
 
 pub use driver_name::{DriverName, DriverNameError};
 pub use id::{IdError, STATIC_VOLUME_PREFIX, SnapshotId, VolumeId, is_static_volume};

@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Instant};
 use super::{NodeService, resolve::resolve};
 use crate::error::NodeError;
 use nix::mount::MsFlags;
-use rwxnfs_model::{MountOptions, NfsVersion};
+use rwxnfs_model::{
+    MountOptions,
+    volume_context::{VolumeContext, VolumeContextError},
+};
 use rwxnfs_proto::csi::{NodeStageVolumeRequest, VolumeCapability, volume_capability};
 
 fn mount_flags(cap: &VolumeCapability) -> Vec<String> {
@@ -33,39 +36,36 @@ fn vfs_flags(options: &MountOptions) -> MsFlags {
     flags
 }
 
+/// A volume context that cannot be mounted names the key: INVALID_ARGUMENT, as every error of
+/// the request's fields.
+impl From<VolumeContextError> for NodeError {
+    fn from(err: VolumeContextError) -> Self {
+        match err {
+            VolumeContextError::NoServer => NodeError::NoServer,
+            VolumeContextError::NoShare => NodeError::NoShare,
+            VolumeContextError::NfsVersion(e) => NodeError::NfsVersion(e),
+        }
+    }
+}
+
 /// What a stage request asks to mount: the server, the export path on it, the options.
-struct Wanted<'a> {
-    server: &'a str,
-    share: &'a str,
+struct Wanted {
+    server: String,
+    share: String,
     options: MountOptions,
 }
 
 /// Reads the volume context and the capability's mount flags into what to mount.
-fn wanted<'a>(
-    req: &'a NodeStageVolumeRequest,
-    cap: &VolumeCapability,
-) -> Result<Wanted<'a>, NodeError> {
-    let ctx = &req.volume_context;
-    let server = ctx
-        .get("server")
-        .filter(|s| !s.is_empty())
-        .ok_or(NodeError::NoServer)?;
-    let share = ctx
-        .get("share")
-        .filter(|s| s.starts_with('/'))
-        .ok_or(NodeError::NoShare)?;
-    let version = match ctx.get("nfsVersion") {
-        Some(v) => v.parse::<NfsVersion>()?,
-        None => NfsVersion::default(),
-    };
+fn wanted(req: &NodeStageVolumeRequest, cap: &VolumeCapability) -> Result<Wanted, NodeError> {
+    let context = VolumeContext::parse(&req.volume_context)?;
     let user: Vec<String> = mount_flags(cap)
         .into_iter()
-        .chain(ctx.get("mountOptions").cloned())
+        .chain(context.mount_options)
         .collect();
-    let options = MountOptions::merge(version, user.iter().map(String::as_str))?;
+    let options = MountOptions::merge(context.nfs_version, user.iter().map(String::as_str))?;
     Ok(Wanted {
-        server,
-        share,
+        server: context.server,
+        share: context.share,
         options,
     })
 }
@@ -81,7 +81,7 @@ impl NodeService {
             share,
             options,
         } = wanted(req, cap)?;
-        let addr = resolve(server).await?;
+        let addr = resolve(&server).await?;
         let host = if addr.is_ipv6() {
             format!("[{addr}]")
         } else {
@@ -118,5 +118,83 @@ impl NodeService {
             .await?;
         tracing::info!(volume_id = %req.volume_id, %source, staging = %staging.display(), ms = started.elapsed().as_millis() as u64, "staged");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rwxnfs_proto::csi::volume_capability::{
+        AccessMode, AccessType, MountVolume, access_mode::Mode,
+    };
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    fn request(context: &[(&str, &str)]) -> NodeStageVolumeRequest {
+        NodeStageVolumeRequest {
+            volume_context: context
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn mount(flags: &[&str]) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume {
+                mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+                ..Default::default()
+            })),
+            access_mode: Some(AccessMode {
+                mode: Mode::MultiNodeMultiWriter as i32,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_volume_context_and_the_mount_flags_make_what_is_mounted() {
+        let req = request(&[
+            ("server", "10.0.0.5"),
+            ("share", "/pvc-1"),
+            ("nfsVersion", "3"),
+            ("mountOptions", "nconnect=4"),
+        ]);
+        let wanted = wanted(&req, &mount(&["noatime"])).unwrap();
+        assert_eq!(
+            (wanted.server.as_str(), wanted.share.as_str()),
+            ("10.0.0.5", "/pvc-1")
+        );
+        assert!(wanted.options.is_v3());
+        assert!(vfs_flags(&wanted.options).contains(MsFlags::MS_NOATIME));
+    }
+
+    #[test]
+    fn a_context_missing_a_key_is_invalid_argument_naming_it() {
+        for (context, message) in [
+            (
+                &[("share", "/pvc-1")][..],
+                "volume context has no `server`: is this an rwxnfs volume? (static PVs set volumeAttributes server and share)",
+            ),
+            (
+                &[("server", "10.0.0.5"), ("share", "pvc-1")][..],
+                "volume context has no absolute `share` (the export path, e.g. /pvc-123)",
+            ),
+            (
+                &[
+                    ("server", "10.0.0.5"),
+                    ("share", "/pvc-1"),
+                    ("nfsVersion", "5"),
+                ][..],
+                "nfsVersion",
+            ),
+        ] {
+            let err = wanted(&request(context), &mount(&[])).err().unwrap();
+            let status = Status::from(err);
+            assert_eq!(status.code(), Code::InvalidArgument, "{context:?}");
+            assert!(status.message().contains(message), "{}", status.message());
+        }
     }
 }

@@ -1,0 +1,194 @@
+//! The volume context: what the controller tells the node plugin to mount, carried by CSI as a
+//! string map. The controller renders it ([`VolumeContext::to_map`]) and the node parses it
+//! ([`VolumeContext::parse`]); a static PV's `volumeAttributes` give the same keys by hand, so
+//! the key names and their values are a wire contract and do not change.
+
+use std::collections::HashMap;
+
+use crate::{NfsVersion, ParamError};
+
+/// The address (or name) nodes mount from.
+const SERVER: &str = "server";
+/// The export's path on the server, absolute.
+const SHARE: &str = "share";
+/// `3`, `4.1` or `4.2`; the default when absent.
+const NFS_VERSION: &str = "nfsVersion";
+/// Comma-separated mount options; absent when there are none.
+const MOUNT_OPTIONS: &str = "mountOptions";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeContext {
+    pub server: String,
+    pub share: String,
+    pub nfs_version: NfsVersion,
+    /// One option a string, as `mount -o` takes them (`nconnect=4`, `noatime`).
+    pub mount_options: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeContextError {
+    #[error(
+        "volume context has no `server`: is this an rwxnfs volume? (static PVs set volumeAttributes server and share)"
+    )]
+    NoServer,
+    #[error("volume context has no absolute `share` (the export path, e.g. /pvc-123)")]
+    NoShare,
+    #[error(transparent)]
+    NfsVersion(#[from] ParamError),
+}
+
+impl VolumeContext {
+    /// The map a CSI volume carries.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([
+            (SERVER.to_owned(), self.server.clone()),
+            (SHARE.to_owned(), self.share.clone()),
+            (NFS_VERSION.to_owned(), self.nfs_version.to_string()),
+        ]);
+        if !self.mount_options.is_empty() {
+            map.insert(MOUNT_OPTIONS.to_owned(), self.mount_options.join(","));
+        }
+        map
+    }
+
+    /// Reads a volume context, as the controller renders it or a static PV gives it. Keys it
+    /// does not know are left alone (the CO adds its own, e.g. the PV's name).
+    pub fn parse(map: &HashMap<String, String>) -> Result<Self, VolumeContextError> {
+        let server = map
+            .get(SERVER)
+            .filter(|s| !s.is_empty())
+            .ok_or(VolumeContextError::NoServer)?;
+        let share = map
+            .get(SHARE)
+            .filter(|s| s.starts_with('/'))
+            .ok_or(VolumeContextError::NoShare)?;
+        let nfs_version = match map.get(NFS_VERSION) {
+            Some(v) => v.parse::<NfsVersion>()?,
+            None => NfsVersion::default(),
+        };
+        let mount_options = map
+            .get(MOUNT_OPTIONS)
+            .map(|raw| {
+                raw.split(',')
+                    .filter(|o| !o.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            server: server.clone(),
+            share: share.clone(),
+            nfs_version,
+            mount_options,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_rendered_context_parses_back_to_itself() {
+        for mount_options in [
+            vec![],
+            vec!["nconnect=4".to_string(), "noatime".to_string()],
+        ] {
+            let context = VolumeContext {
+                server: "192.0.2.1".into(),
+                share: "/pvc-1".into(),
+                nfs_version: NfsVersion::V4_1,
+                mount_options,
+            };
+            assert_eq!(VolumeContext::parse(&context.to_map()).unwrap(), context);
+        }
+    }
+
+    /// What static PVs' volumeAttributes and existing volumes carry: the keys do not change.
+    #[test]
+    fn the_wire_format_is_the_one_static_pvs_use() {
+        let context = VolumeContext {
+            server: "nfs.example.com".into(),
+            share: "/exports/team-a".into(),
+            nfs_version: NfsVersion::V3,
+            mount_options: vec!["nconnect=4".into(), "noatime".into()],
+        };
+        assert_eq!(
+            context.to_map(),
+            map(&[
+                ("server", "nfs.example.com"),
+                ("share", "/exports/team-a"),
+                ("nfsVersion", "3"),
+                ("mountOptions", "nconnect=4,noatime"),
+            ])
+        );
+        let bare = VolumeContext {
+            mount_options: vec![],
+            nfs_version: NfsVersion::default(),
+            ..context
+        };
+        assert!(!bare.to_map().contains_key("mountOptions"));
+        assert_eq!(
+            bare.to_map()["nfsVersion"],
+            NfsVersion::default().to_string()
+        );
+    }
+
+    #[test]
+    fn a_static_pv_may_leave_out_the_version_and_options_and_add_keys_of_its_own() {
+        let parsed = VolumeContext::parse(&map(&[
+            ("server", "10.0.0.5"),
+            ("share", "/data"),
+            ("csi.storage.k8s.io/pv/name", "pv-1"),
+            ("mountOptions", "nconnect=4,,noatime, "),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.nfs_version, NfsVersion::default());
+        assert_eq!(parsed.mount_options, ["nconnect=4", "noatime"]);
+    }
+
+    #[test]
+    fn a_missing_or_bad_key_is_named() {
+        let cases = [
+            (map(&[("share", "/pvc-1")]), VolumeContextError::NoServer),
+            (
+                map(&[("server", ""), ("share", "/pvc-1")]),
+                VolumeContextError::NoServer,
+            ),
+            (map(&[("server", "10.0.0.5")]), VolumeContextError::NoShare),
+            (
+                map(&[("server", "10.0.0.5"), ("share", "pvc-1")]),
+                VolumeContextError::NoShare,
+            ),
+        ];
+        for (context, expected) in cases {
+            assert_eq!(
+                VolumeContext::parse(&context).unwrap_err(),
+                expected,
+                "{context:?}"
+            );
+        }
+        let err = VolumeContext::parse(&map(&[
+            ("server", "10.0.0.5"),
+            ("share", "/pvc-1"),
+            ("nfsVersion", "5"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(err, VolumeContextError::NfsVersion(_)), "{err:?}");
+        assert!(err.to_string().contains("nfsVersion"), "{err}");
+        assert!(
+            VolumeContextError::NoServer
+                .to_string()
+                .contains("static PVs set volumeAttributes server and share")
+        );
+    }
+}
