@@ -11,14 +11,13 @@ use rwxnfs_proto::csi::{
     controller_server::{Controller, ControllerServer},
     controller_service_capability::{self, rpc::Type as Cap},
 };
-use rwxnfs_server::rpc;
+use rwxnfs_server::{inflight::InFlight, rpc};
 use tonic::{Request, Response, Status};
 
 use crate::{
     ControllerError,
     backend::Backend,
     convert::{self, check_capabilities},
-    inflight::{Held, InFlight},
     nodes::NodeResolver,
 };
 
@@ -28,6 +27,8 @@ mod snapshots;
 mod volumes;
 
 type Rpc<T> = Result<Response<T>, Status>;
+/// One operation on a volume (or a node's part of it) or a snapshot, until dropped.
+type Held = rwxnfs_server::inflight::Held<String, String>;
 
 /// The controller capabilities rwxnfs advertises. PUBLISH_READONLY: a read-only publish grants
 /// the node read-only access on the server, and publishing it again with the other mode is
@@ -136,18 +137,19 @@ impl ControllerService {
 
     /// Holds the whole volume: create, delete, expand, unpublish from every node.
     fn hold_volume(&self, id: &VolumeId) -> Result<Held, ControllerError> {
-        self.inflight.try_hold(format!("volume {id}"))
+        Ok(self.inflight.try_hold(format!("volume {id}"))?)
     }
 
     /// Holds one node's part of a volume: publish and unpublish for other nodes proceed;
     /// the same node, or a whole-volume operation (delete, expand), is ABORTED.
     fn hold_node(&self, id: &VolumeId, node_id: &str) -> Result<Held, ControllerError> {
-        self.inflight
-            .try_hold_part(format!("volume {id}"), format!("node {node_id}"))
+        Ok(self
+            .inflight
+            .try_hold_part(format!("volume {id}"), format!("node {node_id}"))?)
     }
 
     fn hold_snapshot(&self, id: &SnapshotId) -> Result<Held, ControllerError> {
-        self.inflight.try_hold(format!("snapshot {id}"))
+        Ok(self.inflight.try_hold(format!("snapshot {id}"))?)
     }
 }
 

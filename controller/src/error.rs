@@ -4,6 +4,7 @@
 
 use nfs3_client::nfs3_types::nfs3::nfsstat3;
 use rwxnfs_model::{IdError, Name, NameError, ParamError};
+use rwxnfs_server::inflight::Busy;
 use tonic::{Code, Status};
 
 use crate::backend::SubdirError;
@@ -172,6 +173,12 @@ fn nfs_code(status: nfsstat3) -> Code {
         | NFS3ERR_NOTEMPTY | NFS3ERR_STALE | NFS3ERR_REMOTE | NFS3ERR_BADHANDLE
         | NFS3ERR_NOT_SYNC | NFS3ERR_BAD_COOKIE | NFS3ERR_NOTSUPP | NFS3ERR_TOOSMALL
         | NFS3ERR_SERVERFAULT | NFS3ERR_BADTYPE | NFS3ERR_JUKEBOX => Code::Internal,
+    }
+}
+
+impl From<Busy<String, String>> for ControllerError {
+    fn from(busy: Busy<String, String>) -> Self {
+        ControllerError::Busy { what: busy.what() }
     }
 }
 
