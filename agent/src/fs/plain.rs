@@ -3,11 +3,15 @@
 //! enforced (Probe and GetCapacity say so).
 
 use std::{
+    os::fd::BorrowedFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use nix::sys::statvfs::fstatvfs;
+use nix::{
+    errno::Errno,
+    sys::{stat::FileStat, statvfs::fstatvfs},
+};
 
 use super::{
     CloneMethod, FsError, Ownership, QuotaKind, RelPath, Space, VolumeFs, beneath::Root, round_up,
@@ -84,6 +88,17 @@ impl PlainFs {
         }
         let to = self.root.open_dir(dst_path)?;
         tree::clone_tree(from, to, dst_path).map_err(|e| self.tree_error(e))
+    }
+
+    /// Visits every directory and regular file of the directory `rel`, `rel` itself last
+    /// ([`tree::visit_tree`]); used by the XFS layer.
+    pub(super) fn visit_tree(
+        &self,
+        rel: &RelPath,
+        visit: impl FnMut(BorrowedFd<'_>, &FileStat) -> Result<(), Errno>,
+    ) -> Result<tree::Visited, FsError> {
+        let dir = self.root.open_dir(rel.as_path())?;
+        tree::visit_tree(dir, rel.as_path(), visit).map_err(|e| self.tree_error(e))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Whole-tree operations on descriptors: copying a tree (reflinks where the filesystem has
-//! them, bytes otherwise) with everything a restore needs, and removing a tree.
+//! them, bytes otherwise) with everything a restore needs, visiting every inode of a tree
+//! (XFS gives a clone its project id so), and removing a tree.
 //!
-//! Both walk iteratively (no recursion, so depth cannot overflow the stack), open every
+//! All walk iteratively (no recursion, so depth cannot overflow the stack), open every
 //! directory relative to its parent's descriptor with O_NOFOLLOW, and never follow a symlink.
 //! Removal does not cross into other filesystems mounted inside the tree.
 
@@ -356,6 +357,84 @@ fn copy_entry_meta(dir: BorrowedFd<'_>, name: &CStr, st: &FileStat) -> Result<()
     )?;
     let (atime, mtime) = times(st);
     utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+}
+
+/// What [`visit_tree`] did: how many inodes it visited and how many it left unopened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Visited {
+    pub visited: u64,
+    /// Symlinks (no descriptor of one takes an ioctl without following it), special files
+    /// (opening a device node acts on the device, opening a FIFO can block) and directories
+    /// of another filesystem mounted inside the tree.
+    pub skipped: u64,
+}
+
+/// Calls `visit` with a descriptor of every directory and regular file in the open directory
+/// `dir`, each opened relative to its parent with O_NOFOLLOW, and with `dir` itself last, so
+/// that what the visit does to `dir` can mark the whole tree as done. A directory is visited
+/// before its contents; an entry that changed type since it was listed is skipped.
+pub fn visit_tree(
+    dir: OwnedFd,
+    label: &Path,
+    mut visit: impl FnMut(BorrowedFd<'_>, &FileStat) -> Result<(), Errno>,
+) -> TreeResult<Visited> {
+    let top = fstat(dir.as_fd()).map_err(|e| io_err(label, e))?;
+    let first = dir.try_clone().map_err(|e| (label.to_owned(), e))?;
+    let mut stack = vec![(first, label.to_owned())];
+    let mut done = Visited::default();
+    while let Some((fd, path)) = stack.pop() {
+        for name in entries(&fd).map_err(|e| io_err(&path, e))? {
+            let child = path.join(OsStr::from_bytes(name.to_bytes()));
+            let e = |err| io_err(&child, err);
+            let Some((child_fd, st)) = open_entry(fd.as_fd(), &name, top.st_dev).map_err(e)? else {
+                done.skipped += 1;
+                continue;
+            };
+            visit(child_fd.as_fd(), &st).map_err(e)?;
+            done.visited += 1;
+            if kind(&st) == SFlag::S_IFDIR {
+                stack.push((child_fd, child));
+            }
+        }
+    }
+    visit(dir.as_fd(), &top).map_err(|e| io_err(label, e))?;
+    done.visited += 1;
+    Ok(done)
+}
+
+/// Opens a directory (on filesystem `dev`) or a regular file of `dir` for [`visit_tree`];
+/// None for anything else, or for an entry gone or changed since it was listed.
+fn open_entry(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    dev: u64,
+) -> Result<Option<(OwnedFd, FileStat)>, Errno> {
+    let listed = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let flags = match kind(&listed) {
+        SFlag::S_IFDIR if listed.st_dev == dev => OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+        // Non-blocking and no controlling terminal: harmless should it have become a FIFO or
+        // a device since it was listed.
+        SFlag::S_IFREG => OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+        _ => return Ok(None),
+    };
+    let fd = match openat(
+        dir,
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // Gone, a symlink now, or no longer a directory.
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let st = fstat(fd.as_fd())?;
+    let same = (st.st_dev, st.st_ino, kind(&st)) == (listed.st_dev, listed.st_ino, kind(&listed));
+    Ok(same.then_some((fd, st)))
 }
 
 /// Removes everything inside the open directory `dir` (not `dir` itself). Directories on

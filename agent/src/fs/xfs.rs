@@ -1,6 +1,7 @@
 //! An XFS export root with project quotas: each volume's directory gets the export id as its
 //! project id (inherited by everything created inside it), and the project's hard block limit
-//! is the volume's size. Clones and snapshots are reflink copies.
+//! is the volume's size. Clones and snapshots are reflink copies; a clone's or a restore's
+//! copied inodes get the new export's project id too, so its data is charged to its quota.
 //!
 //! The filesystem must be mounted with `prjquota` (or `pquota`). The kernel of this project's
 //! build machines has no XFS quota support, so this layer is exercised for real in the VM tier;
@@ -104,6 +105,27 @@ fn ioctl<T>(fd: BorrowedFd<'_>, request: libc::c_ulong, arg: &mut T) -> Result<(
     if rc < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// The project id of an open file or directory, and whether it has PROJINHERIT.
+fn project(fd: BorrowedFd<'_>) -> Result<(u32, bool), Errno> {
+    let mut attr = FsXattr::default();
+    ioctl(fd, FS_IOC_FSGETXATTR, &mut attr)?;
+    Ok((attr.projid, attr.xflags & FS_XFLAG_PROJINHERIT != 0))
+}
+
+/// Gives an open file or directory the project id (a directory PROJINHERIT too); one that
+/// already has them is left untouched.
+fn set_project_fd(fd: BorrowedFd<'_>, directory: bool, project_id: u32) -> Result<(), Errno> {
+    let mut attr = FsXattr::default();
+    ioctl(fd, FS_IOC_FSGETXATTR, &mut attr)?;
+    let flag = if directory { FS_XFLAG_PROJINHERIT } else { 0 };
+    if attr.projid == project_id && attr.xflags & flag == flag {
+        return Ok(());
+    }
+    attr.projid = project_id;
+    attr.xflags |= flag;
+    ioctl(fd, FS_IOC_FSSETXATTR, &mut attr)
+}
+
 impl XfsFs {
     /// Opens an XFS root mounted with project quotas; otherwise says what is missing.
     pub fn open(root: &Path) -> Result<Self, FsError> {
@@ -135,14 +157,30 @@ impl XfsFs {
         Ok(Self { plain, device })
     }
 
+    /// Gives every directory and regular file of the volume the project id, and directories
+    /// PROJINHERIT so that what is created in them later is charged to it too.
+    ///
+    /// A new volume is one directory, but a clone's or a restore's copy was made without the
+    /// id (the copy does not know it), so each of its inodes is set here, through descriptors
+    /// opened beneath the root without following symlinks. The volume's top directory comes
+    /// last: once it carries the id with PROJINHERIT the tree is done, and a later call (an
+    /// expansion, or a create resumed after a crash part-way) finds that and stops. Left as
+    /// they are: symlinks (no descriptor of one takes the ioctl) and special files (opening a
+    /// device node acts on the device, a FIFO can block). Neither holds data; a symlink
+    /// whose target does not fit in its inode keeps one block outside the volume's project.
     fn set_project(&self, rel: &RelPath, project_id: u32) -> Result<(), FsError> {
-        let dir = self.plain.beneath().open_dir(rel.as_path())?;
-        let err = |e| self.plain.beneath().error(rel.as_path(), e);
-        let mut attr = FsXattr::default();
-        ioctl(dir.as_fd(), FS_IOC_FSGETXATTR, &mut attr).map_err(err)?;
-        attr.projid = project_id;
-        attr.xflags |= FS_XFLAG_PROJINHERIT;
-        ioctl(dir.as_fd(), FS_IOC_FSSETXATTR, &mut attr).map_err(err)
+        let beneath = self.plain.beneath();
+        let top = beneath.open_dir(rel.as_path())?;
+        let (id, inherit) = project(top.as_fd()).map_err(|e| beneath.error(rel.as_path(), e))?;
+        if (id, inherit) == (project_id, true) {
+            return Ok(());
+        }
+        drop(top);
+        let done = self.plain.visit_tree(rel, |fd, st| {
+            set_project_fd(fd, super::beneath::is_dir(st), project_id)
+        })?;
+        tracing::info!(volume = %rel, project_id, inodes = done.visited, not_set = done.skipped, "project id set");
+        Ok(())
     }
 
     fn quotactl(&self, cmd: i32, id: u32, quota: &mut FsDiskQuota) -> Result<(), Errno> {
@@ -197,7 +235,7 @@ impl VolumeFs for XfsFs {
         self.plain.create_volume(rel, ownership)
     }
 
-    /// Tags the directory with the project id (the export id) and sets the hard limit.
+    /// Gives the volume's inodes the project id (the export id) and sets the hard limit.
     fn set_limit(&self, rel: &RelPath, project_id: u32, bytes: u64) -> Result<u64, FsError> {
         self.set_project(rel, project_id)?;
         let (enforced, blocks) = limit_blocks(bytes);
@@ -288,6 +326,142 @@ mod tests {
     fn limits_are_whole_blocks_in_basic_block_units() {
         assert_eq!(limit_blocks(1), (4096, 8));
         assert_eq!(limit_blocks(1 << 30), (1 << 30, (1 << 30) / 512));
+    }
+
+    /// The project of every inode in `dir` that can take one; symlinks and FIFOs counted apart.
+    fn projects(dir: &Path) -> (Vec<(PathBuf, u32, bool)>, usize) {
+        use std::os::unix::fs::FileTypeExt;
+        let (mut found, mut skipped) = (Vec::new(), 0);
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+                if kind.is_symlink() || kind.is_fifo() {
+                    skipped += 1;
+                    continue;
+                }
+                let file = std::fs::File::open(&path).unwrap();
+                let (id, inherit) = project(file.as_fd()).unwrap();
+                found.push((path.clone(), id, inherit));
+                if kind.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        (found, skipped)
+    }
+
+    fn assert_project(dir: &Path, project_id: u32) {
+        let (found, skipped) = projects(dir);
+        assert!(found.len() >= 8 && skipped == 2, "{found:?}, {skipped}");
+        for (path, id, inherit) in found {
+            assert_eq!(
+                (id, inherit),
+                (project_id, path.is_dir()),
+                "{}",
+                path.display()
+            );
+        }
+        let top = std::fs::File::open(dir).unwrap();
+        assert_eq!(project(top.as_fd()).unwrap(), (project_id, true));
+    }
+
+    /// Nested directories, reflinkable data, a hard link, an xattr, a symlink and a FIFO.
+    fn populate(dir: &Path) {
+        std::fs::create_dir_all(dir.join("a/b/c")).unwrap();
+        for (i, sub) in ["", "a", "a/b", "a/b/c"].iter().enumerate() {
+            std::fs::write(dir.join(sub).join("data"), vec![i as u8; 1 << 20]).unwrap();
+        }
+        std::fs::hard_link(dir.join("a/data"), dir.join("a/b/hard")).unwrap();
+        std::os::unix::fs::symlink("../../data", dir.join("a/b/soft")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("a/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.join("empty")).unwrap();
+        let path = CString::new(dir.join("a/data").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid C strings and a buffer of the given length.
+        let rc = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"user.k".as_ptr(),
+                c"v".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    /// A loop-mounted XFS with reflinks but without quotas (this host's kernel has no XFS
+    /// quota support): project ids can be set and read all the same.
+    fn loop_xfs() -> (rwxnfs_testbed::LoopFs, XfsFs) {
+        let xfs = rwxnfs_testbed::LoopFs::new("xfs", 300, &["-q", "-m", "reflink=1"]);
+        let fs = XfsFs {
+            plain: PlainFs::open(&xfs.mount).unwrap(),
+            device: CString::default(),
+        };
+        (xfs, fs)
+    }
+
+    fn rel(kind: fn(&rwxnfs_model::Name) -> RelPath, name: &str) -> RelPath {
+        kind(&rwxnfs_model::Name::parse(name).unwrap())
+    }
+
+    #[test]
+    fn every_copied_inode_of_a_clone_carries_the_new_exports_project() {
+        let (xfs, fs) = loop_xfs();
+        let (src, dst) = (rel(RelPath::volume, "src"), rel(RelPath::volume, "clone"));
+        std::fs::create_dir_all(xfs.mount.join("volumes/src")).unwrap();
+        populate(&xfs.mount.join("volumes/src"));
+        fs.set_project(&src, 7).unwrap();
+        assert_project(&xfs.mount.join("volumes/src"), 7);
+
+        assert_eq!(fs.clone_tree(&src, &dst).unwrap(), CloneMethod::Reflink);
+        fs.set_project(&dst, 42).unwrap();
+        assert_project(&xfs.mount.join("volumes/clone"), 42);
+        assert_project(&xfs.mount.join("volumes/src"), 7);
+        // What is written into the clone later inherits the project from its directory.
+        std::fs::write(xfs.mount.join("volumes/clone/a/b/c/new"), b"x").unwrap();
+        assert_project(&xfs.mount.join("volumes/clone"), 42);
+    }
+
+    #[test]
+    fn a_restored_snapshot_carries_the_new_exports_project_and_the_snapshot_none() {
+        let (xfs, fs) = loop_xfs();
+        let src = rel(RelPath::volume, "src");
+        let (snap, restored) = (
+            rel(RelPath::snapshot, "s"),
+            rel(RelPath::volume, "restored"),
+        );
+        std::fs::create_dir_all(xfs.mount.join("volumes/src")).unwrap();
+        populate(&xfs.mount.join("volumes/src"));
+        fs.set_project(&src, 7).unwrap();
+
+        fs.clone_tree(&src, &snap).unwrap();
+        // A snapshot is charged to no export: its copy is made outside any project.
+        let (found, _) = projects(&xfs.mount.join("snapshots/s"));
+        assert!(found.iter().all(|(_, id, _)| *id == 0), "{found:?}");
+
+        fs.clone_tree(&snap, &restored).unwrap();
+        fs.set_project(&restored, 43).unwrap();
+        assert_project(&xfs.mount.join("volumes/restored"), 43);
+    }
+
+    #[test]
+    fn a_volume_whose_top_carries_its_project_is_not_walked_again() {
+        let (xfs, fs) = loop_xfs();
+        let vol = rel(RelPath::volume, "v");
+        std::fs::create_dir_all(xfs.mount.join("volumes/v")).unwrap();
+        populate(&xfs.mount.join("volumes/v"));
+        fs.set_project(&vol, 9).unwrap();
+        let deep = std::fs::File::open(xfs.mount.join("volumes/v/a/b/c/data")).unwrap();
+        set_project_fd(deep.as_fd(), false, 10).unwrap();
+        // An expansion sets the limit again: one ioctl on the top directory, no walk.
+        fs.set_project(&vol, 9).unwrap();
+        assert_eq!(project(deep.as_fd()).unwrap(), (10, false));
     }
 
     #[test]

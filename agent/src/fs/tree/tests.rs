@@ -134,3 +134,43 @@ fn a_deep_tree_does_not_overflow_anything() {
     std::fs::create_dir_all(&path).unwrap();
     assert_eq!(remove_contents(top, Path::new("deep")).unwrap(), 300);
 }
+
+#[test]
+fn a_visit_opens_directories_and_files_only_never_follows_a_symlink_and_ends_at_the_top() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, outside) = (tmp.path().join("tree"), tmp.path().join("outside"));
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), b"keep").unwrap();
+    sample(&tree);
+    symlink(&outside, tree.join("dir/to-outside")).unwrap();
+    let top = std::fs::metadata(&tree).unwrap().ino();
+    let outsiders =
+        [outside.as_path(), &outside.join("precious")].map(|p| std::fs::metadata(p).unwrap().ino());
+
+    let mut seen = Vec::new();
+    let done = visit_tree(open(&tree), Path::new("tree"), |fd, st| {
+        assert_eq!(fstat(fd).unwrap().st_ino, st.st_ino);
+        seen.push((st.st_ino, kind(st)));
+        Ok(())
+    })
+    .unwrap();
+
+    // dir, dir/sub, dir/file (twice: its hard link), big, and the top; three symlinks and the
+    // FIFO are not opened.
+    assert_eq!(
+        done,
+        Visited {
+            visited: 6,
+            skipped: 4
+        }
+    );
+    assert_eq!(seen.last(), Some(&(top, SFlag::S_IFDIR)));
+    assert!(
+        seen.iter().all(
+            |(ino, kind)| matches!(*kind, SFlag::S_IFDIR | SFlag::S_IFREG)
+                && !outsiders.contains(ino)
+        ),
+        "{seen:?}"
+    );
+}
