@@ -6,7 +6,6 @@ pub mod config;
 pub mod controllerserver;
 pub mod convert;
 pub mod error;
-pub mod mesh;
 pub mod nodes;
 
 pub use backend::{AgentBackend, Backend};

@@ -77,7 +77,7 @@ impl<'a> Context<'a> {
             );
             match ControllerConfig::parse(text, Path::new(CONFIG_KEY)) {
                 Ok(config) => {
-                    let (traffic, _) = rwxnfs_controller::mesh::traffic(&config, protocol);
+                    let (traffic, _) = crate::traffic::from_config(&config, protocol);
                     let before = self.traffic_if_config();
                     self.traffic = rwxnfs_model::mesh::merge([before, traffic]);
                     self.traffic_source = TrafficSource::Config(object);

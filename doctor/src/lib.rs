@@ -15,6 +15,7 @@ pub mod live;
 pub mod load;
 pub mod objects;
 pub mod selfcheck;
+pub mod traffic;
 pub mod workload;
 
 pub use context::Context;

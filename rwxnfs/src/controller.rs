@@ -51,7 +51,7 @@ fn start_self_check(config: &ControllerConfig, path: &std::path::Path) {
         tracing::debug!("POD_NAME or POD_NAMESPACE unset: not in a cluster, no mesh self-check");
         return;
     };
-    let (traffic, unresolved) = rwxnfs_controller::mesh::traffic(config, NfsProtocol::V41Plus);
+    let (traffic, unresolved) = rwxnfs_doctor::traffic::from_config(config, NfsProtocol::V41Plus);
     for note in unresolved {
         tracing::info!("self-check: {note}");
     }

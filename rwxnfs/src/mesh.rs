@@ -22,7 +22,7 @@ fn annotations(args: &MeshArgs) -> anyhow::Result<String> {
         },
         other => anyhow::bail!("--nfs-version {other:?} is not one of 4.2, 4.1, 4.0, 3"),
     };
-    let (traffic, unresolved) = rwxnfs_controller::mesh::traffic(&config, protocol);
+    let (traffic, unresolved) = rwxnfs_doctor::traffic::from_config(&config, protocol);
     let mut out = format!(
         "# controller pod\n{}",
         mesh::controller_pod_annotations(&traffic)

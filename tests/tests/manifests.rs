@@ -351,7 +351,8 @@ fn the_istio_settings_are_what_rwxnfs_mesh_annotations_prints() {
     for rendering in driver_renderings() {
         let (config, _) = config::shipped_controller_config(&rendering);
         // The derivation `rwxnfs mesh annotations` prints (NFSv4.2, its default).
-        let (traffic, unresolved) = rwxnfs_controller::mesh::traffic(&config, NfsProtocol::V41Plus);
+        let (traffic, unresolved) =
+            rwxnfs_doctor::traffic::from_config(&config, NfsProtocol::V41Plus);
         assert!(
             unresolved.is_empty(),
             "the shipped agent endpoint is an address: {unresolved:?}"

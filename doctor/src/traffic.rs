@@ -1,15 +1,18 @@
-//! The traffic a controller configuration's backends use, for service-mesh exclusions.
+//! The traffic a controller configuration's backends use, for service-mesh exclusions: the
+//! port facts come from `rwxnfs_model::mesh`, the configuration from the controller crate, and
+//! the analysis of what a pod must exclude lives here, beside the checks that use it (the
+//! doctor, the controller's self-check, `rwxnfs mesh annotations`).
 
 use std::net::IpAddr;
 
 use rwxnfs_model::mesh::{self, BackendTraffic, NfsProtocol, Traffic};
 use rwxnfs_server::Endpoint;
 
-use crate::ControllerConfig;
+use rwxnfs_controller::ControllerConfig;
 
 /// The merged ports and addresses of every backend when mounted with `protocol`, and a note for
 /// each agent whose address is a name (its addresses cannot be excluded by range from here).
-pub fn traffic(config: &ControllerConfig, protocol: NfsProtocol) -> (Traffic, Vec<String>) {
+pub fn from_config(config: &ControllerConfig, protocol: NfsProtocol) -> (Traffic, Vec<String>) {
     let mut unresolved = Vec::new();
     let merged = mesh::merge(config.backends.iter().map(|b| {
         // A subdir backend's controller speaks NFSv3 to the server itself (portmapper,
@@ -70,7 +73,7 @@ mod tests {
             Path::new("controller.yaml"),
         )
         .unwrap();
-        let (t, notes) = traffic(&config, NfsProtocol::V41Plus);
+        let (t, notes) = from_config(&config, NfsProtocol::V41Plus);
         assert_eq!(
             t.tcp_ports.iter().copied().collect::<Vec<_>>(),
             [2049, 9820]
@@ -90,7 +93,7 @@ mod tests {
             Path::new("controller.yaml"),
         )
         .unwrap();
-        let (t, _) = traffic(&config, NfsProtocol::V41Plus);
+        let (t, _) = from_config(&config, NfsProtocol::V41Plus);
         assert_eq!(
             t.tcp_ports.iter().copied().collect::<Vec<_>>(),
             [111, 2049, 20048]
