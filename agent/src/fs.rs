@@ -19,9 +19,14 @@ use std::path::{Path, PathBuf};
 use rwxnfs_model::Name;
 
 pub mod beneath;
+// The three modules that talk to the kernel with raw ioctls and quotactl (each unsafe block
+// with its SAFETY comment); no other module of the workspace may use unsafe.
+#[allow(unsafe_code)]
 pub mod btrfs;
 pub mod plain;
+#[allow(unsafe_code)]
 mod tree;
+#[allow(unsafe_code)]
 pub mod xfs;
 
 /// A path relative to the export root, made only from validated names.

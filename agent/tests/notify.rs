@@ -2,6 +2,7 @@
 //! reconcile has put the recorded exports back: the unit after it in the HA promoter's order
 //! (kernel nfsd) must not serve before them. Its own test binary: it sets NOTIFY_SOCKET for the
 //! whole process.
+#![allow(unsafe_code)] // std::env::set_var, before the runtime's threads exist
 #![allow(clippy::unwrap_used)]
 
 use std::{os::unix::net::UnixDatagram, path::Path, sync::Arc, time::Duration};

@@ -30,7 +30,7 @@ macro_rules! cs {
     };
 }
 
-pub fn specs() -> Vec<Spec> {
+pub(crate) fn specs() -> Vec<Spec> {
     vec![
         spec(
             cs!("ControllerGetCapabilities should return appropriate capabilities"),

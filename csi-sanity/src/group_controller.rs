@@ -13,7 +13,7 @@ use crate::{
 const SERVICE: Need = Need::GroupControllerService;
 const GROUP_SNAPSHOT: Need = Need::Group(G::CreateDeleteGetVolumeGroupSnapshot);
 
-pub fn specs() -> Vec<Spec> {
+pub(crate) fn specs() -> Vec<Spec> {
     vec![
         spec(
             "GroupController Service [GroupController Server] GroupControllerGetCapabilities should return appropriate capabilities",

@@ -10,7 +10,7 @@ use crate::{
     verdict::{SpecResult, ensure, fail},
 };
 
-pub fn specs() -> Vec<Spec> {
+pub(crate) fn specs() -> Vec<Spec> {
     vec![
         spec(
             "Identity Service GetPluginCapabilities should return appropriate capabilities",

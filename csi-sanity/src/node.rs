@@ -14,7 +14,7 @@ const EXPAND: Need = Need::Node(N::ExpandVolume);
 const STATS: Need = Need::Node(N::GetVolumeStats);
 const MULTI_WRITER: Need = Need::Node(N::SingleNodeMultiWriter);
 
-pub fn specs() -> Vec<Spec> {
+pub(crate) fn specs() -> Vec<Spec> {
     vec![
         spec(
             "Node Service NodeExpandVolume should fail when no volume id is provided",

@@ -13,7 +13,7 @@ const SNAPSHOT: Need = Need::Controller(C::CreateDeleteSnapshot);
 const LIST: Need = Need::Controller(C::ListSnapshots);
 const GET: Need = Need::Controller(C::GetSnapshot);
 
-pub fn specs() -> Vec<Spec> {
+pub(crate) fn specs() -> Vec<Spec> {
     vec![
         spec(
             "CreateSnapshot [Controller Server] should fail when no name is provided",

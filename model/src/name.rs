@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// Longest accepted name. CSI's own limit for object names is 128.
-pub const MAX_NAME_LEN: usize = 128;
+pub(crate) const MAX_NAME_LEN: usize = 128;
 
 /// A validated export, snapshot or backend name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -7,7 +7,7 @@ use rwxnfs_server::Shutdown;
 
 use crate::cli::AgentArgs;
 
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = AgentConfig::load(&args.config)?;
     // NFS-Ganesha exports a btrfs subvolume only when it is mounted on its own.
     let mount_subvolumes = matches!(
@@ -33,7 +33,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 /// Builds the agent and says loudly what it does not enforce.
-pub fn start(
+pub(crate) fn start(
     config: &AgentConfig,
     root: Arc<dyn fs::VolumeFs>,
     exporter: Arc<dyn rwxnfs_agent::exporter::Exporter>,

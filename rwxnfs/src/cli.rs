@@ -13,7 +13,7 @@ use rwxnfs_server::{Endpoint, logging::LogFormat};
              synchronously replicated NFS cluster, mounted on nodes with the options the \
              StorageClass asks for."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format: json, text, or auto (json when stderr is not a terminal). The level comes
     /// from RUST_LOG (default: info).
     #[arg(long, global = true, default_value = "auto", env = "RWXNFS_LOG_FORMAT")]
@@ -24,7 +24,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the CSI controller plugin (Identity + Controller services) beside the standard
     /// sidecars. It turns CreateVolume, ControllerPublishVolume, snapshots and expansion into
     /// calls on the export agent and keeps no state of its own.
@@ -63,7 +63,7 @@ pub enum Command {
 
 #[cfg(feature = "lab")]
 #[derive(Args, Debug)]
-pub struct WalkthroughArgs {
+pub(crate) struct WalkthroughArgs {
     /// Where the VM image is cached and the VMs' logs are kept (default: target/tmp of the
     /// checkout this binary was built in, else /var/tmp/rwxnfs).
     #[arg(long)]
@@ -76,7 +76,7 @@ pub struct WalkthroughArgs {
 
 /// Settings every CSI endpoint shares.
 #[derive(Args, Debug, Clone)]
-pub struct CsiArgs {
+pub(crate) struct CsiArgs {
     /// The driver name reported by GetPluginInfo; must match the CSIDriver object.
     #[arg(long, default_value = rwxnfs_model::DEFAULT_DRIVER_NAME, env = "CSI_DRIVER_NAME")]
     pub driver_name: String,
@@ -93,7 +93,7 @@ pub struct CsiArgs {
 
 impl CsiArgs {
     /// Starts the metrics endpoint, when one is configured; it stops on SIGTERM/SIGINT.
-    pub async fn start_metrics(&self) -> anyhow::Result<()> {
+    pub(crate) async fn start_metrics(&self) -> anyhow::Result<()> {
         if let Some(addr) = self.metrics_address {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -109,7 +109,7 @@ impl CsiArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// Where to serve CSI: unix:///path.sock or tcp://host:port.
     #[arg(long, default_value = "unix:///csi/csi.sock", env = "CSI_ENDPOINT")]
     pub endpoint: Endpoint,
@@ -123,7 +123,7 @@ pub struct NodeArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct ControllerArgs {
+pub(crate) struct ControllerArgs {
     /// Where to serve CSI: unix:///path.sock or tcp://host:port.
     #[arg(long, default_value = "unix:///csi/csi.sock", env = "CSI_ENDPOINT")]
     pub endpoint: Endpoint,
@@ -148,7 +148,7 @@ pub struct ControllerArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// The agent's configuration file (see the README's "The agent's configuration file").
     #[arg(
         long,
@@ -177,7 +177,7 @@ and agent port 9820. Finding codes are listed in the README's \"Service meshes\"
 
 Exit status: 0 clean (info findings only), 1 warnings but no errors, 2 errors, or the input \
 could not be read (unreadable file, malformed YAML, Kubernetes API unreachable).")]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// Manifests to check: files or directories of YAML (read recursively, *.yaml and *.yml),
     /// or - for standard input. Repeatable. Without it the live cluster is checked.
     #[arg(short = 'f', long = "filename", conflicts_with = "kubeconfig")]
@@ -194,13 +194,13 @@ pub struct DoctorArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DoctorOutput {
+pub(crate) enum DoctorOutput {
     Text,
     Json,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum MeshCommand {
+pub(crate) enum MeshCommand {
     /// Print the Istio annotations and labels the driver's pods need for a controller
     /// configuration: the ports and addresses its NFS and agent traffic use, excluded from
     /// sidecars, and ambient mode off.
@@ -208,7 +208,7 @@ pub enum MeshCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct MeshArgs {
+pub(crate) struct MeshArgs {
     /// The controller's configuration file.
     #[arg(long, default_value = "/etc/rwxnfs/controller.yaml")]
     pub config: PathBuf,
@@ -225,7 +225,7 @@ pub struct MeshArgs {
 
 #[cfg(feature = "lab")]
 #[derive(Args, Debug)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// Where the stack keeps its sockets, state and logs.
     #[arg(long, default_value = "/tmp/rwxnfs-dev")]
     pub state_dir: PathBuf,
@@ -248,7 +248,7 @@ pub struct DevArgs {
 }
 
 /// Parses "10s", "1500ms", "2m".
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     let err = || format!("{raw:?} is not a duration like 10s, 500ms or 2m");
     let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let (number, unit) = raw.split_at(split);

@@ -16,7 +16,7 @@ use rwxnfs_server::{
 
 use crate::cli::{ControllerArgs, CsiArgs};
 
-pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = ControllerConfig::load(&args.config)?;
     let nodes: Arc<dyn NodeResolver> = if config.nodes.is_empty() {
         let kube = KubeNodes::from_environment().await.context(
@@ -145,7 +145,7 @@ impl Readiness for AllReady {
 
 /// The controller endpoint's services: Identity, Controller and reflection, and with
 /// `node_id` the Node service of that node as well (one endpoint for the whole plugin).
-pub fn router(
+pub(crate) fn router(
     config: &ControllerConfig,
     nodes: Arc<dyn NodeResolver>,
     csi: &CsiArgs,

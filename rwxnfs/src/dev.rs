@@ -70,7 +70,7 @@ impl Drop for ChildGuard {
     }
 }
 
-pub struct Layout {
+pub(crate) struct Layout {
     pub state: PathBuf,
 }
 
@@ -176,7 +176,7 @@ fn controller_config(l: &Layout, node_id: &str, server: IpAddr) -> ControllerCon
     }
 }
 
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let l = Layout {
         state: args.state_dir.clone(),
     };

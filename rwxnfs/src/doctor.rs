@@ -9,7 +9,7 @@ use crate::cli::{DoctorArgs, DoctorOutput};
 /// Exit status when the input cannot be read: as bad as an error finding.
 const UNREADABLE: u8 = 2;
 
-pub async fn run(args: DoctorArgs) -> ExitCode {
+pub(crate) async fn run(args: DoctorArgs) -> ExitCode {
     match report(&args).await {
         Ok(report) => {
             match args.output {

@@ -3,7 +3,9 @@
 mod agent;
 mod cli;
 mod controller;
+// pre_exec(prctl(PR_SET_PDEATHSIG)) for the lab's child processes.
 #[cfg(feature = "lab")]
+#[allow(unsafe_code)]
 mod dev;
 mod doctor;
 mod mesh;

@@ -5,7 +5,7 @@ use rwxnfs_model::mesh::{self, NfsProtocol};
 
 use crate::cli::{MeshArgs, MeshCommand};
 
-pub fn run(command: MeshCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: MeshCommand) -> anyhow::Result<()> {
     let MeshCommand::Annotations(args) = command;
     print!("{}", annotations(&args)?);
     Ok(())

@@ -9,7 +9,7 @@ use rwxnfs_server::IdentityService;
 
 use crate::cli::{CsiArgs, NodeArgs};
 
-pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let router = router(&args.node_id, &args.csi)?;
     args.csi.start_metrics().await?;
     rwxnfs_server::serve(
@@ -24,7 +24,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 /// The node endpoint's services: Identity, Node and reflection.
-pub fn router(node_id: &str, csi: &CsiArgs) -> anyhow::Result<tonic::transport::server::Router> {
+pub(crate) fn router(
+    node_id: &str,
+    csi: &CsiArgs,
+) -> anyhow::Result<tonic::transport::server::Router> {
     let name = DriverName::parse(&csi.driver_name)?;
     let identity = IdentityService::new(
         name,
@@ -39,7 +42,7 @@ pub fn router(node_id: &str, csi: &CsiArgs) -> anyhow::Result<tonic::transport::
 }
 
 /// The Node service for `node_id` (the Kubernetes node name).
-pub fn service(node_id: &str) -> anyhow::Result<NodeService> {
+pub(crate) fn service(node_id: &str) -> anyhow::Result<NodeService> {
     anyhow::ensure!(
         !node_id.trim().is_empty(),
         "the node id is empty: pass --node-id or set NODE_NAME to the Kubernetes node name"

@@ -80,7 +80,7 @@ fn sh(vm: &Vm, script: &str) -> anyhow::Result<String> {
     Ok(out.out)
 }
 
-pub async fn run(args: WalkthroughArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: WalkthroughArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("where is this binary")?;
     let state = match args.state_dir {
         Some(dir) => dir,

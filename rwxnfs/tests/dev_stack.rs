@@ -1,6 +1,7 @@
 //! `rwxnfs dev` end to end: the binary starts a private D-Bus, NFS-Ganesha, the agent, the
 //! controller and the node plugin; every conformance spec that needs no kernel NFS mount passes against it
 //! (the volumes are real Ganesha exports); SIGTERM stops everything it started.
+#![allow(unsafe_code)] // signals sent to the processes under test (libc::kill)
 #![allow(clippy::unwrap_used)]
 
 use std::{

@@ -1,5 +1,6 @@
 //! The `rwxnfs node` binary, end to end: it serves CSI on a private unix socket, passes the
 //! conformance runner's Identity and node capability specs, and shuts down cleanly on SIGTERM.
+#![allow(unsafe_code)] // signals sent to the processes under test (libc::kill)
 #![allow(clippy::unwrap_used)]
 
 use std::{

@@ -5,6 +5,7 @@
 //!
 //! The guest reaches nothing but two forwarded ports: its 10.0.2.100:2049 leads to the host's
 //! Ganesha on loopback, and the host's loopback port leads to the node plugin.
+#![allow(unsafe_code)] // signals sent to the processes under test (libc::kill)
 #![allow(clippy::unwrap_used)]
 
 use std::{

@@ -215,7 +215,7 @@ struct Pending {
 }
 
 /// Copies the tree at `src` (an open directory) into the new, empty directory `dst`.
-pub fn clone_tree(src: OwnedFd, dst: OwnedFd, label: &Path) -> TreeResult<CloneMethod> {
+pub(crate) fn clone_tree(src: OwnedFd, dst: OwnedFd, label: &Path) -> TreeResult<CloneMethod> {
     let st = fstat(src.as_fd()).map_err(|e| io_err(label, e))?;
     let mut stack = vec![Pending {
         src,
@@ -361,7 +361,7 @@ fn copy_entry_meta(dir: BorrowedFd<'_>, name: &CStr, st: &FileStat) -> Result<()
 
 /// What [`visit_tree`] did: how many inodes it visited and how many it left unopened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Visited {
+pub(crate) struct Visited {
     pub visited: u64,
     /// Symlinks (no descriptor of one takes an ioctl without following it), special files
     /// (opening a device node acts on the device, opening a FIFO can block) and directories
@@ -373,7 +373,7 @@ pub struct Visited {
 /// `dir`, each opened relative to its parent with O_NOFOLLOW, and with `dir` itself last, so
 /// that what the visit does to `dir` can mark the whole tree as done. A directory is visited
 /// before its contents; an entry that changed type since it was listed is skipped.
-pub fn visit_tree(
+pub(crate) fn visit_tree(
     dir: OwnedFd,
     label: &Path,
     mut visit: impl FnMut(BorrowedFd<'_>, &FileStat) -> Result<(), Errno>,
@@ -439,7 +439,7 @@ fn open_entry(
 
 /// Removes everything inside the open directory `dir` (not `dir` itself). Directories on
 /// another filesystem (a mount inside the tree) are left alone. Returns how many entries went.
-pub fn remove_contents(dir: OwnedFd, label: &Path) -> TreeResult<u64> {
+pub(crate) fn remove_contents(dir: OwnedFd, label: &Path) -> TreeResult<u64> {
     let dev = fstat(dir.as_fd()).map_err(|e| io_err(label, e))?.st_dev;
     let mut removed = 0;
     // Directories already emptied once: if one is still not empty (something in it could not

@@ -11,7 +11,7 @@ use rwxnfs_agent::fs::{
 };
 
 /// Directories under a tempdir; limits are remembered, not enforced.
-pub struct DirFs {
+pub(crate) struct DirFs {
     pub root: PathBuf,
     pub limits: Mutex<std::collections::HashMap<PathBuf, u64>>,
     pub fail_clone: Mutex<bool>,
@@ -113,7 +113,7 @@ impl VolumeFs for DirFs {
 }
 
 impl DirFs {
-    pub fn new(root: &Path) -> Self {
+    pub(crate) fn new(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
             limits: Default::default(),

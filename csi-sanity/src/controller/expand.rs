@@ -9,7 +9,7 @@ use crate::{
     verdict::{SpecResult, ensure, expect_code},
 };
 
-pub async fn no_capacity_range(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_capacity_range(ctx: &Ctx) -> SpecResult {
     let req = ControllerExpandVolumeRequest {
         volume_id: "id".into(),
         ..Default::default()
@@ -20,7 +20,7 @@ pub async fn no_capacity_range(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = ControllerExpandVolumeRequest {
         capacity_range: Some(CapacityRange {
             required_bytes: ctx.config.test_volume_expand_size,
@@ -34,7 +34,7 @@ pub async fn no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn works(ctx: &Ctx) -> SpecResult {
     let size = ctx.config.test_volume_size;
     let grown = ctx.config.test_volume_expand_size;
     let v = ctx

@@ -38,11 +38,11 @@ async fn all_ids(ctx: &Ctx, max_entries: i32) -> Result<BTreeSet<String>, crate:
     fail("ListVolumes kept returning tokens after 10000 pages")
 }
 
-pub async fn appropriate_values(ctx: &Ctx) -> SpecResult {
+pub(super) async fn appropriate_values(ctx: &Ctx) -> SpecResult {
     all_ids(ctx, 0).await.map(|_| ())
 }
 
-pub async fn invalid_token(ctx: &Ctx) -> SpecResult {
+pub(super) async fn invalid_token(ctx: &Ctx) -> SpecResult {
     let req = ListVolumesRequest {
         max_entries: 0,
         starting_token: "invalid-token".into(),
@@ -50,7 +50,7 @@ pub async fn invalid_token(ctx: &Ctx) -> SpecResult {
     expect_code(ctx.controller().list_volumes(req).await, Code::Aborted)
 }
 
-pub async fn presence_and_absence(ctx: &Ctx) -> SpecResult {
+pub(super) async fn presence_and_absence(ctx: &Ctx) -> SpecResult {
     let a = ctx
         .create_volume(ctx.volume_request(&unique("list-a"), None))
         .await?;
@@ -78,7 +78,7 @@ pub async fn presence_and_absence(ctx: &Ctx) -> SpecResult {
 
 /// Lists page by page while volumes come and go: a token must stay valid when the last volume
 /// of its page is deleted, and every volume that existed throughout must be seen.
-pub async fn pagination(ctx: &Ctx) -> SpecResult {
+pub(super) async fn pagination(ctx: &Ctx) -> SpecResult {
     let mut created = Vec::new();
     for i in 0..4 {
         created.push(

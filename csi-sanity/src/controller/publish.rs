@@ -15,7 +15,7 @@ use crate::{
 /// How many times the idempotency spec repeats each call.
 const REPEATS: usize = 3;
 
-pub async fn no_node_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_node_id(ctx: &Ctx) -> SpecResult {
     let req = ControllerPublishVolumeRequest {
         volume_id: "id".into(),
         volume_capability: Some(writer()),
@@ -27,7 +27,7 @@ pub async fn no_node_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn no_capability(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_capability(ctx: &Ctx) -> SpecResult {
     let req = ControllerPublishVolumeRequest {
         volume_id: "id".into(),
         node_id: "fakenode".into(),
@@ -39,7 +39,7 @@ pub async fn no_capability(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = ControllerPublishVolumeRequest {
         node_id: "fakenode".into(),
         volume_capability: Some(writer()),
@@ -51,7 +51,7 @@ pub async fn no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn unpublish_no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn unpublish_no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = ControllerUnpublishVolumeRequest {
         node_id: "fakenode".into(),
         ..Default::default()
@@ -62,7 +62,7 @@ pub async fn unpublish_no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn max_attach_limit(ctx: &Ctx) -> SpecResult {
+pub(super) async fn max_attach_limit(ctx: &Ctx) -> SpecResult {
     let info = ctx
         .node()
         .node_get_info(NodeGetInfoRequest {})
@@ -95,7 +95,7 @@ pub async fn max_attach_limit(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn node_does_not_exist(ctx: &Ctx) -> SpecResult {
+pub(super) async fn node_does_not_exist(ctx: &Ctx) -> SpecResult {
     let v = ctx
         .create_volume(ctx.volume_request(&unique("no-such-node"), None))
         .await?;
@@ -111,7 +111,7 @@ pub async fn node_does_not_exist(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn volume_does_not_exist(ctx: &Ctx) -> SpecResult {
+pub(super) async fn volume_does_not_exist(ctx: &Ctx) -> SpecResult {
     let req = ControllerPublishVolumeRequest {
         volume_id: "some-vol-id".into(),
         node_id: ctx.node_id().await?,
@@ -124,7 +124,7 @@ pub async fn volume_does_not_exist(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn incompatible_republish(ctx: &Ctx) -> SpecResult {
+pub(super) async fn incompatible_republish(ctx: &Ctx) -> SpecResult {
     let v = ctx
         .create_volume(ctx.volume_request(&unique("incompatible"), None))
         .await?;
@@ -182,10 +182,10 @@ async fn lifecycle(ctx: &Ctx, repeats: usize) -> SpecResult {
     Ok(())
 }
 
-pub async fn lifecycle_works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn lifecycle_works(ctx: &Ctx) -> SpecResult {
     lifecycle(ctx, 1).await
 }
 
-pub async fn lifecycle_idempotent(ctx: &Ctx) -> SpecResult {
+pub(super) async fn lifecycle_idempotent(ctx: &Ctx) -> SpecResult {
     lifecycle(ctx, REPEATS).await
 }

@@ -15,7 +15,7 @@ use crate::{
 /// CSI's limit for names; the driver must accept a name this long.
 const MAX_NAME_LEN: usize = 128;
 
-pub async fn no_name(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_name(ctx: &Ctx) -> SpecResult {
     let req = ctx.volume_request("", None);
     expect_code(
         ctx.controller().create_volume(req).await,
@@ -23,7 +23,7 @@ pub async fn no_name(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn no_capabilities(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_capabilities(ctx: &Ctx) -> SpecResult {
     let mut req = ctx.volume_request(&unique("no-caps"), None);
     req.volume_capabilities.clear();
     expect_code(
@@ -32,7 +32,7 @@ pub async fn no_capabilities(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn no_capacity(ctx: &Ctx) -> SpecResult {
+pub(super) async fn no_capacity(ctx: &Ctx) -> SpecResult {
     let volume = ctx
         .create_volume(ctx.volume_request(&unique("no-capacity"), None))
         .await?;
@@ -41,7 +41,7 @@ pub async fn no_capacity(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn with_capacity(ctx: &Ctx) -> SpecResult {
+pub(super) async fn with_capacity(ctx: &Ctx) -> SpecResult {
     let size = ctx.config.test_volume_size;
     let volume = ctx
         .create_volume(ctx.volume_request(&unique("with-capacity"), Some(size)))
@@ -52,13 +52,13 @@ pub async fn with_capacity(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn maximum_length_name(ctx: &Ctx) -> SpecResult {
+pub(super) async fn maximum_length_name(ctx: &Ctx) -> SpecResult {
     let name = "a".repeat(MAX_NAME_LEN);
     ctx.create_volume(ctx.volume_request(&name, None)).await?;
     Ok(())
 }
 
-pub async fn same_name_same_capacity(ctx: &Ctx) -> SpecResult {
+pub(super) async fn same_name_same_capacity(ctx: &Ctx) -> SpecResult {
     let name = unique("same-capacity");
     let size = ctx.config.test_volume_size;
     let first = ctx
@@ -79,7 +79,7 @@ pub async fn same_name_same_capacity(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn same_name_different_capacity(ctx: &Ctx) -> SpecResult {
+pub(super) async fn same_name_different_capacity(ctx: &Ctx) -> SpecResult {
     let name = unique("different-capacity");
     let size = ctx.config.test_volume_size;
     let mut req = ctx.volume_request(&name, None);
@@ -99,7 +99,7 @@ pub async fn same_name_different_capacity(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn source_snapshot_not_found(ctx: &Ctx) -> SpecResult {
+pub(super) async fn source_snapshot_not_found(ctx: &Ctx) -> SpecResult {
     let mut req = ctx.volume_request(&unique("from-missing-snapshot"), None);
     req.volume_content_source = Some(VolumeContentSource {
         r#type: Some(volume_content_source::Type::Snapshot(
@@ -111,7 +111,7 @@ pub async fn source_snapshot_not_found(ctx: &Ctx) -> SpecResult {
     expect_code(ctx.controller().create_volume(req).await, Code::NotFound)
 }
 
-pub async fn source_volume_not_found(ctx: &Ctx) -> SpecResult {
+pub(super) async fn source_volume_not_found(ctx: &Ctx) -> SpecResult {
     let mut req = ctx.volume_request(&unique("from-missing-volume"), None);
     req.volume_content_source = Some(VolumeContentSource {
         r#type: Some(volume_content_source::Type::Volume(
@@ -123,7 +123,7 @@ pub async fn source_volume_not_found(ctx: &Ctx) -> SpecResult {
     expect_code(ctx.controller().create_volume(req).await, Code::NotFound)
 }
 
-pub async fn from_snapshot(ctx: &Ctx) -> SpecResult {
+pub(super) async fn from_snapshot(ctx: &Ctx) -> SpecResult {
     let size = ctx.config.test_volume_size;
     let source = ctx
         .create_volume(ctx.volume_request(&unique("snap-source"), Some(size)))
@@ -149,7 +149,7 @@ pub async fn from_snapshot(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn from_volume(ctx: &Ctx) -> SpecResult {
+pub(super) async fn from_volume(ctx: &Ctx) -> SpecResult {
     let size = ctx.config.test_volume_size;
     let source = ctx
         .create_volume(ctx.volume_request(&unique("clone-source"), Some(size)))
@@ -169,7 +169,7 @@ pub async fn from_volume(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn delete_no_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn delete_no_id(ctx: &Ctx) -> SpecResult {
     let req = DeleteVolumeRequest::default();
     expect_code(
         ctx.controller().delete_volume(req).await,
@@ -177,7 +177,7 @@ pub async fn delete_no_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn delete_invalid_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn delete_invalid_id(ctx: &Ctx) -> SpecResult {
     let req = DeleteVolumeRequest {
         volume_id: "reallyfakevolumeid".into(),
         ..Default::default()
@@ -186,7 +186,7 @@ pub async fn delete_invalid_id(ctx: &Ctx) -> SpecResult {
     Ok(())
 }
 
-pub async fn delete_works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn delete_works(ctx: &Ctx) -> SpecResult {
     let volume = ctx
         .create_volume(ctx.volume_request(&unique("delete"), None))
         .await?;
@@ -200,7 +200,7 @@ pub async fn delete_works(ctx: &Ctx) -> SpecResult {
     Ok(())
 }
 
-pub async fn validate_no_capabilities(ctx: &Ctx) -> SpecResult {
+pub(super) async fn validate_no_capabilities(ctx: &Ctx) -> SpecResult {
     let volume = ctx
         .create_volume(ctx.volume_request(&unique("validate-no-caps"), None))
         .await?;
@@ -214,7 +214,7 @@ pub async fn validate_no_capabilities(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn validate_no_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn validate_no_id(ctx: &Ctx) -> SpecResult {
     let req = ValidateVolumeCapabilitiesRequest {
         volume_capabilities: vec![writer()],
         ..Default::default()
@@ -225,7 +225,7 @@ pub async fn validate_no_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn validate_missing_volume(ctx: &Ctx) -> SpecResult {
+pub(super) async fn validate_missing_volume(ctx: &Ctx) -> SpecResult {
     let req = ValidateVolumeCapabilitiesRequest {
         volume_id: "some-vol-id".into(),
         volume_capabilities: vec![writer()],
@@ -237,7 +237,7 @@ pub async fn validate_missing_volume(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn validate_works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn validate_works(ctx: &Ctx) -> SpecResult {
     let volume = ctx
         .create_volume(ctx.volume_request(&unique("validate"), None))
         .await?;
@@ -256,7 +256,7 @@ pub async fn validate_works(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn capacity(ctx: &Ctx) -> SpecResult {
+pub(super) async fn capacity(ctx: &Ctx) -> SpecResult {
     let req = GetCapacityRequest {
         parameters: ctx.config.parameters.clone().into_iter().collect(),
         ..Default::default()

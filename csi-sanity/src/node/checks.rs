@@ -16,7 +16,7 @@ use crate::{
     verdict::{SpecResult, Verdict, ensure, expect_code},
 };
 
-pub async fn publish_no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn publish_no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = NodePublishVolumeRequest {
         target_path: ctx.fresh_path(false, "t"),
         volume_capability: Some(writer()),
@@ -28,7 +28,7 @@ pub async fn publish_no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn publish_no_target(ctx: &Ctx) -> SpecResult {
+pub(super) async fn publish_no_target(ctx: &Ctx) -> SpecResult {
     let req = NodePublishVolumeRequest {
         volume_id: "id".into(),
         volume_capability: Some(writer()),
@@ -40,7 +40,7 @@ pub async fn publish_no_target(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn publish_no_capability(ctx: &Ctx) -> SpecResult {
+pub(super) async fn publish_no_capability(ctx: &Ctx) -> SpecResult {
     let req = NodePublishVolumeRequest {
         volume_id: "id".into(),
         target_path: ctx.fresh_path(false, "t"),
@@ -52,7 +52,7 @@ pub async fn publish_no_capability(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn unpublish_no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn unpublish_no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = NodeUnpublishVolumeRequest {
         target_path: ctx.fresh_path(false, "t"),
         ..Default::default()
@@ -63,7 +63,7 @@ pub async fn unpublish_no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn unpublish_no_target(ctx: &Ctx) -> SpecResult {
+pub(super) async fn unpublish_no_target(ctx: &Ctx) -> SpecResult {
     let req = NodeUnpublishVolumeRequest {
         volume_id: "id".into(),
         ..Default::default()
@@ -74,7 +74,7 @@ pub async fn unpublish_no_target(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn stage_no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stage_no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = NodeStageVolumeRequest {
         staging_target_path: ctx.fresh_path(true, "s"),
         volume_capability: Some(writer()),
@@ -86,7 +86,7 @@ pub async fn stage_no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn stage_no_path(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stage_no_path(ctx: &Ctx) -> SpecResult {
     let req = NodeStageVolumeRequest {
         volume_id: "id".into(),
         volume_capability: Some(writer()),
@@ -98,7 +98,7 @@ pub async fn stage_no_path(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn stage_no_capability(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stage_no_capability(ctx: &Ctx) -> SpecResult {
     let req = NodeStageVolumeRequest {
         volume_id: "id".into(),
         staging_target_path: ctx.fresh_path(true, "s"),
@@ -110,7 +110,7 @@ pub async fn stage_no_capability(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn unstage_no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn unstage_no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = NodeUnstageVolumeRequest {
         staging_target_path: ctx.fresh_path(true, "s"),
         ..Default::default()
@@ -121,7 +121,7 @@ pub async fn unstage_no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn unstage_no_path(ctx: &Ctx) -> SpecResult {
+pub(super) async fn unstage_no_path(ctx: &Ctx) -> SpecResult {
     let req = NodeUnstageVolumeRequest {
         volume_id: "id".into(),
         ..Default::default()
@@ -132,7 +132,7 @@ pub async fn unstage_no_path(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn stats_no_volume_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stats_no_volume_id(ctx: &Ctx) -> SpecResult {
     let req = NodeGetVolumeStatsRequest {
         volume_path: ctx.fresh_path(false, "t"),
         ..Default::default()
@@ -143,7 +143,7 @@ pub async fn stats_no_volume_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn stats_no_path(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stats_no_path(ctx: &Ctx) -> SpecResult {
     let req = NodeGetVolumeStatsRequest {
         volume_id: "id".into(),
         ..Default::default()
@@ -154,7 +154,7 @@ pub async fn stats_no_path(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn stats_volume_not_found(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stats_volume_not_found(ctx: &Ctx) -> SpecResult {
     let req = NodeGetVolumeStatsRequest {
         volume_id: "some-vol-id".into(),
         volume_path: ctx.fresh_path(false, "t"),
@@ -185,7 +185,7 @@ async fn mounted(ctx: &Ctx, cap_mode: Mode) -> Result<(Volume, String, String), 
     Ok((volume, staging, target))
 }
 
-pub async fn stats_wrong_path(ctx: &Ctx) -> SpecResult {
+pub(super) async fn stats_wrong_path(ctx: &Ctx) -> SpecResult {
     let (volume, _, _) = mounted(ctx, Mode::SingleNodeWriter).await?;
     let req = NodeGetVolumeStatsRequest {
         volume_id: volume.volume_id,
@@ -195,7 +195,7 @@ pub async fn stats_wrong_path(ctx: &Ctx) -> SpecResult {
     expect_code(ctx.node().node_get_volume_stats(req).await, Code::NotFound)
 }
 
-pub async fn unpublish_removes_target(ctx: &Ctx) -> SpecResult {
+pub(super) async fn unpublish_removes_target(ctx: &Ctx) -> SpecResult {
     let (volume, _, target) = mounted(ctx, Mode::SingleNodeWriter).await?;
     let req = NodeUnpublishVolumeRequest {
         volume_id: volume.volume_id,
@@ -207,7 +207,7 @@ pub async fn unpublish_removes_target(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn single_writer_second_target(ctx: &Ctx) -> SpecResult {
+pub(super) async fn single_writer_second_target(ctx: &Ctx) -> SpecResult {
     let (volume, staging, _) = mounted(ctx, Mode::SingleNodeSingleWriter).await?;
     let other = ctx.fresh_path(false, "target2");
     let req = NodePublishVolumeRequest {
@@ -273,10 +273,10 @@ async fn node_lifecycle(ctx: &Ctx, repeats: usize) -> SpecResult {
     Ok(())
 }
 
-pub async fn works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn works(ctx: &Ctx) -> SpecResult {
     node_lifecycle(ctx, 1).await
 }
 
-pub async fn idempotent(ctx: &Ctx) -> SpecResult {
+pub(super) async fn idempotent(ctx: &Ctx) -> SpecResult {
     node_lifecycle(ctx, 2).await
 }

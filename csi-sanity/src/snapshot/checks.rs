@@ -18,7 +18,7 @@ async fn source(ctx: &Ctx, label: &str) -> Result<String, crate::verdict::Verdic
         .volume_id)
 }
 
-pub async fn create_no_name(ctx: &Ctx) -> SpecResult {
+pub(super) async fn create_no_name(ctx: &Ctx) -> SpecResult {
     let req = CreateSnapshotRequest {
         source_volume_id: "testId".into(),
         ..Default::default()
@@ -29,7 +29,7 @@ pub async fn create_no_name(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn create_no_source(ctx: &Ctx) -> SpecResult {
+pub(super) async fn create_no_source(ctx: &Ctx) -> SpecResult {
     let req = CreateSnapshotRequest {
         name: unique("no-source"),
         ..Default::default()
@@ -40,7 +40,7 @@ pub async fn create_no_source(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn create_same_name_other_source(ctx: &Ctx) -> SpecResult {
+pub(super) async fn create_same_name_other_source(ctx: &Ctx) -> SpecResult {
     let name = unique("snap-conflict");
     let a = source(ctx, "snap-src-a").await?;
     let b = source(ctx, "snap-src-b").await?;
@@ -56,13 +56,13 @@ pub async fn create_same_name_other_source(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn create_maximum_length_name(ctx: &Ctx) -> SpecResult {
+pub(super) async fn create_maximum_length_name(ctx: &Ctx) -> SpecResult {
     let src = source(ctx, "snap-maxlen-src").await?;
     ctx.create_snapshot(&"a".repeat(128), &src).await?;
     Ok(())
 }
 
-pub async fn create_same_name_same_source(ctx: &Ctx) -> SpecResult {
+pub(super) async fn create_same_name_same_source(ctx: &Ctx) -> SpecResult {
     let name = unique("snap-again");
     let src = source(ctx, "snap-again-src").await?;
     let first = ctx.create_snapshot(&name, &src).await?;
@@ -75,7 +75,7 @@ pub async fn create_same_name_same_source(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn delete_no_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn delete_no_id(ctx: &Ctx) -> SpecResult {
     expect_code(
         ctx.controller()
             .delete_snapshot(DeleteSnapshotRequest::default())
@@ -84,7 +84,7 @@ pub async fn delete_no_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn delete_invalid_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn delete_invalid_id(ctx: &Ctx) -> SpecResult {
     let req = DeleteSnapshotRequest {
         snapshot_id: "reallyfakesnapshotid".into(),
         ..Default::default()
@@ -93,7 +93,7 @@ pub async fn delete_invalid_id(ctx: &Ctx) -> SpecResult {
     Ok(())
 }
 
-pub async fn delete_works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn delete_works(ctx: &Ctx) -> SpecResult {
     let src = source(ctx, "snap-delete-src").await?;
     let snap = ctx.create_snapshot(&unique("snap-delete"), &src).await?;
     let req = DeleteSnapshotRequest {
@@ -105,7 +105,7 @@ pub async fn delete_works(ctx: &Ctx) -> SpecResult {
     Ok(())
 }
 
-pub async fn get_no_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn get_no_id(ctx: &Ctx) -> SpecResult {
     expect_code(
         ctx.controller()
             .get_snapshot(GetSnapshotRequest::default())
@@ -114,7 +114,7 @@ pub async fn get_no_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn get_missing(ctx: &Ctx) -> SpecResult {
+pub(super) async fn get_missing(ctx: &Ctx) -> SpecResult {
     let req = GetSnapshotRequest {
         snapshot_id: "none-exist-id".into(),
         ..Default::default()
@@ -122,7 +122,7 @@ pub async fn get_missing(ctx: &Ctx) -> SpecResult {
     expect_code(ctx.controller().get_snapshot(req).await, Code::NotFound)
 }
 
-pub async fn get_works(ctx: &Ctx) -> SpecResult {
+pub(super) async fn get_works(ctx: &Ctx) -> SpecResult {
     let src = source(ctx, "snap-get-src").await?;
     let snap = ctx.create_snapshot(&unique("snap-get"), &src).await?;
     let req = GetSnapshotRequest {
@@ -152,11 +152,11 @@ async fn list(
     Ok(r.entries.into_iter().filter_map(|e| e.snapshot).collect())
 }
 
-pub async fn list_appropriate_values(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_appropriate_values(ctx: &Ctx) -> SpecResult {
     list(ctx, ListSnapshotsRequest::default()).await.map(|_| ())
 }
 
-pub async fn list_presence(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_presence(ctx: &Ctx) -> SpecResult {
     let src = source(ctx, "snap-list-src").await?;
     let snap = ctx.create_snapshot(&unique("snap-list"), &src).await?;
     let all = list(ctx, ListSnapshotsRequest::default()).await?;
@@ -166,7 +166,7 @@ pub async fn list_presence(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn list_missing_snapshot_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_missing_snapshot_id(ctx: &Ctx) -> SpecResult {
     let req = ListSnapshotsRequest {
         snapshot_id: "none-exist-id".into(),
         ..Default::default()
@@ -177,7 +177,7 @@ pub async fn list_missing_snapshot_id(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn list_missing_source(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_missing_source(ctx: &Ctx) -> SpecResult {
     let req = ListSnapshotsRequest {
         source_volume_id: "none-exist-volume-id".into(),
         ..Default::default()
@@ -188,7 +188,7 @@ pub async fn list_missing_source(ctx: &Ctx) -> SpecResult {
     })
 }
 
-pub async fn list_next_token(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_next_token(ctx: &Ctx) -> SpecResult {
     let src = source(ctx, "snap-page-src").await?;
     for i in 0..3 {
         ctx.create_snapshot(&unique(&format!("snap-page-{i}")), &src)
@@ -219,7 +219,7 @@ pub async fn list_next_token(ctx: &Ctx) -> SpecResult {
     ensure(!rest.entries.is_empty(), || "the next page is empty".into())
 }
 
-pub async fn list_by_snapshot_id(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_by_snapshot_id(ctx: &Ctx) -> SpecResult {
     let src = source(ctx, "snap-byid-src").await?;
     let snap = ctx.create_snapshot(&unique("snap-byid"), &src).await?;
     ctx.create_snapshot(&unique("snap-byid-other"), &src)
@@ -235,7 +235,7 @@ pub async fn list_by_snapshot_id(ctx: &Ctx) -> SpecResult {
     )
 }
 
-pub async fn list_by_source(ctx: &Ctx) -> SpecResult {
+pub(super) async fn list_by_source(ctx: &Ctx) -> SpecResult {
     let a = source(ctx, "snap-bysrc-a").await?;
     let b = source(ctx, "snap-bysrc-b").await?;
     let snap = ctx.create_snapshot(&unique("snap-bysrc"), &a).await?;

@@ -10,26 +10,26 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub(crate) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 /// `(method, path)` → `(status, body)`.
-pub type Answers = BTreeMap<(Method, String), (StatusCode, Value)>;
+pub(crate) type Answers = BTreeMap<(Method, String), (StatusCode, Value)>;
 
 /// A request as the mock saw it.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: Method,
     pub path: String,
     pub body: Value,
 }
 
-pub fn client() -> (kube::Client, Handle) {
+pub(crate) fn client() -> (kube::Client, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     (kube::Client::new(service, "default"), handle)
 }
 
 /// Serves `answers` until the client is dropped; returns every request in order.
-pub fn serve(mut handle: Handle, answers: Answers) -> tokio::task::JoinHandle<Vec<Seen>> {
+pub(crate) fn serve(mut handle: Handle, answers: Answers) -> tokio::task::JoinHandle<Vec<Seen>> {
     tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
@@ -61,20 +61,20 @@ pub fn serve(mut handle: Handle, answers: Answers) -> tokio::task::JoinHandle<Ve
     })
 }
 
-pub fn list(kind: &str, items: Vec<Value>) -> (StatusCode, Value) {
+pub(crate) fn list(kind: &str, items: Vec<Value>) -> (StatusCode, Value) {
     (
         StatusCode::OK,
         json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}),
     )
 }
 
-pub fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Value) {
+pub(crate) fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Value) {
     (
         code,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
     )
 }
 
-pub fn get(path: &str) -> (Method, String) {
+pub(crate) fn get(path: &str) -> (Method, String) {
     (Method::GET, path.to_owned())
 }

@@ -47,7 +47,7 @@ fn config_maps_exist_and_secrets_are_documented() {
 }
 
 /// The text of a README section, up to the next one of the same level.
-pub fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+pub(crate) fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
     let start = readme
         .find(&format!("\n{heading}\n"))
         .unwrap_or_else(|| panic!("README.md has no {heading} section"));
@@ -108,7 +108,7 @@ fn controller_config_matches_its_mounts(rendering: &Rendering, deploying: &str) 
 }
 
 /// The controller configuration in the rendered ConfigMap, and its key.
-pub fn shipped_controller_config(rendering: &Rendering) -> (ControllerConfig, String) {
+pub(crate) fn shipped_controller_config(rendering: &Rendering) -> (ControllerConfig, String) {
     let cm = rendering
         .config_maps()
         .into_iter()

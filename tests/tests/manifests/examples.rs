@@ -12,7 +12,7 @@ use crate::{
 
 /// manifests/examples/ rendered as its kustomization, plus every file in it that the
 /// kustomization leaves out (they need a share of the reader's own).
-pub fn examples() -> Vec<Rendering> {
+pub(crate) fn examples() -> Vec<Rendering> {
     let dir = manifests().join("examples");
     let mut out = vec![Rendering::of_kustomization(&dir)];
     let mut files: Vec<_> = std::fs::read_dir(&dir)

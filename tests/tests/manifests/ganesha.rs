@@ -9,7 +9,7 @@ use std::{
 use crate::ha::{agent_config, read};
 
 /// Ganesha's blocks `NAME { Key = value; ... }`, flattened to `NAME.Key` -> value.
-pub fn conf() -> BTreeMap<String, String> {
+pub(crate) fn conf() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut block: Option<String> = None;
     for line in read("nfs/ganesha.conf").lines().map(str::trim) {
@@ -35,11 +35,11 @@ pub fn conf() -> BTreeMap<String, String> {
     out
 }
 
-pub fn recovery_root() -> String {
+pub(crate) fn recovery_root() -> String {
     conf()["NFSv4.RecoveryRoot"].clone()
 }
 
-pub fn settings_allow_reclaim() {
+pub(crate) fn settings_allow_reclaim() {
     let conf = conf();
     let get = |k: &str| {
         conf.get(k)
@@ -83,7 +83,7 @@ pub fn settings_allow_reclaim() {
 /// The shipped ganesha.conf, with its two host paths moved into a scratch directory, read by
 /// the real NFS-Ganesha: it must parse and start its grace period. Runs Ganesha in a network
 /// namespace of its own (root), for about a second.
-pub fn accepts_its_configuration() {
+pub(crate) fn accepts_its_configuration() {
     let dir = tempfile::tempdir().expect("a scratch directory");
     let recovery = dir.path().join("recovery");
     let index = dir.path().join("exports.conf");

@@ -8,7 +8,7 @@ use rwxnfs_agent::config::{AgentConfig, NfsServer};
 
 use crate::{ganesha, objects::manifests};
 
-pub fn read(rel: &str) -> String {
+pub(crate) fn read(rel: &str) -> String {
     let path = manifests().join("ha").join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -161,12 +161,12 @@ fn vip_of(entry: &str) -> IpAddr {
         .expect("ip= is an address")
 }
 
-pub fn agent_config() -> AgentConfig {
+pub(crate) fn agent_config() -> AgentConfig {
     AgentConfig::parse(&read("agent.yaml"), Path::new("manifests/ha/agent.yaml"))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn check() {
+pub(crate) fn check() {
     let agent = agent_config();
     let kernel = chain("drbd-reactor/rwxnfs.toml");
     let ganesha = chain("drbd-reactor/rwxnfs-ganesha.toml");

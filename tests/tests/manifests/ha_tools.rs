@@ -5,7 +5,7 @@ use crate::objects::manifests;
 
 /// drbd/rwxnfs.res read by drbd-utils' own parser (`drbdadm dump`), as each of its hosts: the
 /// options the promoter relies on survive parsing.
-pub fn drbd_resource_parses() {
+pub(crate) fn drbd_resource_parses() {
     let dir = tempfile::tempdir().expect("a scratch directory");
     let res = manifests().join("ha/drbd/rwxnfs.res");
     let conf = dir.path().join("drbd.conf");
@@ -59,7 +59,7 @@ pub fn drbd_resource_parses() {
 /// an unknown key or a bad value is a warning there, so any output fails. The agent's binary
 /// is replaced by /bin/true (systemd checks that it exists), and the distribution's units the
 /// drop-ins extend by stubs.
-pub fn systemd_accepts_the_units() {
+pub(crate) fn systemd_accepts_the_units() {
     if let Err(e) = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()

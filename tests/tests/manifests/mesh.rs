@@ -5,25 +5,25 @@ use std::collections::BTreeMap;
 use crate::objects::Pod;
 
 #[derive(serde::Deserialize)]
-pub struct MeshSettings {
+pub(crate) struct MeshSettings {
     pub metadata: MeshMetadata,
 }
 
 #[derive(serde::Deserialize)]
-pub struct MeshMetadata {
+pub(crate) struct MeshMetadata {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
 
-pub fn mesh_settings(yaml: &str) -> MeshMetadata {
+pub(crate) fn mesh_settings(yaml: &str) -> MeshMetadata {
     serde_yaml_ng::from_str::<MeshSettings>(yaml)
         .expect("rwxnfs mesh annotations prints YAML")
         .metadata
 }
 
-pub fn assert_carries(pod: &Pod<'_>, wanted: &MeshMetadata, origin: &str) {
+pub(crate) fn assert_carries(pod: &Pod<'_>, wanted: &MeshMetadata, origin: &str) {
     let (labels, annotations) = (pod.labels(), pod.annotations());
     for (key, value) in &wanted.labels {
         assert_eq!(

@@ -23,19 +23,19 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 /// The repository's root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate lives in the repository")
         .to_owned()
 }
 
-pub fn manifests() -> PathBuf {
+pub(crate) fn manifests() -> PathBuf {
     repo().join("manifests")
 }
 
 /// `kubectl kustomize DIR`: offline, no cluster. A missing kubectl fails the test, loudly.
-pub fn kustomize(dir: &Path) -> String {
+pub(crate) fn kustomize(dir: &Path) -> String {
     let output = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
         Ok(output) => output,
         Err(e) => panic!(
@@ -57,7 +57,7 @@ pub fn kustomize(dir: &Path) -> String {
 /// exactly the fields snapshot.storage.k8s.io/v1 defines and refuses others.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct VolumeSnapshotClass {
+pub(crate) struct VolumeSnapshotClass {
     pub api_version: String,
     pub kind: String,
     pub metadata: ObjectMeta,
@@ -70,7 +70,7 @@ pub struct VolumeSnapshotClass {
 // A few dozen objects per rendering: their size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
-pub enum Object {
+pub(crate) enum Object {
     Namespace(Namespace),
     CsiDriver(CSIDriver),
     ServiceAccount(ServiceAccount),
@@ -89,7 +89,7 @@ pub enum Object {
 }
 
 /// Every object of a multi-document YAML stream, each parsed into its type.
-pub fn parse_all(yaml: &str, origin: &str) -> Vec<Object> {
+pub(crate) fn parse_all(yaml: &str, origin: &str) -> Vec<Object> {
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
         let value = Value::deserialize(doc)
@@ -180,7 +180,7 @@ fn first_difference(written: &Value, typed: &Value, path: String) -> Option<Stri
 }
 
 /// One rendered kustomization (or file), its objects and where they came from.
-pub struct Rendering {
+pub(crate) struct Rendering {
     pub origin: String,
     /// The YAML as rendered (or read).
     pub yaml: String,
@@ -188,7 +188,7 @@ pub struct Rendering {
 }
 
 impl Rendering {
-    pub fn of_kustomization(dir: &Path) -> Self {
+    pub(crate) fn of_kustomization(dir: &Path) -> Self {
         let origin = format!("kubectl kustomize {}", dir.display());
         let yaml = kustomize(dir);
         let objects = parse_all(&yaml, &origin);
@@ -199,7 +199,7 @@ impl Rendering {
         }
     }
 
-    pub fn of_file(file: &Path) -> Self {
+    pub(crate) fn of_file(file: &Path) -> Self {
         let origin = file.display().to_string();
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{origin}: {e}"));
         Rendering {
@@ -210,7 +210,7 @@ impl Rendering {
     }
 
     /// Pod templates with their workload's kind, name and namespace.
-    pub fn pods(&self) -> Vec<Pod<'_>> {
+    pub(crate) fn pods(&self) -> Vec<Pod<'_>> {
         self.objects
             .iter()
             .filter_map(|o| match o {
@@ -229,14 +229,14 @@ impl Rendering {
             .collect()
     }
 
-    pub fn pod(&self, workload: &str) -> Pod<'_> {
+    pub(crate) fn pod(&self, workload: &str) -> Pod<'_> {
         self.pods()
             .into_iter()
             .find(|p| p.workload == workload)
             .unwrap_or_else(|| panic!("{}: no {workload}", self.origin))
     }
 
-    pub fn csi_drivers(&self) -> Vec<&CSIDriver> {
+    pub(crate) fn csi_drivers(&self) -> Vec<&CSIDriver> {
         self.objects
             .iter()
             .filter_map(|o| match o {
@@ -246,7 +246,7 @@ impl Rendering {
             .collect()
     }
 
-    pub fn config_maps(&self) -> Vec<&ConfigMap> {
+    pub(crate) fn config_maps(&self) -> Vec<&ConfigMap> {
         self.objects
             .iter()
             .filter_map(|o| match o {
@@ -257,21 +257,21 @@ impl Rendering {
     }
 }
 
-pub struct Pod<'a> {
+pub(crate) struct Pod<'a> {
     pub workload: String,
     pub namespace: Option<String>,
     pub template: &'a PodTemplateSpec,
 }
 
 impl Pod<'_> {
-    pub fn spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
+    pub(crate) fn spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
         self.template
             .spec
             .as_ref()
             .unwrap_or_else(|| panic!("{}: no pod spec", self.workload))
     }
 
-    pub fn container(&self, name: &str) -> &k8s_openapi::api::core::v1::Container {
+    pub(crate) fn container(&self, name: &str) -> &k8s_openapi::api::core::v1::Container {
         self.spec()
             .containers
             .iter()
@@ -279,7 +279,7 @@ impl Pod<'_> {
             .unwrap_or_else(|| panic!("{}: no container {name}", self.workload))
     }
 
-    pub fn labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn labels(&self) -> BTreeMap<String, String> {
         self.template
             .metadata
             .as_ref()
@@ -287,7 +287,7 @@ impl Pod<'_> {
             .unwrap_or_default()
     }
 
-    pub fn annotations(&self) -> BTreeMap<String, String> {
+    pub(crate) fn annotations(&self) -> BTreeMap<String, String> {
         self.template
             .metadata
             .as_ref()
@@ -296,12 +296,12 @@ impl Pod<'_> {
     }
 }
 
-pub fn name(meta: &ObjectMeta) -> &str {
+pub(crate) fn name(meta: &ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or("?")
 }
 
 /// The value of `--flag=value` (or `--flag value`) among a container's arguments.
-pub fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+pub(crate) fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     let long = format!("--{flag}");
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -317,7 +317,7 @@ pub fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 
 /// Every kustomization the project ships: the default (manifests/), each overlay, and the
 /// examples.
-pub fn kustomizations() -> Vec<PathBuf> {
+pub(crate) fn kustomizations() -> Vec<PathBuf> {
     let mut dirs = vec![manifests()];
     let mut overlays: Vec<PathBuf> = std::fs::read_dir(manifests().join("overlays"))
         .expect("manifests/overlays exists")
@@ -331,7 +331,7 @@ pub fn kustomizations() -> Vec<PathBuf> {
 }
 
 /// The renderings of the driver: manifests/ and every overlay.
-pub fn driver_renderings() -> Vec<Rendering> {
+pub(crate) fn driver_renderings() -> Vec<Rendering> {
     kustomizations()
         .iter()
         .map(|d| Rendering::of_kustomization(d))

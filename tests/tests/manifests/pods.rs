@@ -8,11 +8,11 @@ use rwxnfs_server::Endpoint;
 
 use crate::objects::{Pod, flag};
 
-pub fn args(c: &Container) -> &[String] {
+pub(crate) fn args(c: &Container) -> &[String] {
     c.args.as_deref().unwrap_or_default()
 }
 
-pub fn unix_path(endpoint: &str, what: &str) -> String {
+pub(crate) fn unix_path(endpoint: &str, what: &str) -> String {
     match endpoint.parse::<Endpoint>() {
         Ok(Endpoint::Unix(path)) => path.display().to_string(),
         other => panic!("{what}: {endpoint:?} is not a unix:// endpoint ({other:?})"),
@@ -21,7 +21,7 @@ pub fn unix_path(endpoint: &str, what: &str) -> String {
 
 /// The volume mounted at the directory that holds `path` in `container`, and the rest of the
 /// path below it.
-pub fn volume_holding<'a>(container: &'a Container, path: &str) -> (&'a str, String) {
+pub(crate) fn volume_holding<'a>(container: &'a Container, path: &str) -> (&'a str, String) {
     container
         .volume_mounts
         .as_deref()
@@ -36,7 +36,7 @@ pub fn volume_holding<'a>(container: &'a Container, path: &str) -> (&'a str, Str
         .unwrap_or_else(|| panic!("container {}: nothing is mounted at {path}", container.name))
 }
 
-pub fn host_path(pod: &Pod<'_>, volume: &str) -> String {
+pub(crate) fn host_path(pod: &Pod<'_>, volume: &str) -> String {
     pod.spec()
         .volumes
         .as_deref()
@@ -52,7 +52,7 @@ pub fn host_path(pod: &Pod<'_>, volume: &str) -> String {
 /// path. The CSI plugins are probed through the livenessprobe sidecar (which calls the CSI
 /// Probe on the socket), the sidecars through their own leader-election health endpoint, the
 /// livenessprobe sidecar through its port.
-pub fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe, what: &str) {
+pub(crate) fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe, what: &str) {
     let port = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
         (Some(get), _, _) => &get.port,
         (_, Some(tcp), _) => &tcp.port,

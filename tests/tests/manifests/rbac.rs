@@ -340,7 +340,7 @@ fn nothing_more_is_granted(
     }
 }
 
-pub fn check(r: &Rendering) {
+pub(crate) fn check(r: &Rendering) {
     no_wildcards(r);
     bindings_name_existing_accounts(r);
     for pod in r.pods() {

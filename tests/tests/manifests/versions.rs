@@ -19,13 +19,13 @@ const REGISTRY: &str = "registry.k8s.io/sig-storage/";
 
 /// One line of tools/versions: `name module version local packages...`.
 #[derive(Debug)]
-pub struct Tool {
+pub(crate) struct Tool {
     pub module: String,
     pub version: String,
 }
 
 /// tools/versions by tool name; a malformed line fails with its number.
-pub fn tools() -> BTreeMap<String, Tool> {
+pub(crate) fn tools() -> BTreeMap<String, Tool> {
     let path = repo().join("tools/versions");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     parse(&text, &path.display().to_string())
@@ -85,7 +85,7 @@ fn sidecar_images(r: &Rendering) -> Vec<(String, String, String)> {
 }
 
 /// The base names each built sidecar; every rendering runs the version tools/versions names.
-pub fn check(base: &Rendering, overlays: &[Rendering]) {
+pub(crate) fn check(base: &Rendering, overlays: &[Rendering]) {
     let tools = tools();
     for sidecar in BUILT_SIDECARS {
         let tool = tools
