@@ -52,7 +52,9 @@ pub struct GaneshaSettings {
 }
 
 /// The configuration of a private, system-type D-Bus listening on `socket`, for running
-/// Ganesha outside the host's own bus (`rwxnfs dev`, tests): root may own names and talk.
+/// Ganesha outside the host's own bus (`rwxnfs dev`, tests): root may own names and talk. Not
+/// in the image's build: only the lab (feature `private-bus`) and tests have it.
+#[cfg(any(test, feature = "test-support", feature = "private-bus"))]
 pub fn private_bus_config(socket: &Path) -> String {
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
