@@ -2,7 +2,7 @@
 
 use std::{io, path::PathBuf};
 
-use rwxnfs_model::{MountOptionError, ParamError};
+use rwxnfs_model::{MountOptionError, volume_context::VolumeContextError};
 use tonic::Status;
 
 use crate::bounded::BoundedError;
@@ -15,15 +15,10 @@ pub enum NodeError {
     BlockAccess,
     #[error("the volume capability has no access type")]
     NoAccessType,
-    #[error(
-        "volume context has no `server`: is this an rwxnfs volume? (static PVs set volumeAttributes server and share)"
-    )]
-    NoServer,
-    #[error("volume context has no absolute `share` (the export path, e.g. /pvc-123)")]
-    NoShare,
-    /// The volume context's `nfsVersion`.
+    /// The volume context (`server`, `share`, `nfsVersion`, `mountOptions`): its own error,
+    /// which names the key.
     #[error(transparent)]
-    NfsVersion(#[from] ParamError),
+    Context(#[from] VolumeContextError),
     /// The capability's mount flags with the volume context's `mountOptions`.
     #[error(transparent)]
     MountOptions(#[from] MountOptionError),
@@ -103,9 +98,7 @@ impl From<NodeError> for Status {
             NodeError::Missing { .. }
             | NodeError::BlockAccess
             | NodeError::NoAccessType
-            | NodeError::NoServer
-            | NodeError::NoShare
-            | NodeError::NfsVersion(_)
+            | NodeError::Context(_)
             | NodeError::MountOptions(_) => Status::invalid_argument(message),
             NodeError::NoAddress { .. }
             | NodeError::Resolve { .. }

@@ -5,10 +5,7 @@ use std::{path::PathBuf, time::Instant};
 use super::{NodeService, resolve::resolve};
 use crate::error::NodeError;
 use nix::mount::MsFlags;
-use rwxnfs_model::{
-    MountOptions,
-    volume_context::{VolumeContext, VolumeContextError},
-};
+use rwxnfs_model::{MountOptions, volume_context::VolumeContext};
 use rwxnfs_proto::csi::{NodeStageVolumeRequest, VolumeCapability, volume_capability};
 
 fn mount_flags(cap: &VolumeCapability) -> Vec<String> {
@@ -34,18 +31,6 @@ fn vfs_flags(options: &MountOptions) -> MsFlags {
         };
     }
     flags
-}
-
-/// A volume context that cannot be mounted names the key: INVALID_ARGUMENT, as every error of
-/// the request's fields.
-impl From<VolumeContextError> for NodeError {
-    fn from(err: VolumeContextError) -> Self {
-        match err {
-            VolumeContextError::NoServer => NodeError::NoServer,
-            VolumeContextError::NoShare => NodeError::NoShare,
-            VolumeContextError::NfsVersion(e) => NodeError::NfsVersion(e),
-        }
-    }
 }
 
 /// What a stage request asks to mount: the server, the export path on it, the options.
