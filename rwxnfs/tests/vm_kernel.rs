@@ -11,7 +11,9 @@
 //! 1. `conformance`: every applicable spec of our conformance runner;
 //! 2. `node-mount`: stage and publish over NFSv4.2, 4.1 and 3, writes reach the export,
 //!    read-only publishes refuse writes, nothing stays mounted;
-//! 3. `quota`: a write past the claim is refused, an online expansion lifts the limit;
+//! 3. `quota`: a write past the claim is refused, an online expansion lifts the limit, the
+//!    project is charged what is written; `clone-quota`: a clone is charged for the data it
+//!    was copied with;
 //! 4. `stale-recovery`: an nfsd restart is ridden out; an export back under another fsid is
 //!    reported abnormal and re-staged by the next publish;
 //! 5. the node plugin's memory with many volumes staged;
@@ -89,6 +91,10 @@ async fn kernel_nfsd_and_xfs_quotas_in_vms() {
     let step = Instant::now();
     quota(&mut pair).await;
     println!("quota: {:?}", step.elapsed());
+
+    let step = Instant::now();
+    clone_quota(&mut pair).await;
+    println!("clone-quota: {:?}", step.elapsed());
 
     let step = Instant::now();
     stale_recovery(&mut pair).await;
@@ -201,14 +207,56 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     assert_eq!(left.trim(), "0", "v{version}: mounts left behind");
 }
 
+/// The bytes the project quota charges to a volume's export on nfs1: what its limit is
+/// checked against and what the agent reports as its usage. The project is the export id in
+/// the agent's record; the export root's project report counts 1 KiB blocks.
+fn charged(server: &Vm, m: &Mounted) -> i64 {
+    let dir = export_dir(m);
+    let name = dir.rsplit('/').next().unwrap();
+    let record = server.sh(&format!("cat /srv/exports/.rwxnfs/exports/{name}.json"));
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let project = format!("#{}", record["export_id"].as_u64().unwrap());
+    let report = server.sh("xfs_quota -x -c 'report -p -b -n -N' /srv/exports");
+    // A project with nothing charged to it and no limit may have no line at all.
+    report
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next()? == project).then(|| fields.next()?.parse::<i64>().ok())?
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Waits for the charge of `m` to come into `range`: an inode removed over NFS is freed in
+/// the background, a little after the client's call returns.
+fn charged_within(server: &Vm, m: &Mounted, range: std::ops::RangeInclusive<i64>, what: &str) {
+    let start = Instant::now();
+    loop {
+        let bytes = charged(server, m);
+        if range.contains(&bytes) {
+            println!("  {what}: {bytes} bytes charged");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what}: {bytes} bytes charged, expected {} to {} MiB",
+            range.start() / MIB,
+            range.end() / MIB
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Scenario `quota`: a write past the claim's size fails with EDQUOT on the client; after an
-/// online ControllerExpandVolume the same write succeeds, with no node-side step.
+/// online ControllerExpandVolume the same write succeeds, with no node-side step. The export's
+/// project is charged for what is written, and for nothing once it is removed.
 async fn quota(pair: &mut Pair) {
     let m = pair
         .csi
         .create_and_mount("quota", &[("squash", "none")], 16 * MIB)
         .await
         .unwrap();
+    charged_within(&pair.server, &m, 0..=MIB - 1, "new volume");
     let write = |mib: u32| {
         format!(
             "dd if=/dev/zero of={}/big bs=1M count={mib} conv=fsync 2>&1",
@@ -228,6 +276,12 @@ async fn quota(pair: &mut Pair) {
         refused.out.contains("No space left on device"),
         "expected the project quota's ENOSPC: {}",
         refused.out
+    );
+    charged_within(
+        &pair.server,
+        &m,
+        15 * MIB..=16 * MIB,
+        "after the refused write",
     );
     let free_mib: u64 = pair
         .server
@@ -258,6 +312,12 @@ async fn quota(pair: &mut Pair) {
     pair.node.sh(&format!("rm -f {}/big", m.target));
     let fits = pair.node.run(&write(24), Duration::from_secs(60));
     assert_eq!(fits.rc, 0, "after expansion: {}", fits.out);
+    charged_within(
+        &pair.server,
+        &m,
+        24 * MIB..=25 * MIB,
+        "after the write that fits",
+    );
     let stats = pair
         .csi
         .node
@@ -276,7 +336,84 @@ async fn quota(pair: &mut Pair) {
         .unwrap();
     // XFS reports a project-quota directory's limit as its size, and NFS passes that on.
     assert_eq!(bytes.total, 48 * MIB, "{stats:?}");
+    pair.node.sh(&format!("rm -f {}/big && sync", m.target));
+    charged_within(&pair.server, &m, 0..=MIB - 1, "after the file was removed");
     pair.csi.unmount_and_delete(&m, &[&m.target]).await.unwrap();
+}
+
+/// Scenario `clone-quota`: a clone of a volume holding data is charged for the data it was copied with (reflinks
+/// share the blocks, but XFS charges each file's project for all of them), so what it can
+/// still take is its size less that data.
+async fn clone_quota(pair: &mut Pair) {
+    let src = pair
+        .csi
+        .create_and_mount("clone-src", &[("squash", "none")], 16 * MIB)
+        .await
+        .unwrap();
+    pair.node.sh(&format!(
+        "mkdir -p {0}/d/e && dd if=/dev/urandom of={0}/d/e/data bs=1M count=12 conv=fsync 2>&1",
+        src.target
+    ));
+    charged_within(&pair.server, &src, 12 * MIB..=13 * MIB, "clone source");
+    let volume = pair
+        .csi
+        .controller
+        .create_volume(csi::CreateVolumeRequest {
+            name: "clone".into(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 16 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![rwxnfs_testbed::vm::mount_capability(false)],
+            parameters: [("squash".to_string(), "none".to_string())].into(),
+            volume_content_source: Some(csi::VolumeContentSource {
+                r#type: Some(csi::volume_content_source::Type::Volume(
+                    csi::volume_content_source::VolumeSource {
+                        volume_id: src.id.clone(),
+                    },
+                )),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let clone = pair.csi.mount(&volume, "clone").await.unwrap();
+    assert_eq!(
+        pair.node.sh(&format!(
+            "cmp {}/d/e/data {}/d/e/data && echo same",
+            src.target, clone.target
+        )),
+        "same\n"
+    );
+    charged_within(&pair.server, &clone, 12 * MIB..=13 * MIB, "clone");
+    let refused = pair.node.run(
+        &format!(
+            "dd if=/dev/zero of={}/more bs=1M count=8 conv=fsync 2>&1",
+            clone.target
+        ),
+        Duration::from_secs(60),
+    );
+    assert_ne!(
+        refused.rc, 0,
+        "8 MiB more fit into a 16 MiB clone holding 12 MiB: {}",
+        refused.out
+    );
+    assert!(
+        refused.out.contains("No space left on device"),
+        "expected the project quota's ENOSPC: {}",
+        refused.out
+    );
+    pair.csi
+        .unmount_and_delete(&clone, &[&clone.target])
+        .await
+        .unwrap();
+    pair.csi
+        .unmount_and_delete(&src, &[&src.target])
+        .await
+        .unwrap();
 }
 
 fn abnormal(stats: &csi::NodeGetVolumeStatsResponse) -> bool {
