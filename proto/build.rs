@@ -4,7 +4,7 @@ use std::{env, error::Error, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: [&str; 2] = ["csi.proto", "agent.proto"];
+const PROTOS: [&str; 3] = ["csi.proto", "agent.proto", "pluginregistration.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     for proto in PROTOS {

@@ -6,6 +6,8 @@ mod error;
 pub mod mounter;
 mod nodeserver;
 mod probe;
+pub mod registration;
 
 pub use nodeserver::{NodeConfig, NodeService, STEP_LIMIT};
 pub use probe::NfsClientCheck;
+pub use registration::RegistrationService;

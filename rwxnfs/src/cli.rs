@@ -118,6 +118,17 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "NODE_NAME")]
     pub node_id: String,
 
+    /// Register with the kubelet without node-driver-registrar: serve the kubelet's plugin
+    /// registration API on this socket, e.g.
+    /// /var/lib/kubelet/plugins_registry/rwxnfs.csi.io-reg.sock (where the kubelet looks).
+    #[arg(long)]
+    pub registration_socket: Option<PathBuf>,
+
+    /// With --registration-socket: where the kubelet reaches the CSI endpoint on the host
+    /// (default: the --endpoint socket's path, right when the plugin runs on the host's paths).
+    #[arg(long, requires = "registration_socket")]
+    pub kubelet_registration_path: Option<PathBuf>,
+
     #[command(flatten)]
     pub csi: CsiArgs,
 }

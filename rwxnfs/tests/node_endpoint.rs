@@ -164,3 +164,74 @@ fn an_invalid_driver_name_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("driver name"), "{stderr}");
 }
+
+/// What the kubelet does with a new socket under plugins_registry/: GetInfo, then the
+/// registration's outcome; the answer names our driver and the CSI socket the kubelet is
+/// to use. SIGTERM removes both sockets.
+#[tokio::test]
+async fn the_node_plugin_registers_with_the_kubelet_itself() {
+    use rwxnfs_proto::pluginregistration::{
+        InfoRequest, RegistrationStatus, registration_client::RegistrationClient,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let registration = dir.path().join("plugins_registry/rwxnfs.csi.io-reg.sock");
+    let mut node = start_node(
+        &socket,
+        &[
+            "--registration-socket",
+            registration.to_str().unwrap(),
+            "--kubelet-registration-path",
+            "/var/lib/kubelet/plugins/rwxnfs.csi.io/csi.sock",
+        ],
+    );
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&registration).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no registration socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let channel = Endpoint::Unix(registration.clone())
+        .connect()
+        .await
+        .unwrap();
+    let mut kubelet = RegistrationClient::new(channel);
+    let info = kubelet.get_info(InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.r#type, "CSIPlugin");
+    assert_eq!(info.name, "rwxnfs.csi.io");
+    assert_eq!(
+        info.endpoint,
+        "/var/lib/kubelet/plugins/rwxnfs.csi.io/csi.sock"
+    );
+    assert_eq!(info.supported_versions, ["1.0.0"]);
+    kubelet
+        .notify_registration_status(RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        })
+        .await
+        .unwrap();
+    drop(kubelet);
+
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !socket.exists() && !registration.exists(),
+        "both sockets removed"
+    );
+}
+
+#[test]
+fn a_registration_socket_with_a_tcp_endpoint_needs_the_host_path() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
+        .args(["node", "--node-id", "n1", "--endpoint", "tcp://127.0.0.1:0"])
+        .args(["--registration-socket", "/nonexistent/reg.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--kubelet-registration-path"), "{stderr}");
+}
