@@ -151,9 +151,7 @@ fn set_of(items: &[&str]) -> BTreeSet<String> {
 #[test]
 fn rwxnfs_under_a_real_control_plane_with_the_real_sidecars() {
     let started = Instant::now();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kube");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, _short) = work_dir();
     let plane = ControlPlane::start(&dir.join("plane"));
     let backend = Backend::start(&dir.join("dev"));
     let mut cluster = Cluster { plane, backend };
@@ -174,6 +172,24 @@ fn rwxnfs_under_a_real_control_plane_with_the_real_sidecars() {
     doctor_live(&cluster);
     delete_everything(&cluster);
     println!("all scenarios passed in {:?}", started.elapsed());
+}
+
+/// Where the test keeps its files and logs: `target/tmp/kube` (kept for a look after a
+/// failure), or a temporary directory when the checkout's path is so long that the unix
+/// sockets under it (`dev/agent.sock`, `csi/csi.sock`, ...) would pass the kernel's 108-byte
+/// limit on a socket path.
+fn work_dir() -> (PathBuf, Option<tempfile::TempDir>) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kube");
+    let (dir, short) = if dir.as_os_str().len() > 60 {
+        let short = tempfile::tempdir().unwrap();
+        (short.path().to_path_buf(), Some(short))
+    } else {
+        (dir, None)
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("the test's files and logs: {}", dir.display());
+    (dir, short)
 }
 
 /// The manifests against the real API server: a server-side dry run of the base and every
