@@ -18,4 +18,4 @@ pub mod serve;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use identity::{IdentityService, Readiness};
-pub use serve::{ServeError, Shutdown, builder, reflection, serve, termination_signal};
+pub use serve::{ServeError, Serving, Shutdown, builder, reflection, serve, termination_signal};

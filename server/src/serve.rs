@@ -175,3 +175,54 @@ pub fn reflection() -> Result<
 
 #[cfg(test)]
 mod tests;
+
+/// A server running in the background on its endpoint (for tests and embedders that start and
+/// stop one themselves): [`Serving::start`] returns once it listens, [`Serving::stop`] shuts it
+/// down and reports how it ended.
+pub struct Serving {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Serving {
+    /// Serves `router` on `endpoint` (5 s grace at stop) and waits until it listens.
+    pub async fn start(router: Router, endpoint: &Endpoint) -> Result<Serving, ServeError> {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let ep = endpoint.clone();
+        let task = tokio::spawn(async move {
+            serve(
+                router,
+                &ep,
+                async {
+                    let _ = stop_rx.await;
+                },
+                Duration::from_secs(5),
+                move || {
+                    let _ = ready_tx.send(());
+                },
+            )
+            .await
+        });
+        if ready_rx.await.is_err() {
+            // The server ended before listening: its own error says why.
+            return Err(match task.await {
+                Ok(Err(e)) => e,
+                _ => ServeError::Panicked {
+                    endpoint: endpoint.to_string(),
+                },
+            });
+        }
+        Ok(Serving { stop, task })
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_else(|_| {
+            Err(ServeError::Panicked {
+                endpoint: "(stopped server)".into(),
+            })
+        })
+    }
+}

@@ -220,24 +220,7 @@ async fn a_wrapped_service_is_routed_and_counted_over_a_socket() {
         Arc::new(AlwaysReady),
     );
     let router = crate::builder().add_service(identity.into_server());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let ep = endpoint.clone();
-    let server = tokio::spawn(async move {
-        crate::serve(
-            router,
-            &ep,
-            async {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(5),
-            move || {
-                let _ = ready_tx.send(());
-            },
-        )
-        .await
-    });
-    ready_rx.await.unwrap();
+    let server = crate::Serving::start(router, &endpoint).await.unwrap();
     let mut client = IdentityClient::new(endpoint.connect().await.unwrap());
     let info = client
         .get_plugin_info(GetPluginInfoRequest {})
@@ -249,6 +232,5 @@ async fn a_wrapped_service_is_routed_and_counted_over_a_socket() {
         text.contains("rwxnfs_rpc_calls_total{rpc=\"GetPluginInfo\",code=\"OK\"} 1"),
         "{text}"
     );
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

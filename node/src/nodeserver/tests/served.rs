@@ -1,7 +1,5 @@
 //! The node service as the plugin serves it: through `into_server`, so through the RPC layer.
 
-use std::time::Duration;
-
 use rwxnfs_proto::csi::node_client::NodeClient;
 use rwxnfs_server::Endpoint;
 use tonic::Code;
@@ -14,24 +12,9 @@ async fn served_calls_are_counted_by_rpc_and_code() {
     let (svc, _mounter, dir) = service();
     let endpoint = Endpoint::Unix(dir.path().join("csi.sock"));
     let router = rwxnfs_server::builder().add_service(svc.into_server());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let ep = endpoint.clone();
-    let server = tokio::spawn(async move {
-        rwxnfs_server::serve(
-            router,
-            &ep,
-            async {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(5),
-            move || {
-                let _ = ready_tx.send(());
-            },
-        )
+    let server = rwxnfs_server::Serving::start(router, &endpoint)
         .await
-    });
-    ready_rx.await.unwrap();
+        .unwrap();
     let mut client = NodeClient::new(endpoint.connect().await.unwrap());
 
     let not_staged = client
@@ -56,6 +39,5 @@ async fn served_calls_are_counted_by_rpc_and_code() {
     ] {
         assert!(text.contains(counted), "{counted} in {text}");
     }
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }
