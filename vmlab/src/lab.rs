@@ -118,6 +118,12 @@ impl Lab {
         &self.dir
     }
 
+    /// The loopback port of the lab network's hub, for more peers than its VMs (a
+    /// [`LanPort`](crate::LanPort)).
+    pub fn hub_port(&self) -> u16 {
+        self.hub.port()
+    }
+
     /// Boots a VM; [`Vm::wait_ready`] waits for its boot script to finish.
     pub fn start(&mut self, spec: VmSpec) -> Vm {
         let index = self.names.len() as u8 + 1;

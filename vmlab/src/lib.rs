@@ -7,10 +7,12 @@ mod csi;
 mod hub;
 mod lab;
 pub mod recipes;
+mod tap;
 
 pub use csi::{Csi, MIB, Mounted, mount_capability, ready};
 pub use hub::Hub;
 pub use lab::{Image, Lab, Output, Vm, VmSpec};
+pub use tap::{LanPort, LanPortError};
 
 /// A free TCP port on loopback (bound once, then released).
 pub fn free_port() -> u16 {
