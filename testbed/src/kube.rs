@@ -3,10 +3,17 @@
 //! `tools/versions` pins, with certificates of their own and an admin kubeconfig. RBAC is on,
 //! so whatever runs with a service account's token gets exactly what its Role grants.
 //!
-//! There is no kubelet and no scheduler: tests create Node objects themselves and bind Pods
-//! with `nodeName`. The controllers that would evict Pods from such kubelet-less Nodes
-//! (node-lifecycle, taint-eviction) are off; every other controller of the release runs,
-//! among them the PV binder, the attach-detach controller and the expander.
+//! [`ControlPlane::start`] runs on loopback with no kubelet and no scheduler: tests create
+//! Node objects themselves and bind Pods with `nodeName`. The controllers that would evict
+//! Pods from such kubelet-less Nodes (node-lifecycle, taint-eviction) are off; every other
+//! controller of the release runs, among them the PV binder, the attach-detach controller and
+//! the expander.
+//!
+//! [`ControlPlane::start_on`] runs the same inside the network namespace of a
+//! [`LanPort`], on the VM lab's network, for real kubelets in the VMs: the API server is at
+//! the port's address (the `kubernetes` Service's endpoint, which pods reach through
+//! kube-proxy), authorizes kubelets as Nodes, and reaches them for exec and logs with a
+//! client certificate; the scheduler runs, and every controller.
 //!
 //! Everything is killed (by PID, newest first) when the [`ControlPlane`] drops.
 
@@ -18,17 +25,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rwxnfs_vmlab::LanPort;
+
 use crate::{Pki, Process, free_port, key_pair_pem, require, upstream};
 
 pub struct ControlPlane {
     dir: PathBuf,
     /// The admin's kubeconfig (group system:masters).
     pub kubeconfig: PathBuf,
-    /// `https://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`, or `https://ADDRESS:6443` on a lab network.
     pub server: String,
-    /// The CA that signed the API server's certificate.
+    /// The CA that signed the API server's certificate, and every client's.
     pub ca: PathBuf,
+    pki: Pki,
     bin: PathBuf,
+    /// The network namespace every component runs in, on a lab network.
+    netns: Option<String>,
     processes: Vec<Process>,
 }
 
@@ -48,7 +60,19 @@ impl ControlPlane {
     /// the API server is ready and the controller manager has made the default namespace's
     /// service account.
     pub fn start(dir: &Path) -> ControlPlane {
+        ControlPlane::start_in(dir, None)
+    }
+
+    /// Starts the control plane inside `lan`'s network namespace, at its address, for
+    /// kubelets on the lab network; waits as [`ControlPlane::start`] does and for the
+    /// scheduler.
+    pub fn start_on(dir: &Path, lan: &LanPort) -> ControlPlane {
+        ControlPlane::start_in(dir, Some(lan))
+    }
+
+    fn start_in(dir: &Path, lan: Option<&LanPort>) -> ControlPlane {
         require(&["etcd"]);
+        let address = lan.map_or("127.0.0.1".to_string(), |l| l.address().to_string());
         let bin = upstream::tool("kubernetes", "kube-apiserver")
             .parent()
             .expect("a directory")
@@ -62,7 +86,9 @@ impl ControlPlane {
             None,
             &[
                 "127.0.0.1",
+                &address,
                 "10.0.0.1",
+                "10.96.0.1",
                 "localhost",
                 "kubernetes",
                 "kubernetes.default",
@@ -79,24 +105,49 @@ impl ControlPlane {
         write(&dir.join("service-account.key"), &private);
         write(&dir.join("service-account.pub"), &public);
 
+        let (cert, key) = pki.issue_for(
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            &["kube-apiserver-kubelet-client"],
+        );
+        write(&dir.join("kubelet-client.pem"), &cert);
+        write(&dir.join("kubelet-client.key"), &key);
+
         let mut plane = ControlPlane {
             dir: dir.to_path_buf(),
             kubeconfig: dir.join("admin.kubeconfig"),
             server: String::new(),
             ca,
+            pki,
             bin,
+            netns: lan.map(|l| l.netns_name().to_string()),
             processes: Vec::new(),
         };
         let etcd = plane.start_etcd();
-        let port = free_port();
-        plane.server = format!("https://127.0.0.1:{port}");
+        // Inside a namespace of its own every port is free: the well-known ones.
+        let port = if lan.is_some() { 6443 } else { free_port() };
+        plane.server = format!("https://{address}:{port}");
         let p = |f: &str| dir.join(f).display().to_string();
+        let mut apiserver = plane.command(plane.bin.join("kube-apiserver"));
+        if lan.is_some() {
+            apiserver.args([
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                format!("--kubelet-client-certificate={}", p("kubelet-client.pem")),
+                format!("--kubelet-client-key={}", p("kubelet-client.key")),
+            ]);
+        } else {
+            apiserver.args([
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+            ]);
+        }
         plane.spawn(
             "kube-apiserver",
-            Command::new(plane.bin.join("kube-apiserver")).args([
+            apiserver.args([
                 format!("--etcd-servers={etcd}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
                 format!("--secure-port={port}"),
                 format!("--cert-dir={}", p("apiserver-certs")),
                 format!("--tls-cert-file={}", p("apiserver.pem")),
@@ -108,8 +159,6 @@ impl ControlPlane {
                     "--service-account-signing-key-file={}",
                     p("service-account.key")
                 ),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--authorization-mode=RBAC".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
             ]),
@@ -130,24 +179,46 @@ impl ControlPlane {
         );
         let ready = started.elapsed();
         let admin = p("admin.kubeconfig");
+        // Real kubelets: every controller, node lifecycle and eviction among them.
+        let controllers = if lan.is_some() {
+            "*"
+        } else {
+            "*,-node-lifecycle-controller,-taint-eviction-controller"
+        };
+        let kcm_port = if lan.is_some() { 10257 } else { free_port() };
+        let mut kcm = plane.command(plane.bin.join("kube-controller-manager"));
         plane.spawn(
             "kube-controller-manager",
-            Command::new(plane.bin.join("kube-controller-manager")).args([
+            kcm.args([
                 format!("--kubeconfig={admin}"),
                 format!("--authentication-kubeconfig={admin}"),
                 format!("--authorization-kubeconfig={admin}"),
                 "--leader-elect=false".into(),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", free_port()),
+                format!("--bind-address={address}"),
+                format!("--secure-port={kcm_port}"),
                 format!(
                     "--service-account-private-key-file={}",
                     p("service-account.key")
                 ),
                 format!("--root-ca-file={}", p("ca.pem")),
                 "--use-service-account-credentials=false".into(),
-                "--controllers=*,-node-lifecycle-controller,-taint-eviction-controller".into(),
+                format!("--controllers={controllers}"),
             ]),
         );
+        if lan.is_some() {
+            let mut scheduler = plane.command(plane.bin.join("kube-scheduler"));
+            plane.spawn(
+                "kube-scheduler",
+                scheduler.args([
+                    format!("--kubeconfig={admin}"),
+                    format!("--authentication-kubeconfig={admin}"),
+                    format!("--authorization-kubeconfig={admin}"),
+                    "--leader-elect=false".into(),
+                    format!("--bind-address={address}"),
+                    "--secure-port=10259".into(),
+                ]),
+            );
+        }
         plane.wait(
             "the controller manager (the default service account)",
             Duration::from_secs(120),
@@ -165,12 +236,17 @@ impl ControlPlane {
     }
 
     fn start_etcd(&mut self) -> String {
-        let (client, peer) = (free_port(), free_port());
+        let (client, peer) = if self.netns.is_some() {
+            (2379, 2380)
+        } else {
+            (free_port(), free_port())
+        };
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut etcd = self.command("etcd");
         self.spawn(
             "etcd",
-            Command::new("etcd").args([
+            etcd.args([
                 "--name=test".into(),
                 format!("--data-dir={}", self.dir.join("etcd").display()),
                 format!("--listen-client-urls={client_url}"),
@@ -182,10 +258,42 @@ impl ControlPlane {
                 "--unsafe-no-fsync".into(),
             ]),
         );
-        self.wait("etcd", Duration::from_secs(30), |_| {
-            TcpStream::connect(("127.0.0.1", client)).is_ok()
-        });
+        // In a namespace, the API server's readiness (which needs etcd) is the check.
+        if self.netns.is_none() {
+            self.wait("etcd", Duration::from_secs(30), |_| {
+                TcpStream::connect(("127.0.0.1", client)).is_ok()
+            });
+        }
         client_url
+    }
+
+    /// A command for `program` where the control plane runs: inside its network namespace,
+    /// if it has one.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}"))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// A client certificate and key signed by the cluster's CA, for `name` in `group`.
+    pub fn issue(&self, name: &str, group: Option<&str>) -> (String, String) {
+        self.pki.issue_for(name, group, &[name])
+    }
+
+    /// A kubeconfig (as text) for a client with the certificate and key at these paths, as a
+    /// program where the paths are valid reads it.
+    pub fn kubeconfig_text(&self, ca: &str, cert: &str, key: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: lab\n  context: {{cluster: lab, user: user}}\ncurrent-context: lab\n",
+            self.server
+        )
     }
 
     /// Starts a process whose output goes to `<dir>/<name>.log`; it is killed when the control
@@ -234,7 +342,7 @@ impl ControlPlane {
 
     /// Runs kubectl as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(self.kubectl_path())
+        self.command(self.kubectl_path())
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .stdin(Stdio::null())
@@ -257,7 +365,8 @@ impl ControlPlane {
     /// `kubectl VERB -f -` with `yaml` on standard input (VERB: apply, create, delete, ...,
     /// with any further arguments); returns the output, or the error output on failure.
     pub fn kubectl_stdin(&self, args: &[&str], yaml: &str) -> Result<String, String> {
-        let mut child = Command::new(self.kubectl_path())
+        let mut child = self
+            .command(self.kubectl_path())
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .args(["-f", "-"])

@@ -11,6 +11,7 @@
 //! ```
 
 mod client;
+pub mod cluster;
 mod dbus;
 mod ganesha;
 pub mod kube;

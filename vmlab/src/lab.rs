@@ -22,11 +22,13 @@ use std::{
 
 use crate::{Hub, free_port};
 
-/// The cached base image: a kernel and an initramfs.
+/// The cached base image: a kernel and an initramfs, and the initramfs of Kubernetes nodes
+/// (the base followed by containerd, runc, the CNI plugins and nft).
 #[derive(Clone, Debug)]
 pub struct Image {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    pub kube_initrd: PathBuf,
 }
 
 impl Image {
@@ -46,6 +48,7 @@ impl Image {
         Image {
             kernel: dir.join("vmlinux"),
             initrd: dir.join("base.cpio.gz"),
+            kube_initrd: dir.join("kube.cpio.gz"),
         }
     }
 }
@@ -66,6 +69,17 @@ pub struct VmSpec {
     pub disks_mb: Vec<u64>,
     /// Shell run at boot, after the network is up; its output goes to `/work/boot.log`.
     pub boot: String,
+    /// Boots the Kubernetes node initramfs on a tmpfs root (runc cannot pivot away from the
+    /// initramfs' rootfs).
+    pub kube: bool,
+    /// `(host directory, guest path)`: more directories shared read-only over 9p, mounted
+    /// before the boot script runs.
+    pub shares: Vec<(PathBuf, String)>,
+    /// `(name, contents)`: files written into the VM's work directory (`/work/name`) before
+    /// it boots, such as its credentials.
+    pub files: Vec<(String, String)>,
+    /// Virtual CPUs; more than one uses more host threads (MTTCG).
+    pub cpus: u8,
 }
 
 impl VmSpec {
@@ -78,6 +92,10 @@ impl VmSpec {
             host_services: Vec::new(),
             disks_mb: Vec::new(),
             boot: String::new(),
+            kube: false,
+            shares: Vec::new(),
+            files: Vec::new(),
+            cpus: 1,
         }
     }
 }
@@ -130,6 +148,13 @@ impl Lab {
         let work = self.dir.join(&spec.name);
         std::fs::create_dir_all(work.join("cmd")).expect("create the VM's work directory");
         std::fs::write(work.join("boot"), boot_script(&spec)).expect("write the boot script");
+        for (name, contents) in &spec.files {
+            let path = work.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("create a directory for a VM's file");
+            }
+            std::fs::write(&path, contents).expect("write a VM's file");
+        }
         let forwards: HashMap<u16, u16> = spec.forwards.iter().map(|&p| (p, free_port())).collect();
         let mut disks = Vec::new();
         for (i, size) in spec.disks_mb.iter().enumerate() {
@@ -140,16 +165,23 @@ impl Lab {
         }
         let serial = work.join("serial.log");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-smp", "1", "-nographic", "-no-reboot"])
+        let (initrd, root) = if spec.kube {
+            (&self.image.kube_initrd, " rwxnfs.tmpfsroot")
+        } else {
+            (&self.image.initrd, "")
+        };
+        cmd.args(["-accel", "tcg", "-nographic", "-no-reboot"])
+            .arg("-smp")
+            .arg(spec.cpus.max(1).to_string())
             .arg("-m")
             .arg(spec.memory_mb.to_string())
             .arg("-kernel")
             .arg(&self.image.kernel)
             .arg("-initrd")
-            .arg(&self.image.initrd)
+            .arg(initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 quiet panic=-1 rwxnfs.hostname={}",
+                "console=ttyS0 quiet panic=-1 rwxnfs.hostname={}{root}",
                 spec.name
             ))
             .arg("-virtfs")
@@ -162,6 +194,12 @@ impl Lab {
                 "local,path={},mount_tag=rwxnfs-work,security_model=none",
                 work.display()
             ));
+        for (i, (dir, _)) in spec.shares.iter().enumerate() {
+            cmd.arg("-virtfs").arg(format!(
+                "local,path={},mount_tag=rwxnfs-share{i},security_model=none,readonly=on",
+                dir.display()
+            ));
+        }
         let hostfwd: String = forwards
             .iter()
             .map(|(guest, host)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
@@ -248,6 +286,11 @@ fn boot_script(spec: &VmSpec) -> String {
     if let Some(n) = spec.lan {
         s.push_str(&format!(
             "ip addr add 10.99.0.{n}/24 dev eth1\nip link set eth1 up\n"
+        ));
+    }
+    for (i, (_, guest)) in spec.shares.iter().enumerate() {
+        s.push_str(&format!(
+            "mkdir -p {guest}\nmount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,ro rwxnfs-share{i} {guest}\n"
         ));
     }
     s.push_str(&spec.boot);

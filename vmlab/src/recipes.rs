@@ -54,6 +54,47 @@ setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/ag
     )
 }
 
+/// The NFS server of a cluster in the lab: as [`nfs_server_boot_tls`], and also at `vip` (an
+/// address outside the lab network, as a storage cluster's floating address is), where the
+/// agent serves mutual TLS and nodes mount from; `routes` (`(cidr, via)`) lead back to the
+/// pods.
+pub fn kube_storage_boot(
+    ca: &str,
+    cert: &str,
+    key: &str,
+    vip: &str,
+    routes: &[(String, String)],
+) -> String {
+    let routes: String = routes
+        .iter()
+        .map(|(cidr, via)| format!("ip route add {cidr} via {via}\n"))
+        .collect();
+    format!(
+        r#"ip addr add {vip}/32 dev eth1
+{routes}{setup}
+mkdir -p /etc/rwxnfs/tls
+cat > /etc/rwxnfs/tls/ca.pem <<'END'
+{ca}END
+cat > /etc/rwxnfs/tls/agent.pem <<'END'
+{cert}END
+cat > /etc/rwxnfs/tls/agent.key <<'END'
+{key}END
+cat > /etc/rwxnfs/agent.yaml <<'END'
+exportRoot: /srv/exports
+stateDir: /srv/exports/.rwxnfs
+nfsServer:
+  kind: kernel
+quota: xfs
+serverAddresses: [{vip}]
+listen: [tcp://{vip}:9820, unix:///run/rwxnfs/agent.sock]
+tls: {{ca: /etc/rwxnfs/tls/ca.pem, cert: /etc/rwxnfs/tls/agent.pem, key: /etc/rwxnfs/tls/agent.key}}
+END
+setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/agent.log 2>&1 &
+"#,
+        setup = KERNEL_NFSD,
+    )
+}
+
 /// Kernel nfsd on an XFS export root with project quotas, at 10.99.0.1.
 const KERNEL_NFSD: &str = r#"
 modprobe nfsd
@@ -87,5 +128,117 @@ pub fn node_boot(node_id: &str) -> String {
     format!(
         "modprobe nfsv4\nmodprobe nfsv3\nsetsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 \
          --node-id {node_id} > /work/node.log 2>&1 &\n"
+    )
+}
+
+/// What a Kubernetes node VM needs to know of its cluster.
+#[derive(Clone, Debug)]
+pub struct KubeNode {
+    /// The Node's name, as the kubelet registers it (and the CSI node id).
+    pub name: String,
+    /// Its address on the lab network, 10.99.0.`lan`: the Node's InternalIP.
+    pub lan: u8,
+    /// The pods' subnet on this node (the CNI bridge's host-local range), e.g. 10.244.1.0/24.
+    pub pod_cidr: String,
+    /// `(cidr, via)`: routes to the other nodes' pod subnets.
+    pub routes: Vec<(String, String)>,
+    /// The cluster's pod range, for kube-proxy's masquerade decisions.
+    pub cluster_cidr: String,
+    /// Addresses outside 10.99.0.0/24 reached directly on the lab network (a storage VIP).
+    pub on_lan: Vec<String>,
+}
+
+/// A Kubernetes node: containerd (overlayfs snapshots on an XFS disk, `/dev/vda`, at
+/// /var/lib), the CNI bridge for pods, the images found in `/opt/images/*.tar` imported
+/// before anything can ask for them (no registry is reachable), then the kubelet and
+/// kube-proxy (nftables mode) from `/opt/kube`. Their credentials and configuration are files
+/// in `/work` that the cluster writes before boot: `kubelet.kubeconfig`, `kube-proxy.kubeconfig`
+/// and `pki/ca.pem` (the CA whose clients the kubelet trusts, the API server among them).
+/// Logs: `/work/containerd.log`, `/work/kubelet.log`, `/work/kube-proxy.log`.
+pub fn kube_node_boot(node: &KubeNode) -> String {
+    let routes: String = node
+        .routes
+        .iter()
+        .map(|(cidr, via)| format!("ip route add {cidr} via {via}\n"))
+        .chain(node.on_lan.iter().map(|to| format!("ip route add {to} dev eth1\n")))
+        .collect();
+    format!(
+        r#"export PATH=/opt/kube:/usr/bin:/usr/sbin:$PATH
+{routes}for m in overlay bridge br_netfilter veth nf_tables nft_ct nft_nat nft_chain_nat nft_masq \
+         nft_numgen nft_fib_inet nft_fib_ipv4 nft_reject_inet nft_redir nft_limit \
+         nf_conntrack_netlink xfs nfsv4 nfsv3; do
+  modprobe $m
+done
+echo 1 > /proc/sys/net/ipv4/ip_forward
+echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo "+cpuset +cpu +io +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
+# The kubelet's pod directories hold mounts that must propagate (the CSI node plugin's).
+mount --make-rshared /
+mkfs.xfs -q /dev/vda
+mkdir -p /var/lib
+mount /dev/vda /var/lib
+mkdir -p /etc/containerd /etc/cni/net.d /var/lib/kubelet /var/log
+: > /etc/resolv.conf
+echo "$(echo {name} | sha256sum | cut -c1-32)" > /etc/machine-id
+cat > /etc/containerd/config.toml <<'END'
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "/etc/cni/net.d"
+END
+cat > /etc/cni/net.d/10-lab.conflist <<'END'
+{{"cniVersion": "0.4.0", "name": "lab", "plugins": [
+  {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{pod_cidr}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}},
+  {{"type": "portmap", "capabilities": {{"portMappings": true}}}}]}}
+END
+setsid containerd > /work/containerd.log 2>&1 &
+for i in $(seq 300); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
+start=$(date +%s)
+for image in /opt/images/*.tar; do
+  ctr -n k8s.io images import "$image" > /dev/null
+done
+echo "images imported in $(( $(date +%s) - start )) s"
+cat > /work/kubelet.yaml <<'END'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: /work/pki/ca.pem}}
+authorization: {{mode: Webhook}}
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+failSwapOn: false
+resolvConf: /etc/resolv.conf
+clusterDomain: cluster.local
+# The images were imported at boot; nothing would be found to pull.
+serializeImagePulls: false
+END
+cat > /work/kube-proxy.yaml <<'END'
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+hostnameOverride: {name}
+clusterCIDR: {cluster_cidr}
+clientConnection: {{kubeconfig: /work/kube-proxy.kubeconfig}}
+conntrack: {{maxPerCore: 0}}
+END
+setsid kubelet --config=/work/kubelet.yaml --kubeconfig=/work/kubelet.kubeconfig \
+  --hostname-override={name} --node-ip=10.99.0.{lan} > /work/kubelet.log 2>&1 &
+setsid kube-proxy --config=/work/kube-proxy.yaml > /work/kube-proxy.log 2>&1 &
+"#,
+        name = node.name,
+        lan = node.lan,
+        pod_cidr = node.pod_cidr,
+        cluster_cidr = node.cluster_cidr,
     )
 }
