@@ -6,6 +6,7 @@
 mod csi;
 mod hub;
 mod lab;
+pub mod oci;
 pub mod recipes;
 mod tap;
 
