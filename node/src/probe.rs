@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use rwxnfs_server::Readiness;
 
+#[derive(Clone)]
 pub struct NfsClientCheck {
     proc_filesystems: PathBuf,
     sys_module: PathBuf,
@@ -46,11 +47,8 @@ impl NfsClientCheck {
                     .any(|e| e.file_name().to_string_lossy().starts_with("nfs.ko"))
             })
     }
-}
 
-#[tonic::async_trait]
-impl Readiness for NfsClientCheck {
-    async fn check(&self) -> Result<(), String> {
+    fn verdict(&self) -> Result<(), String> {
         if self.registered() || self.module_available() {
             return Ok(());
         }
@@ -62,6 +60,17 @@ impl Readiness for NfsClientCheck {
             self.sys_module.display(),
             self.modules_dir.display()
         ))
+    }
+}
+
+#[tonic::async_trait]
+impl Readiness for NfsClientCheck {
+    /// The reads are file system calls, so they run off the async threads.
+    async fn check(&self) -> Result<(), String> {
+        let check = self.clone();
+        tokio::task::spawn_blocking(move || check.verdict())
+            .await
+            .unwrap_or_else(|e| Err(format!("the NFS client check failed: {e}")))
     }
 }
 

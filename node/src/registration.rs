@@ -3,11 +3,15 @@
 //! registers the CSI driver at the endpoint it names (then writes the node's CSINode entry
 //! with NodeGetInfo's node id), and reports the outcome. This is node-driver-registrar's job;
 //! serving it here needs no second container.
+//!
+//! Whether the kubelet has registered the driver is logged, never part of liveness: a slow
+//! kubelet is no reason to restart the node plugin.
 
 use rwxnfs_proto::pluginregistration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
     registration_server::{Registration, RegistrationServer},
 };
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 /// The plugin type the kubelet's CSI plugin handler registers.
@@ -18,6 +22,8 @@ pub const SUPPORTED_VERSIONS: [&str; 1] = ["1.0.0"];
 pub struct RegistrationService {
     driver_name: String,
     csi_endpoint: String,
+    /// The kubelet's last verdict: `None` until it reports one.
+    verdict: watch::Sender<Option<bool>>,
 }
 
 impl RegistrationService {
@@ -27,7 +33,13 @@ impl RegistrationService {
         Self {
             driver_name: driver_name.into(),
             csi_endpoint: csi_endpoint.into(),
+            verdict: watch::Sender::new(None),
         }
+    }
+
+    /// The kubelet's verdicts as they come: `Some(true)` once it has registered the driver.
+    pub fn verdicts(&self) -> watch::Receiver<Option<bool>> {
+        self.verdict.subscribe()
     }
 
     pub fn into_server(self) -> RegistrationServer<Self> {
@@ -57,6 +69,7 @@ impl Registration for RegistrationService {
         request: Request<RegistrationStatus>,
     ) -> Result<Response<RegistrationStatusResponse>, Status> {
         let status = request.into_inner();
+        self.verdict.send_replace(Some(status.plugin_registered));
         if status.plugin_registered {
             tracing::info!(driver = %self.driver_name, "registered with the kubelet");
         } else {
@@ -95,9 +108,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_registration_is_acknowledged() {
+    async fn a_refused_registration_is_acknowledged_and_each_verdict_is_kept() {
         let service = RegistrationService::new("rwxnfs.csi.io", "/csi.sock");
-        for (registered, error) in [(true, ""), (false, "driver name mismatch")] {
+        let verdicts = service.verdicts();
+        assert_eq!(*verdicts.borrow(), None);
+        for (registered, error) in [(false, "driver name mismatch"), (true, "")] {
             service
                 .notify_registration_status(Request::new(RegistrationStatus {
                     plugin_registered: registered,
@@ -105,6 +120,7 @@ mod tests {
                 }))
                 .await
                 .unwrap();
+            assert_eq!(*verdicts.borrow(), Some(registered));
         }
     }
 }

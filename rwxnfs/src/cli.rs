@@ -108,6 +108,45 @@ impl CsiArgs {
     }
 }
 
+/// The liveness endpoint, answered by the plugin itself (no livenessprobe sidecar).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct HealthArgs {
+    /// Serve the liveness check (GET /healthz) on this address, e.g. 0.0.0.0:9808: 200 "ok"
+    /// while the CSI Probe reports ready, else 503 with the reason.
+    #[arg(long, env = "RWXNFS_HEALTH_ADDRESS")]
+    pub health_address: Option<std::net::SocketAddr>,
+
+    /// How long /healthz waits for the readiness check before it answers 503 (e.g. 3s); keep
+    /// it below the liveness probe's timeoutSeconds.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+}
+
+impl HealthArgs {
+    /// Starts the liveness endpoint on `readiness`, the one the Identity service's Probe
+    /// reports, when an address is configured; it stops on SIGTERM/SIGINT.
+    pub(crate) async fn start(
+        &self,
+        readiness: std::sync::Arc<dyn rwxnfs_server::Readiness>,
+    ) -> anyhow::Result<()> {
+        if let Some(addr) = self.health_address {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve the liveness check on {addr}: {e}"))?;
+            // The bound address, which differs from the flag's for port 0.
+            let addr = listener.local_addr().unwrap_or(addr);
+            tracing::info!(%addr, timeout = ?self.health_timeout, "serving liveness on /healthz");
+            tokio::spawn(rwxnfs_server::health::serve(
+                listener,
+                readiness,
+                self.health_timeout,
+                rwxnfs_server::termination_signal(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct NodeArgs {
     /// Where to serve CSI: unix:///path.sock or tcp://host:port.
@@ -131,6 +170,9 @@ pub(crate) struct NodeArgs {
 
     #[command(flatten)]
     pub csi: CsiArgs,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +198,9 @@ pub(crate) struct ControllerArgs {
 
     #[command(flatten)]
     pub csi: CsiArgs,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 #[derive(Args, Debug)]

@@ -29,8 +29,9 @@ pub(crate) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         Arc::new(StaticNodes(config.nodes.clone()))
     };
     start_self_check(&config, &args.config);
-    let router = router(&config, nodes, &args.csi, args.node_id.as_deref())?;
+    let (router, readiness) = plugin(&config, nodes, &args.csi, args.node_id.as_deref())?;
     args.csi.start_metrics().await?;
+    args.health.start(readiness).await?;
     rwxnfs_server::serve(
         router,
         &args.endpoint,
@@ -143,14 +144,25 @@ impl Readiness for AllReady {
     }
 }
 
-/// The controller endpoint's services: Identity, Controller and reflection, and with
-/// `node_id` the Node service of that node as well (one endpoint for the whole plugin).
+/// The controller endpoint's services, for a process that serves no /healthz of its own.
 pub(crate) fn router(
     config: &ControllerConfig,
     nodes: Arc<dyn NodeResolver>,
     csi: &CsiArgs,
     node_id: Option<&str>,
 ) -> anyhow::Result<tonic::transport::server::Router> {
+    Ok(plugin(config, nodes, csi, node_id)?.0)
+}
+
+/// The controller endpoint's services (Identity, Controller and reflection, and with `node_id`
+/// the Node service of that node as well: one endpoint for the whole plugin), and the
+/// readiness its Probe reports, which /healthz answers with too.
+pub(crate) fn plugin(
+    config: &ControllerConfig,
+    nodes: Arc<dyn NodeResolver>,
+    csi: &CsiArgs,
+    node_id: Option<&str>,
+) -> anyhow::Result<(tonic::transport::server::Router, Arc<dyn Readiness>)> {
     let name = DriverName::parse(&csi.driver_name)?;
     let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
     for backend in &config.backends {
@@ -162,6 +174,7 @@ pub(crate) fn router(
     if node.is_some() {
         readiness.push(Arc::new(rwxnfs_node::NfsClientCheck::default()));
     }
+    let readiness: Arc<dyn Readiness> = Arc::new(AllReady(readiness));
     let identity = IdentityService::new(
         name,
         crate::version(),
@@ -169,11 +182,12 @@ pub(crate) fn router(
             controller_service(),
             expansion_capability(plugin_capability::volume_expansion::Type::Online),
         ],
-        Arc::new(AllReady(readiness)),
+        readiness.clone(),
     );
-    Ok(rwxnfs_server::builder()
+    let router = rwxnfs_server::builder()
         .add_service(identity.into_server())
         .add_service(controller.into_server())
         .add_optional_service(node.map(|n| n.into_server()))
-        .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
+        .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?);
+    Ok((router, readiness))
 }

@@ -1,31 +1,47 @@
 //! `rwxnfs node`.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use rwxnfs_model::DriverName;
 use rwxnfs_node::{NfsClientCheck, NodeConfig, NodeService, RegistrationService};
-use rwxnfs_server::{Endpoint, IdentityService};
+use rwxnfs_server::{Endpoint, IdentityService, Readiness};
+use tokio::sync::oneshot;
 
 use crate::cli::{CsiArgs, NodeArgs};
 
+/// How long the kubelet may take to register the driver before that is logged as a warning.
+/// Only logged: liveness does not wait for the kubelet.
+const REGISTRATION_PATIENCE: Duration = Duration::from_secs(60);
+
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let router = router(&args.node_id, &args.csi)?;
-    args.csi.start_metrics().await?;
+    let (router, readiness) = plugin(&args.node_id, &args.csi)?;
     let registration = match &args.registration_socket {
-        Some(socket) => Some(tokio::spawn(serve_registration(
-            socket.clone(),
-            registration_endpoint(&args)?,
-            args.csi.clone(),
-        ))),
+        Some(socket) => Some((socket.clone(), registration_endpoint(&args)?)),
         None => None,
     };
+    args.csi.start_metrics().await?;
+    args.health.start(readiness).await?;
+    // The kubelet calls NodeGetInfo on the CSI socket as soon as it registers the driver, so
+    // the registration socket appears only once the CSI socket listens.
+    let (listening, csi_listens) = oneshot::channel::<()>();
+    let registration = registration.map(|(socket, csi_endpoint)| {
+        tokio::spawn(serve_registration(
+            socket,
+            csi_endpoint,
+            args.csi.clone(),
+            csi_listens,
+            rwxnfs_server::termination_signal(),
+        ))
+    });
     rwxnfs_server::serve(
         router,
         &args.endpoint,
         rwxnfs_server::termination_signal(),
         args.csi.shutdown_grace,
-        || {},
+        move || {
+            let _ = listening.send(());
+        },
     )
     .await?;
     if let Some(task) = registration {
@@ -48,18 +64,41 @@ fn registration_endpoint(args: &NodeArgs) -> anyhow::Result<String> {
     }
 }
 
-/// Serves the kubelet's plugin registration API on `socket` until SIGTERM/SIGINT.
+/// Serves the kubelet's plugin registration API on `socket`, from when `csi_listens` until
+/// `shutdown`; warns when the kubelet has not registered the driver within
+/// [`REGISTRATION_PATIENCE`].
 async fn serve_registration(
     socket: std::path::PathBuf,
     csi_endpoint: String,
     csi: CsiArgs,
+    csi_listens: oneshot::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if csi_listens.await.is_err() {
+        // The CSI server ended before it listened, and says why itself.
+        return Ok(());
+    }
     let service = RegistrationService::new(csi.driver_name.clone(), csi_endpoint);
+    let mut verdicts = service.verdicts();
+    let watched = socket.clone();
+    tokio::spawn(async move {
+        let verdict =
+            tokio::time::timeout(REGISTRATION_PATIENCE, verdicts.wait_for(Option::is_some));
+        if verdict.await.is_err() {
+            tracing::warn!(
+                socket = %watched.display(),
+                "the kubelet has not registered the driver after {REGISTRATION_PATIENCE:?}: it \
+                 watches its plugins_registry directory (/var/lib/kubelet/plugins_registry unless \
+                 its --root-dir moves it), which must be where this socket is on the host; see the \
+                 kubelet's log. Liveness does not depend on it"
+            );
+        }
+    });
     let router = rwxnfs_server::builder().add_service(service.into_server());
     rwxnfs_server::serve(
         router,
         &Endpoint::Unix(socket),
-        rwxnfs_server::termination_signal(),
+        shutdown,
         csi.shutdown_grace,
         || {},
     )
@@ -67,22 +106,28 @@ async fn serve_registration(
     Ok(())
 }
 
-/// The node endpoint's services: Identity, Node and reflection.
+/// The node endpoint's services (Identity, Node and reflection), and the readiness its Probe
+/// reports, which /healthz answers with too.
+pub(crate) fn plugin(
+    node_id: &str,
+    csi: &CsiArgs,
+) -> anyhow::Result<(tonic::transport::server::Router, Arc<dyn Readiness>)> {
+    let name = DriverName::parse(&csi.driver_name)?;
+    let readiness: Arc<dyn Readiness> = Arc::new(NfsClientCheck::default());
+    let identity = IdentityService::new(name, crate::version(), vec![], readiness.clone());
+    let router = rwxnfs_server::builder()
+        .add_service(identity.into_server())
+        .add_service(service(node_id)?.into_server())
+        .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?);
+    Ok((router, readiness))
+}
+
+/// The node endpoint's services, for a process that serves no /healthz of its own.
 pub(crate) fn router(
     node_id: &str,
     csi: &CsiArgs,
 ) -> anyhow::Result<tonic::transport::server::Router> {
-    let name = DriverName::parse(&csi.driver_name)?;
-    let identity = IdentityService::new(
-        name,
-        crate::version(),
-        vec![],
-        Arc::new(NfsClientCheck::default()),
-    );
-    Ok(rwxnfs_server::builder()
-        .add_service(identity.into_server())
-        .add_service(service(node_id)?.into_server())
-        .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?))
+    Ok(plugin(node_id, csi)?.0)
 }
 
 /// The Node service for `node_id` (the Kubernetes node name).

@@ -13,6 +13,9 @@ use tonic::{Request, Response, Status};
 
 /// Whether the component's dependencies are usable right now. `Err` carries the reason, which
 /// Probe logs and which should tell an operator what to fix.
+///
+/// A check must not block its thread (file reads go through `spawn_blocking`): Probe callers
+/// and [`crate::health`] bound it with timers, which a blocked runtime thread can hold up.
 #[tonic::async_trait]
 pub trait Readiness: Send + Sync + 'static {
     async fn check(&self) -> Result<(), String>;
@@ -102,8 +105,9 @@ impl Identity for IdentityService {
         }))
     }
 
-    /// Reports `ready = false` (not an error) while a dependency is down, so that the
-    /// livenessprobe sidecar and operators see the reason rather than a transport failure.
+    /// Reports `ready = false` (not an error) while a dependency is down, so that callers see
+    /// a verdict rather than a transport failure; the reason is logged (and is the body of
+    /// [`crate::health`]'s 503, which checks the same readiness).
     async fn probe(
         &self,
         _request: Request<ProbeRequest>,

@@ -7,8 +7,12 @@
 //! - [`logging`]: tracing set-up (JSON off a terminal, human on one).
 //! - [`rpc`]: the layer that times, counts and logs every served RPC.
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
+//! - [`health`]: the `/healthz` endpoint for the kubelet's liveness probe: the Probe's readiness,
+//!   bounded in time.
 
 pub mod endpoint;
+pub mod health;
+mod http;
 pub mod identity;
 pub mod inflight;
 pub mod logging;

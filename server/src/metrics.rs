@@ -12,8 +12,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
+
+use crate::http::{Answer, Status};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -162,45 +163,28 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream)).await;
-        });
-    }
-}
-
-async fn answer(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let (status, body) = match line.split_whitespace().take(2).collect::<Vec<_>>()[..] {
-        ["GET", "/metrics"] => ("200 OK", render()),
-        ["GET", _] => ("404 Not Found", "try /metrics\n".to_owned()),
-        _ => ("405 Method Not Allowed", String::new()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    crate::http::serve(
+        listener,
+        shutdown,
+        Duration::from_secs(5),
+        |get| async move {
+            match get.path.as_str() {
+                "/metrics" => Answer {
+                    status: Status::Ok,
+                    content_type: "text/plain; version=0.0.4",
+                    body: render(),
+                },
+                _ => Answer::text(Status::NotFound, "try /metrics\n"),
+            }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[test]
