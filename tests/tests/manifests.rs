@@ -137,10 +137,24 @@ fn the_sidecars_talk_to_the_socket_the_plugins_serve() {
     }
 }
 
-/// The registrar tells the kubelet where the socket is on the host; that must be where the
-/// node plugin's socket volume puts it, in the directory named after the driver.
+/// The node plugin registers itself with the kubelet (no node-driver-registrar): its
+/// registration socket is in the directory the kubelet watches, named after the driver, and it
+/// tells the kubelet the CSI socket is where the node plugin's socket volume puts it on the
+/// host, in the directory named after the driver.
 fn node_socket_is_registered_with_the_kubelet(rendering: &Rendering) {
     let pod = rendering.pod(NODE);
+    let names: Vec<&str> = pod
+        .spec()
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["rwxnfs"],
+        "{}: the node plugin registers and answers liveness itself, without sidecars",
+        rendering.origin
+    );
     let rwxnfs = pod.container("rwxnfs");
     let socket = unix_path(
         flag(args(rwxnfs), "endpoint").expect("--endpoint"),
@@ -149,11 +163,10 @@ fn node_socket_is_registered_with_the_kubelet(rendering: &Rendering) {
     let (volume, rest) = volume_holding(rwxnfs, &socket);
     let host_dir = host_path(&pod, volume);
     let on_host = format!("{}{rest}", host_dir.trim_end_matches('/'));
-    let registrar = pod.container("node-driver-registrar");
     assert_eq!(
-        flag(args(registrar), "kubelet-registration-path"),
+        flag(args(rwxnfs), "kubelet-registration-path"),
         Some(on_host.as_str()),
-        "{}: the registrar announces another socket than the one rwxnfs node serves",
+        "{}: rwxnfs node announces another socket than the one it serves",
         rendering.origin
     );
     let driver = name(&rendering.csi_drivers()[0].metadata).to_owned();
@@ -162,10 +175,18 @@ fn node_socket_is_registered_with_the_kubelet(rendering: &Rendering) {
         format!("/var/lib/kubelet/plugins/{driver}/csi.sock"),
         "the plugin's directory is named after the CSIDriver"
     );
-    let (registration, _) = volume_holding(registrar, "/registration/x");
+    let registration = flag(args(rwxnfs), "registration-socket").unwrap_or_else(|| {
+        panic!(
+            "{}: rwxnfs node has no --registration-socket, and nothing else registers it",
+            rendering.origin
+        )
+    });
+    let (registry, rest) = volume_holding(rwxnfs, registration);
     assert_eq!(
-        host_path(&pod, registration),
-        "/var/lib/kubelet/plugins_registry"
+        format!("{}{rest}", host_path(&pod, registry)),
+        format!("/var/lib/kubelet/plugins_registry/{driver}-reg.sock"),
+        "{}: the registration socket is in the directory the kubelet watches",
+        rendering.origin
     );
 }
 

@@ -48,10 +48,10 @@ pub(crate) fn host_path(pod: &Pod<'_>, volume: &str) -> String {
         .unwrap_or_else(|| panic!("{}: volume {volume} is not a hostPath", pod.workload))
 }
 
-/// A probe's port is one a container of the same pod listens on: the one that serves the
-/// path. The CSI plugins are probed through the livenessprobe sidecar (which calls the CSI
-/// Probe on the socket), the sidecars through their own leader-election health endpoint, the
-/// livenessprobe sidecar through its port.
+/// A probe's port is one the probed container itself listens on, with the check it serves
+/// there: the CSI plugins their own /healthz (`--health-address`, their CSI Probe's readiness),
+/// the sidecars their leader-election health endpoint (`--http-endpoint`). A probe on another
+/// container's port would restart the wrong container.
 pub(crate) fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe, what: &str) {
     let port = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
         (Some(get), _, _) => &get.port,
@@ -70,30 +70,35 @@ pub(crate) fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe
             .map(|p| p.container_port)
             .unwrap_or_else(|| panic!("{what}: probes port {named:?}, which it does not declare")),
     };
-    let server = pod
+    let (server, listener) = pod
         .spec()
         .containers
         .iter()
-        .find(|s| {
-            flag(args(s), "http-endpoint")
-                .and_then(|e| e.rsplit(':').next())
-                .is_some_and(|p| p == number.to_string())
+        .find_map(|s| {
+            ["health-address", "http-endpoint", "metrics-address"]
+                .into_iter()
+                .find(|listener| {
+                    flag(args(s), listener)
+                        .and_then(|e| e.rsplit(':').next())
+                        .is_some_and(|p| p == number.to_string())
+                })
+                .map(|listener| (s, listener))
         })
         .unwrap_or_else(|| panic!("{what}: nothing in the pod serves port {number}"));
+    assert_eq!(
+        server.name, c.name,
+        "{what}: probes port {number}, which container {} serves",
+        server.name
+    );
     let path = probe.http_get.as_ref().and_then(|g| g.path.as_deref());
-    match (server.name.as_str(), path) {
-        ("livenessprobe", Some("/healthz") | None) => {}
-        ("node-driver-registrar", Some("/healthz")) => {}
-        (sidecar, Some("/healthz/leader-election")) => {
-            assert_eq!(
-                sidecar, c.name,
-                "{what}: probes another container's leader election"
-            );
-            assert!(
-                flag(args(c), "leader-election").is_some(),
-                "{what}: no leader election to probe"
-            );
+    match (listener, path) {
+        ("health-address", Some("/healthz")) => {}
+        ("http-endpoint", Some("/healthz/leader-election")) => assert!(
+            flag(args(c), "leader-election").is_some(),
+            "{what}: no leader election to probe"
+        ),
+        (listener, path) => {
+            panic!("{what}: probes {path:?} on its --{listener}, which serves no such check")
         }
-        (server, path) => panic!("{what}: probes {path:?} on {server}, which serves no such check"),
     }
 }

@@ -156,8 +156,6 @@ fn needs_of(c: &Container, snapshots: bool, origin: &str) -> Vec<&'static Need> 
         "csi-attacher" => &[ATTACHER],
         "csi-resizer" => &[RESIZER],
         "csi-snapshotter" => &[SNAPSHOTTER],
-        // Calls only the CSI socket.
-        "livenessprobe" => &[],
         other => panic!("{origin}: no RBAC expectations for container {other}"),
     };
     let leader: &[&[Need]] = if flag(args(c), "leader-election").is_some() {
@@ -379,7 +377,7 @@ pub(crate) fn check(r: &Rendering) {
                 nothing_more_is_granted(&needs, &granted, &account, &r.origin);
             }
             "DaemonSet rwxnfs-node" => {
-                // Neither rwxnfs node nor node-driver-registrar calls the API.
+                // rwxnfs node calls no API: the kubelet's registration is on a socket.
                 assert!(
                     granted.is_empty(),
                     "{}: the node plugin's account holds roles it never uses",

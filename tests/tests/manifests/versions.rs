@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use crate::objects::{Rendering, repo};
 
-/// The sidecars the tests build: each must be in tools/versions and in the base. (The
-/// node-driver-registrar and livenessprobe are not built: their modules are not on this
-/// machine's module proxy.)
+/// The sidecars the tests build: each must be in tools/versions and in the base. The driver's
+/// pods run nothing else but the rwxnfs image (the Containerfile's): node-driver-registrar and
+/// livenessprobe, whose modules this machine's module proxy refuses, are served by rwxnfs
+/// itself (`--registration-socket`, `--health-address`).
 const BUILT_SIDECARS: [&str; 4] = [
     "csi-provisioner",
     "csi-attacher",
@@ -62,14 +63,29 @@ fn parse(text: &str, origin: &str) -> BTreeMap<String, Tool> {
     tools
 }
 
+/// The project's own image, as the base's `images:` entry names it: built by the Containerfile.
+fn is_rwxnfs_image(image: &str) -> bool {
+    let repository = image.split('@').next().unwrap_or_default();
+    let last = repository.rsplit('/').next().unwrap_or_default();
+    last.split(':').next() == Some("rwxnfs") && !image.starts_with(REGISTRY)
+}
+
 /// Every `registry.k8s.io/sig-storage/NAME:TAG` image of a rendering: (container, name, tag).
+/// Any other image than these and the rwxnfs image fails: nothing would build it.
 fn sidecar_images(r: &Rendering) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for pod in r.pods() {
         for c in &pod.spec().containers {
             let image = c.image.as_deref().unwrap_or_default();
-            let Some(rest) = image.strip_prefix(REGISTRY) else {
+            if is_rwxnfs_image(image) {
                 continue;
+            }
+            let Some(rest) = image.strip_prefix(REGISTRY) else {
+                panic!(
+                    "{}: {} container {} runs {image}, which neither tools/versions nor the \
+                     Containerfile builds",
+                    r.origin, pod.workload, c.name
+                );
             };
             let (name, tag) = rest
                 .split_once(':')
@@ -106,15 +122,38 @@ pub(crate) fn check(base: &Rendering, overlays: &[Rendering]) {
     }
     for r in std::iter::once(base).chain(overlays) {
         for (container, name, tag) in sidecar_images(r) {
-            if let Some(tool) = tools.get(&name) {
-                assert_eq!(
-                    tag, tool.version,
-                    "{}: {container} runs {name} {tag}, but the tests build and run {} \
-                     (tools/versions): change both together",
-                    r.origin, tool.version
-                );
-            }
+            let tool = tools.get(&name).unwrap_or_else(|| {
+                panic!(
+                    "{}: {container} runs {REGISTRY}{name}, which tools/versions does not \
+                     build, so no test runs it",
+                    r.origin
+                )
+            });
+            assert_eq!(
+                tag, tool.version,
+                "{}: {container} runs {name} {tag}, but the tests build and run {} \
+                 (tools/versions): change both together",
+                r.origin, tool.version
+            );
         }
+    }
+}
+
+#[test]
+fn the_rwxnfs_image_is_told_from_the_sidecars() {
+    for image in [
+        "rwxnfs",
+        "ghcr.io/rwxnfs/rwxnfs:0.1.0",
+        "registry.example:5000/mirror/rwxnfs@sha256:00",
+    ] {
+        assert!(is_rwxnfs_image(image), "{image}");
+    }
+    for image in [
+        "registry.k8s.io/sig-storage/livenessprobe:v2.15.0",
+        "ghcr.io/rwxnfs/rwxnfs-debug:0.1.0",
+        "registry.k8s.io/sig-storage/rwxnfs:v1.0.0",
+    ] {
+        assert!(!is_rwxnfs_image(image), "{image}");
     }
 }
 
