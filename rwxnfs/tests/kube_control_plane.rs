@@ -290,6 +290,7 @@ fn install(cluster: &mut Cluster, dir: &Path) {
             *a = format!("--metrics-address=127.0.0.1:{}", free_port());
         }
     }
+    let health = liveness_address(&containers, &mut controller_args);
     // The self-check reads "its" Pod: one the Deployment's ReplicaSet made (never scheduled),
     // in a namespace labelled for sidecar injection, where the pod template's exclusions
     // (the shipped VIP) do not cover this configuration's server (127.0.0.1): a finding the
@@ -315,6 +316,7 @@ fn install(cluster: &mut Cluster, dir: &Path) {
     wait_for("the controller's socket", Duration::from_secs(30), || {
         socket.exists()
     });
+    controller_is_live(health);
 
     for (tool, container) in [
         ("csi-provisioner", "csi-provisioner"),
@@ -364,6 +366,66 @@ fn install(cluster: &mut Cluster, dir: &Path) {
     }
 }
 
+/// Where the kubelet's liveness probe would reach the controller, in the test: the
+/// `rwxnfs` container's `--health-address` rewritten to a free loopback port (the shipped
+/// 0.0.0.0:9808 would take the host's), after checking that the probe's named port is the
+/// one that flag listens on and its path is /healthz.
+fn liveness_address(containers: &[Value], args: &mut [String]) -> std::net::SocketAddr {
+    let rwxnfs = containers.iter().find(|c| c["name"] == "rwxnfs").unwrap();
+    let probe = &rwxnfs["livenessProbe"]["httpGet"];
+    assert_eq!(probe["path"], "/healthz", "the liveness probe's path");
+    let port = rwxnfs["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == probe["port"])
+        .unwrap_or_else(|| {
+            panic!(
+                "the liveness probe's port {} is not declared",
+                probe["port"]
+            )
+        })["containerPort"]
+        .as_u64()
+        .unwrap();
+    let flag = args
+        .iter_mut()
+        .find(|a| a.starts_with("--health-address="))
+        .expect("the controller's args have --health-address");
+    assert!(
+        flag.ends_with(&format!(":{port}")),
+        "the liveness probe asks port {port}, the controller listens on {flag}"
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    *flag = format!("--health-address={addr}");
+    addr
+}
+
+/// The liveness probe's request against the running controller answers 200 `ok`: its one
+/// backend, this test's agent, is ready. The listener may come up just after the CSI socket.
+fn controller_is_live(addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < STEP {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            stream.set_read_timeout(Some(STEP)).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: kubelet\r\n\r\n")
+                .unwrap();
+            last.clear();
+            if stream.read_to_string(&mut last).is_ok()
+                && last.starts_with("HTTP/1.1 200 ")
+                && last.ends_with("\r\n\r\nok\n")
+            {
+                println!("controller /healthz on {addr}: 200 ok");
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("controller /healthz on {addr} did not answer 200 ok within {STEP:?}; last: {last:?}");
+}
+
 fn wait_for_controller_pod(plane: &ControlPlane) -> String {
     let args = [
         "get",
@@ -389,8 +451,8 @@ fn create_node(plane: &ControlPlane, name: &str, ip: &str, override_address: Opt
         .unwrap_or_else(|e| panic!("create node {name}: {e}"));
     let seen = plane.jsonpath(&["get", "node", name], "{.status.addresses[0].address}");
     assert_eq!(seen, ip, "node {name} kept its InternalIP");
-    // What the kubelet writes once node-driver-registrar has registered the driver: both
-    // attachers read the node's CSI node id from it.
+    // What the kubelet writes once `rwxnfs node` has registered the driver on its
+    // registration socket: both attachers read the node's CSI node id from it.
     let csinode = format!(
         "apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata:\n  name: {name}\nspec:\n  drivers:\n  - name: rwxnfs.csi.io\n    nodeID: {name}\n"
     );
