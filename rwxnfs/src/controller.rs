@@ -1,10 +1,11 @@
 //! `rwxnfs controller`.
 
-use std::sync::Arc;
+use std::{sync::Arc, task::Poll};
 
 use anyhow::Context;
 use rwxnfs_controller::{
-    Backend, ControllerConfig, ControllerService, NodeResolver, StaticNodes, nodes::KubeNodes,
+    Backend, ControllerConfig, ControllerError, ControllerService, NodeResolver, StaticNodes,
+    nodes::KubeNodes,
 };
 use rwxnfs_doctor::selfcheck;
 use rwxnfs_model::{DriverName, mesh::NfsProtocol};
@@ -83,19 +84,53 @@ struct BackendsReady(
     std::sync::Mutex<std::collections::BTreeSet<String>>,
 );
 
+/// A backend's answer to Probe; `None` for one still being asked when another said ready.
+type ProbeAnswer = Option<Result<rwxnfs_proto::agent::ProbeResponse, ControllerError>>;
+
 impl BackendsReady {
     fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
         Self(backends, Default::default())
+    }
+
+    /// Asks every backend at once, in configuration order, until one says ready or all have
+    /// answered: a hung agent neither delays the others' answers nor, once one is ready, the
+    /// verdict (its call is dropped, which cancels it).
+    async fn probe_all(&self) -> Vec<ProbeAnswer> {
+        let mut calls: Vec<_> = self.0.iter().map(|b| Some(b.probe())).collect();
+        let mut answers: Vec<ProbeAnswer> = self.0.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            for (call, answer) in calls.iter_mut().zip(&mut answers) {
+                if let Some(pending) = call
+                    && let Poll::Ready(a) = pending.as_mut().poll(cx)
+                {
+                    *answer = Some(a);
+                    *call = None;
+                }
+            }
+            let ready = answers
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, Ok(p) if p.ready));
+            if ready || calls.iter().all(Option::is_none) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        answers
     }
 }
 
 #[tonic::async_trait]
 impl Readiness for BackendsReady {
     async fn check(&self) -> Result<(), String> {
+        let mut ready = false;
         let mut problems = Vec::new();
-        for backend in &self.0 {
-            match backend.probe().await {
-                Ok(p) if p.ready => {
+        for (backend, answer) in self.0.iter().zip(self.probe_all().await) {
+            match answer {
+                Some(Ok(p)) if p.ready => {
+                    ready = true;
                     let told = &mut *self.1.lock().unwrap_or_else(|e| e.into_inner());
                     if !p.quota_enforced && told.insert(backend.name().to_string()) {
                         tracing::warn!(
@@ -105,21 +140,25 @@ impl Readiness for BackendsReady {
                         );
                     }
                 }
-                Ok(p) => problems.push(format!("backend {}: {}", backend.name(), p.reason)),
-                Err(s) => problems.push(format!("backend {}: {}", backend.name(), s.message())),
+                Some(Ok(p)) => problems.push(format!("backend {}: {}", backend.name(), p.reason)),
+                // A backend's errors name it already.
+                Some(Err(e)) => problems.push(e.to_string()),
+                None => problems.push(format!(
+                    "backend {}: no answer yet when another backend was ready",
+                    backend.name()
+                )),
             }
         }
-        if problems.len() < self.0.len() {
-            if !problems.is_empty() {
-                tracing::warn!(
-                    problems = problems.join("; "),
-                    "some backends are not ready"
-                );
-            }
-            Ok(())
-        } else {
-            Err(problems.join("; "))
+        if !ready {
+            return Err(problems.join("; "));
         }
+        if !problems.is_empty() {
+            tracing::warn!(
+                problems = problems.join("; "),
+                "some backends are not ready"
+            );
+        }
+        Ok(())
     }
 }
 

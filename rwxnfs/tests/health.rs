@@ -233,16 +233,26 @@ async fn agent(socket: &Path, ready: bool, reason: &str) -> Serving {
 /// `rwxnfs controller` with one backend, ha1, whose agent is at `agent_socket`, serving CSI on
 /// controller.sock in `dir`.
 fn start_controller(dir: &Path, agent_socket: &Path, extra: &[&str]) -> (Running, PathBuf) {
+    start_controller_of(dir, &[("ha1", agent_socket)], extra)
+}
+
+/// `rwxnfs controller` with `backends` (name, agent socket), in that order.
+fn start_controller_of(
+    dir: &Path,
+    backends: &[(&str, &Path)],
+    extra: &[&str],
+) -> (Running, PathBuf) {
     let config = dir.join("controller.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "backends:\n  - name: ha1\n    agent:\n      endpoint: unix://{}\n      \
-             timeoutSeconds: 20\nnodes:\n  n1: [127.0.0.1]\n",
+    let mut yaml = String::from("backends:\n");
+    for (name, agent_socket) in backends {
+        yaml += &format!(
+            "  - name: {name}\n    agent:\n      endpoint: unix://{}\n      \
+             timeoutSeconds: 20\n",
             agent_socket.display()
-        ),
-    )
-    .unwrap();
+        );
+    }
+    yaml += "nodes:\n  n1: [127.0.0.1]\n";
+    std::fs::write(&config, yaml).unwrap();
     let socket = dir.join("controller.sock");
     let endpoint = format!("unix://{}", socket.display());
     let mut args = vec![
@@ -293,12 +303,64 @@ async fn a_controller_whose_agent_is_unreachable_answers_503_naming_the_backend(
 
     let (status, body) = controller.healthz();
     assert_eq!(status, 503, "{body}");
-    assert!(body.starts_with("backend ha1: "), "{body}");
+    let wanted = format!(
+        "backend ha1: the agent at unix://{} cannot be reached (",
+        nowhere.display()
+    );
     assert!(
-        body.contains("no-agent.sock"),
-        "names where it looked: {body}"
+        body.starts_with(&wanted),
+        "names the backend once, and where it looked: {body}"
     );
     assert!(!csi_probe(&socket).await);
+}
+
+/// Several backends: ready while one is; while none is, the reason names each in the
+/// configuration's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_none_of_whose_backends_is_ready_names_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = dir.path().join("down.sock");
+    let nowhere = dir.path().join("no-agent.sock");
+    let agent = agent(&down, false, "ganesha is not running").await;
+    let (controller, socket) =
+        start_controller_of(dir.path(), &[("ha1", &down), ("ha2", &nowhere)], &[]);
+
+    let (status, body) = controller.healthz();
+    assert_eq!(status, 503, "{body}");
+    let wanted = format!(
+        "backend ha1: ganesha is not running; backend ha2: the agent at unix://{} cannot be \
+         reached (",
+        nowhere.display()
+    );
+    assert!(body.starts_with(&wanted), "{body}");
+    assert!(!csi_probe(&socket).await);
+    agent.stop().await.unwrap();
+}
+
+/// Backends are asked at once and the first ready one decides: a hung agent listed first
+/// neither holds the check to --health-timeout nor fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_backend_does_not_fail_the_check_while_another_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let hung = dir.path().join("hung.sock");
+    let _silent = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+    let up = dir.path().join("up.sock");
+    let agent = agent(&up, true, "").await;
+    let (controller, socket) = start_controller_of(
+        dir.path(),
+        &[("ha1", &hung), ("ha2", &up)],
+        &["--health-timeout", "5s"],
+    );
+
+    let started = Instant::now();
+    assert_eq!(controller.healthz(), (200, "ok\n".to_owned()));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(csi_probe(&socket).await, "the CSI Probe says ready too");
+    agent.stop().await.unwrap();
 }
 
 /// An agent that accepts the connection and never answers: the check is abandoned at
