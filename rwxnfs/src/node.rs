@@ -95,7 +95,9 @@ async fn serve_registration(
         }
     });
     let router = rwxnfs_server::builder().add_service(service.into_server());
-    rwxnfs_server::serve(
+    // The kubelet's plugin watcher sends the socket's path as the authority, which tonic
+    // would refuse.
+    rwxnfs_server::serve_rewriting_authority(
         router,
         &Endpoint::Unix(socket),
         shutdown,

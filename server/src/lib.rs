@@ -1,5 +1,6 @@
 //! What every rwxnfs gRPC endpoint shares.
 //!
+//! - [`authority`]: HTTP/2 requests from the kubelet's plugin watcher made acceptable to tonic.
 //! - [`endpoint`]: `unix://` and `tcp://` endpoints, for servers and for clients.
 //! - [`serve`]: running a router until a termination signal, with a bounded drain.
 //! - [`identity`]: the CSI Identity service, with a Probe that tells the truth.
@@ -10,6 +11,7 @@
 //! - [`health`]: the `/healthz` endpoint for the kubelet's liveness probe: the Probe's readiness,
 //!   bounded in time.
 
+pub mod authority;
 pub mod endpoint;
 pub mod health;
 mod http;
@@ -22,4 +24,7 @@ pub mod serve;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use identity::{IdentityService, Readiness};
-pub use serve::{ServeError, Serving, Shutdown, builder, reflection, serve, termination_signal};
+pub use serve::{
+    ServeError, Serving, Shutdown, builder, reflection, serve, serve_rewriting_authority,
+    termination_signal,
+};

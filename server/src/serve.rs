@@ -8,7 +8,10 @@
 use std::{future::Future, time::Duration};
 
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::{
+    StreamExt,
+    wrappers::{TcpListenerStream, UnixListenerStream},
+};
 use tonic::transport::server::Router;
 
 use crate::endpoint::{Endpoint, EndpointError, Listener};
@@ -56,12 +59,44 @@ pub async fn serve(
     grace: Duration,
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
+    serve_inner(router, endpoint, shutdown, grace, ready, false).await
+}
+
+/// [`serve`], for clients that send a unix socket's path as the request's authority (the
+/// kubelet's plugin watcher): on a unix socket every request's `:authority` becomes
+/// `localhost` before tonic sees it ([`crate::authority`]).
+pub async fn serve_rewriting_authority(
+    router: Router,
+    endpoint: &Endpoint,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    ready: impl FnOnce(),
+) -> Result<(), ServeError> {
+    serve_inner(router, endpoint, shutdown, grace, ready, true).await
+}
+
+async fn serve_inner(
+    router: Router,
+    endpoint: &Endpoint,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    ready: impl FnOnce(),
+    rewrite_authority: bool,
+) -> Result<(), ServeError> {
     let listener = endpoint.listen().await?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stopped = async {
         let _ = stop_rx.await;
     };
     let (mut task, socket) = match listener {
+        Listener::Unix { listener, socket } if rewrite_authority => {
+            let incoming = UnixListenerStream::new(listener)
+                .map(|accepted| accepted.map(crate::authority::normalize));
+            (
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+                Some(socket),
+            )
+        }
         Listener::Unix { listener, socket } => {
             let incoming = UnixListenerStream::new(listener);
             (
