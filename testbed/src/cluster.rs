@@ -7,8 +7,8 @@
 //!   pods reach each other, the API server (through the `kubernetes` Service) and whatever
 //!   else the lab runs on its network, which must route back the same way
 //!   ([`Cluster::pod_routes`]).
-//! - No registry is reachable: the images (OCI archives in one directory) are imported into
-//!   every node's containerd at boot, before the kubelet starts.
+//! - No registry is reachable: every node boots with a copy of one disk whose containerd
+//!   already holds the images (`oci::containerd_disk`).
 //! - Each kubelet has a client certificate of its own (`system:node:NAME` in `system:nodes`,
 //!   so the Node authorizer applies), kube-proxy one as `system:kube-proxy`.
 //!
@@ -65,8 +65,8 @@ fn pod_cidr(i: usize) -> String {
 }
 
 impl Cluster {
-    /// Starts the control plane and one node VM per name (`memory_mb` each), with the OCI
-    /// archives in `images` imported into every node and `on_lan` (addresses outside the lab
+    /// Starts the control plane and one node VM per name (`memory_mb` each), each with a copy
+    /// of `disk` (`oci::containerd_disk`: containerd's root with the images) and `on_lan` (addresses outside the lab
     /// network, such as a storage VIP) reached directly on it; waits until every Node is
     /// Ready.
     pub fn start(
@@ -74,7 +74,7 @@ impl Cluster {
         dir: &Path,
         names: &[&str],
         memory_mb: u32,
-        images: &Path,
+        disk: &Path,
         on_lan: &[&str],
     ) -> Cluster {
         let started = Instant::now();
@@ -136,13 +136,10 @@ impl Cluster {
             let vm = lab.start(VmSpec {
                 memory_mb,
                 lan: Some(node.lan),
-                disks_mb: vec![8192],
+                disk_images: vec![disk.to_path_buf()],
                 boot: recipes::kube_node_boot(&node),
                 kube: true,
-                shares: vec![
-                    (kube_bin.clone(), "/opt/kube".into()),
-                    (images.to_path_buf(), "/opt/images".into()),
-                ],
+                shares: vec![(kube_bin.clone(), "/opt/kube".into())],
                 files,
                 ..VmSpec::new(name)
             });
@@ -154,7 +151,7 @@ impl Cluster {
         }
         for node in &mut nodes {
             let booted = node.vm.wait_ready(Duration::from_secs(600));
-            println!("{}: booted (images imported) in {booted:?}", node.name);
+            println!("{}: booted in {booted:?}", node.name);
         }
         for node in &nodes {
             plane.wait_jsonpath(

@@ -135,6 +135,9 @@ impl ControlPlane {
                 "--authorization-mode=Node,RBAC".into(),
                 format!("--kubelet-client-certificate={}", p("kubelet-client.pem")),
                 format!("--kubelet-client-key={}", p("kubelet-client.key")),
+                // The kubelets are reached at their Node's address (nothing here resolves
+                // the node names).
+                "--kubelet-preferred-address-types=InternalIP".into(),
             ]);
         } else {
             apiserver.args([

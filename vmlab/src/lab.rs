@@ -65,7 +65,9 @@ pub struct VmSpec {
     /// `(port, host port)`: the guest's connections to 10.0.2.100:port reach the host's
     /// 127.0.0.1:host port (a server the test runs on the host); nothing else is reachable.
     pub host_services: Vec<(u16, u16)>,
-    /// Sizes of empty virtio disks (`/dev/vda`, `/dev/vdb`, ...), in MiB.
+    /// Filesystem images the VM gets a copy of (sparse), as its first virtio disks.
+    pub disk_images: Vec<PathBuf>,
+    /// Sizes of empty virtio disks (`/dev/vda`, `/dev/vdb`, ... after `disk_images`), in MiB.
     pub disks_mb: Vec<u64>,
     /// Shell run at boot, after the network is up; its output goes to `/work/boot.log`.
     pub boot: String,
@@ -90,6 +92,7 @@ impl VmSpec {
             lan: None,
             forwards: Vec::new(),
             host_services: Vec::new(),
+            disk_images: Vec::new(),
             disks_mb: Vec::new(),
             boot: String::new(),
             kube: false,
@@ -157,6 +160,17 @@ impl Lab {
         }
         let forwards: HashMap<u16, u16> = spec.forwards.iter().map(|&p| (p, free_port())).collect();
         let mut disks = Vec::new();
+        for (i, image) in spec.disk_images.iter().enumerate() {
+            let path = work.join(format!("image{i}.img"));
+            let status = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(image)
+                .arg(&path)
+                .status()
+                .expect("run cp");
+            assert!(status.success(), "cannot copy {}", image.display());
+            disks.push(path);
+        }
         for (i, size) in spec.disks_mb.iter().enumerate() {
             let path = work.join(format!("disk{i}.img"));
             let file = std::fs::File::create(&path).expect("create a disk image");

@@ -27,8 +27,10 @@ use std::{
 
 use serde_json::{Value, json};
 
+mod disk;
 mod images;
 
+pub use disk::containerd_disk;
 pub use images::{
     PAUSE_IMAGE, RWXNFS_IMAGE, SIDECARS, Sidecar, busybox_image, busybox_name, pause_image,
     rwxnfs_image, sidecar_image,

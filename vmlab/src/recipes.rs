@@ -148,10 +148,9 @@ pub struct KubeNode {
     pub on_lan: Vec<String>,
 }
 
-/// A Kubernetes node: containerd (overlayfs snapshots on an XFS disk, `/dev/vda`, at
-/// /var/lib), the CNI bridge for pods, the images found in `/opt/images/*.tar` imported
-/// before anything can ask for them (no registry is reachable), then the kubelet and
-/// kube-proxy (nftables mode) from `/opt/kube`. Their credentials and configuration are files
+/// A Kubernetes node: containerd (its root on `/dev/vda`, an ext4 disk mounted at /var/lib that
+/// holds the images already, made by `oci::containerd_disk`: no registry is reachable), the
+/// CNI bridge for pods, then the kubelet and kube-proxy (nftables mode) from `/opt/kube`. Their credentials and configuration are files
 /// in `/work` that the cluster writes before boot: `kubelet.kubeconfig`, `kube-proxy.kubeconfig`
 /// and `pki/ca.pem` (the CA whose clients the kubelet trusts, the API server among them).
 /// Logs: `/work/containerd.log`, `/work/kubelet.log`, `/work/kube-proxy.log`.
@@ -160,13 +159,17 @@ pub fn kube_node_boot(node: &KubeNode) -> String {
         .routes
         .iter()
         .map(|(cidr, via)| format!("ip route add {cidr} via {via}\n"))
-        .chain(node.on_lan.iter().map(|to| format!("ip route add {to} dev eth1\n")))
+        .chain(
+            node.on_lan
+                .iter()
+                .map(|to| format!("ip route add {to} dev eth1\n")),
+        )
         .collect();
     format!(
         r#"export PATH=/opt/kube:/usr/bin:/usr/sbin:$PATH
 {routes}for m in overlay bridge br_netfilter veth nf_tables nft_ct nft_nat nft_chain_nat nft_masq \
-         nft_numgen nft_fib_inet nft_fib_ipv4 nft_reject_inet nft_redir nft_limit \
-         nf_conntrack_netlink xfs nfsv4 nfsv3; do
+         nft_numgen nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_reject_inet nft_reject_ipv4 \
+         nft_reject_ipv6 nft_redir nft_limit nf_conntrack_netlink ext4 nfsv4 nfsv3; do
   modprobe $m
 done
 echo 1 > /proc/sys/net/ipv4/ip_forward
@@ -175,9 +178,8 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo "+cpuset +cpu +io +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
 # The kubelet's pod directories hold mounts that must propagate (the CSI node plugin's).
 mount --make-rshared /
-mkfs.xfs -q /dev/vda
 mkdir -p /var/lib
-mount /dev/vda /var/lib
+mount -t ext4 /dev/vda /var/lib
 mkdir -p /etc/containerd /etc/cni/net.d /var/lib/kubelet /var/log
 : > /etc/resolv.conf
 echo "$(echo {name} | sha256sum | cut -c1-32)" > /etc/machine-id
@@ -202,11 +204,7 @@ cat > /etc/cni/net.d/10-lab.conflist <<'END'
 END
 setsid containerd > /work/containerd.log 2>&1 &
 for i in $(seq 300); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
-start=$(date +%s)
-for image in /opt/images/*.tar; do
-  ctr -n k8s.io images import "$image" > /dev/null
-done
-echo "images imported in $(( $(date +%s) - start )) s"
+ctr -n k8s.io images ls -q
 cat > /work/kubelet.yaml <<'END'
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

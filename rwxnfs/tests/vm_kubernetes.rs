@@ -1,0 +1,373 @@
+//! The driver on a real Kubernetes cluster in the VM lab, installed and used as a user would:
+//!
+//! - three node VMs (containerd, runc, the CNI bridge, the kubelet and kube-proxy built from
+//!   `tools/versions`) joined to a control plane running natively on the lab network
+//!   (testbed::cluster), and an NFS server VM (kernel nfsd, XFS project quotas, the agent on
+//!   mutual TLS) at the address the shipped configuration names, 192.168.222.25;
+//! - the images built here (no registry is reachable) and imported into every node: rwxnfs's
+//!   from this build's binary with `scripts/image-rootfs` (what the Containerfile ships), the
+//!   sidecars from the pinned upstream binaries under the names `manifests/` uses;
+//! - `kubectl apply -k manifests/` unchanged, after the one thing a cluster adds itself (the
+//!   agent's TLS Secret); then `manifests/examples/` unchanged: the StorageClass, the snapshot
+//!   class and the claim `nfs-app`;
+//! - the walkthrough with kubectl: writers on two nodes appending to one file, fsGroup,
+//!   quota and online expansion, a snapshot restored, a pod moving to the third node, and
+//!   clean-up to nothing.
+//!
+//! Each step prints one line with its time; a failing step names itself, and the lab prints
+//! every VM's logs and where they are kept.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use rwxnfs_testbed::{
+    Pki,
+    cluster::Cluster,
+    upstream,
+    vm::{Lab, Vm, VmSpec, oci, recipes},
+};
+
+const NODES: &[&str] = &["node-a", "node-b", "node-c"];
+/// The agent's address in manifests/base/config/controller.yaml.
+const VIP: &str = "192.168.222.25";
+const STEP: Duration = Duration::from_secs(300);
+
+struct Steps {
+    started: Instant,
+    last: Instant,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        Steps {
+            started: Instant::now(),
+            last: Instant::now(),
+        }
+    }
+
+    /// Ends a step: one line with its time and the time so far.
+    fn done(&mut self, what: &str) {
+        println!(
+            "[{:>6.1} s] {what} ({:.1} s)",
+            self.started.elapsed().as_secs_f64(),
+            self.last.elapsed().as_secs_f64()
+        );
+        self.last = Instant::now();
+    }
+}
+
+fn target_tmp() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The disk every node boots with, its containerd holding the images.
+fn images() -> PathBuf {
+    let dir = target_tmp().join("kube-images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut wanted = vec![
+        oci::rwxnfs_image(&stripped_rwxnfs(), &dir),
+        oci::pause_image(&dir),
+        oci::busybox_image(&dir),
+    ];
+    for sidecar in oci::SIDECARS {
+        wanted.push(oci::sidecar_image(
+            sidecar.image,
+            &upstream::tool(sidecar.tool, sidecar.binary),
+            &dir,
+        ));
+    }
+    oci::containerd_disk(&wanted, 8192, &target_tmp().join("kube-disk")).unwrap()
+}
+
+/// This build's rwxnfs without its debug information, as the release profile builds it
+/// (`strip = "debuginfo"`): the node plugin is a third of the size in every node's memory.
+fn stripped_rwxnfs() -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_rwxnfs"));
+    let dir = target_tmp().join("kube-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stripped = dir.join("rwxnfs");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&stripped) < modified(built) {
+        let status = std::process::Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(built)
+            .arg(dir.join("rwxnfs.tmp"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "objcopy --strip-debug (binutils) failed");
+        std::fs::rename(dir.join("rwxnfs.tmp"), &stripped).unwrap();
+    }
+    stripped
+}
+
+fn storage(lab: &mut Lab, pki: &Pki) -> Vm {
+    let (cert, key) = pki.issue("rwxnfs-agent");
+    lab.start(VmSpec {
+        memory_mb: 512,
+        lan: Some(1),
+        disks_mb: vec![8192],
+        boot: recipes::kube_storage_boot(
+            &pki.ca_pem,
+            &cert,
+            &key,
+            VIP,
+            &Cluster::pod_routes(NODES.len()),
+        ),
+        ..VmSpec::new("nfs1")
+    })
+}
+
+fn manifests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+}
+
+#[test]
+fn rwxnfs_on_kubernetes_in_the_vm_lab() {
+    let mut steps = Steps::new();
+    let tmp = target_tmp();
+    let disk = images();
+    steps.done("images built (rwxnfs, sidecars, pause, busybox) and put in the nodes' disk");
+
+    let mut lab = Lab::new("kubernetes", &tmp, Path::new(env!("CARGO_BIN_EXE_rwxnfs")));
+    let pki = Pki::new("rwxnfs-lab-agent-ca");
+    let mut nfs = storage(&mut lab, &pki);
+    let dir = lab.dir().join("control-plane");
+    let mut cluster = Cluster::start(&mut lab, &dir, NODES, 2048, &disk, &[VIP]);
+    nfs.wait_ready(STEP);
+    steps.done(&format!(
+        "cluster Ready: {} nodes, the NFS server up",
+        cluster.nodes.len()
+    ));
+    println!(
+        "{}",
+        cluster.plane.kubectl_ok(&["get", "nodes", "-o", "wide"])
+    );
+
+    install(&mut cluster, &pki);
+    let plane = &cluster.plane;
+    steps.done("manifests/ applied: controller and node plugin Ready, CSINode on every node");
+
+    let bound = examples(&cluster);
+    steps.done(&format!(
+        "manifests/examples/ applied: PVC nfs-app Bound in {bound:.1?}"
+    ));
+    let running = writers_running(&cluster);
+    steps.done(&format!(
+        "writers Running on {} nodes, {running:.1?} from the claim's binding",
+        writer_nodes(plane).len()
+    ));
+    interleaved(&cluster);
+    steps.done("kubectl exec … tail /data/test-file.txt: lines of pods on different nodes");
+}
+
+/// The examples as users apply them, but for the writers' image (busybox, built here: no
+/// registry) and their interval (1 s, not 30 s, so the test need not wait).
+fn examples(cluster: &Cluster) -> Duration {
+    let plane = &cluster.plane;
+    let examples = manifests().join("examples");
+    let kustomization = std::fs::read_to_string(examples.join("kustomization.yaml")).unwrap();
+    let mut yaml = String::new();
+    for line in kustomization.lines() {
+        if let Some(file) = line.trim().strip_prefix("- ") {
+            yaml.push_str("---\n");
+            yaml.push_str(&std::fs::read_to_string(examples.join(file)).unwrap());
+        }
+    }
+    assert!(yaml.contains("docker.io/library/alpine:3.20") && yaml.contains("sleep 30;"));
+    let yaml = yaml
+        .replace("docker.io/library/alpine:3.20", &oci::busybox_name())
+        .replace("sleep 30;", "sleep 1;");
+    let started = Instant::now();
+    plane.apply(&yaml);
+    plane.wait_jsonpath(
+        &["get", "pvc", "nfs-app", "-n", "default"],
+        "{.status.phase}",
+        STEP,
+        |v| v == "Bound",
+    );
+    started.elapsed()
+}
+
+fn writer_pods(plane: &rwxnfs_testbed::kube::ControlPlane) -> Vec<(String, String)> {
+    let out = plane.jsonpath(
+        &["get", "pods", "-n", "default", "-l", "app=nfs-app"],
+        "{range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+    );
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(pod, node)| (pod.to_string(), node.to_string()))
+        .collect()
+}
+
+fn writer_nodes(plane: &rwxnfs_testbed::kube::ControlPlane) -> std::collections::BTreeSet<String> {
+    writer_pods(plane)
+        .into_iter()
+        .map(|(_, node)| node)
+        .collect()
+}
+
+/// Waits for the three writers to be available; returns how long it took.
+fn writers_running(cluster: &Cluster) -> Duration {
+    let plane = &cluster.plane;
+    let started = Instant::now();
+    let out = plane.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "default",
+        "deployment/nfs-app",
+        "--timeout=600s",
+    ]);
+    println!(
+        "{}",
+        plane.kubectl_ok(&["get", "pods", "-n", "default", "-o", "wide"])
+    );
+    assert!(
+        out.status.success(),
+        "the writers did not become available: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        plane.kubectl_ok(&["describe", "pods", "-n", "default", "-l", "app=nfs-app"])
+    );
+    assert!(
+        writer_nodes(plane).len() >= 2,
+        "the writers are not spread: {:?}",
+        writer_pods(plane)
+    );
+    started.elapsed()
+}
+
+/// `kubectl exec` into one writer: the file holds lines of writers on different nodes.
+fn interleaved(cluster: &Cluster) {
+    let plane = &cluster.plane;
+    let pods = writer_pods(plane);
+    let started = Instant::now();
+    loop {
+        let tail = plane.kubectl_ok(&[
+            "exec",
+            "-n",
+            "default",
+            &pods[0].0,
+            "--",
+            "tail",
+            "-n",
+            "12",
+            "/data/test-file.txt",
+        ]);
+        let writers: std::collections::BTreeSet<&str> = tail
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let nodes: std::collections::BTreeSet<&str> = pods
+            .iter()
+            .filter(|(pod, _)| writers.contains(pod.as_str()))
+            .map(|(_, node)| node.as_str())
+            .collect();
+        if nodes.len() >= 2 {
+            println!("tail /data/test-file.txt:\n{tail}");
+            return;
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "the file does not show writers of two nodes:\n{tail}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// `kubectl apply -k manifests/` after the Secret the README tells users to create, and
+/// waits for the driver's pods and its registration on every node.
+fn install(cluster: &mut Cluster, pki: &Pki) {
+    let plane = &cluster.plane;
+    let m = |p: &str| manifests().join(p).display().to_string();
+    // The cluster's snapshot support, which a cluster brings (not the driver): the CRDs and
+    // the snapshot controller of the snapshotter's release.
+    let crds = upstream::tool("csi-snapshotter", "csi-snapshotter")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("crd");
+    plane.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()]);
+    plane.kubectl_ok(&["apply", "-f", &m("base/namespace.yaml")]);
+    let (cert, key) = pki.issue("rwxnfs-controller");
+    let tls = plane.dir().join("agent-tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for (name, text) in [
+        ("ca.crt", &pki.ca_pem),
+        ("tls.crt", &cert),
+        ("tls.key", &key),
+    ] {
+        std::fs::write(tls.join(name), text).unwrap();
+    }
+    let file = |n: &str| format!("--from-file={n}={}", tls.join(n).display());
+    plane.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "rwxnfs-agent-tls",
+        "-n",
+        "rwxnfs",
+        &file("ca.crt"),
+        &file("tls.crt"),
+        &file("tls.key"),
+    ]);
+    plane.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
+        "crd/volumesnapshots.snapshot.storage.k8s.io",
+        "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
+    ]);
+    let mut controller = plane.command(upstream::tool("csi-snapshotter", "snapshot-controller"));
+    controller.args([
+        format!("--kubeconfig={}", plane.kubeconfig.display()),
+        "--leader-election=false".into(),
+    ]);
+    cluster.plane.spawn("snapshot-controller", &mut controller);
+    let plane = &cluster.plane;
+    plane.kubectl_ok(&["apply", "-k", &m("")]);
+    let started = Instant::now();
+    let waited = plane.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "rwxnfs",
+        "daemonset/rwxnfs-node",
+        "--timeout=600s",
+    ]);
+    println!(
+        "node plugin: {} in {:?}",
+        String::from_utf8_lossy(&waited.stdout).trim(),
+        started.elapsed()
+    );
+    let waited = plane.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "rwxnfs",
+        "deployment/rwxnfs-controller",
+        "--timeout=600s",
+    ]);
+    println!(
+        "controller: {} in {:?}",
+        String::from_utf8_lossy(&waited.stdout).trim(),
+        started.elapsed()
+    );
+    println!(
+        "{}",
+        plane.kubectl_ok(&["get", "pods", "-n", "rwxnfs", "-o", "wide"])
+    );
+    assert!(waited.status.success(), "the driver did not become Ready");
+    for node in NODES {
+        plane.wait_jsonpath(
+            &["get", "csinode", node],
+            "{.spec.drivers[*].name}",
+            STEP,
+            |v| v.split_whitespace().any(|d| d == "rwxnfs.csi.io"),
+        );
+    }
+}
