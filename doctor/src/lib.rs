@@ -14,6 +14,7 @@ pub mod istio;
 pub mod live;
 pub mod load;
 pub mod objects;
+pub mod registration;
 pub mod selfcheck;
 pub mod traffic;
 pub mod workload;

@@ -84,6 +84,113 @@ fn the_good_manifests_are_clean_and_every_kind_was_read() {
     assert!(serious(&report).is_empty(), "{}", report.to_text());
 }
 
+/// The good set's node plugin registers itself (`--registration-socket`, as shipped); one
+/// with a node-driver-registrar sidecar instead is as clean.
+#[test]
+fn a_node_plugin_registered_by_a_registrar_sidecar_is_clean_too() {
+    let report = run(&[fixtures().join("good-registrar")]);
+    assert!(serious(&report).is_empty(), "{}", report.to_text());
+}
+
+fn finding<'r>(report: &'r Report, code: &str, about: &str) -> &'r rwxnfs_doctor::Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.code == code && f.problem.contains(about))
+        .unwrap_or_else(|| panic!("no {code} about {about:?}:\n{}", report.to_text()))
+}
+
+#[test]
+fn registration_findings_name_who_registers_and_the_exact_fix() {
+    const SOCKET: &str = "/var/lib/kubelet/plugins/rwxnfs.csi.io/csi.sock";
+    let wanted_flag = format!("--kubelet-registration-path={SOCKET}");
+
+    let report = run(&[fixtures().join("bad/RWX060-node-plugin-registration-path.yaml")]);
+    let f = finding(
+        &report,
+        "RWX060",
+        "rwxnfs node (container rwxnfs) registers",
+    );
+    assert!(
+        f.problem.contains("(driver \"nfs.csi.k8s.io\")"),
+        "{}",
+        f.problem
+    );
+    let f = finding(
+        &report,
+        "RWX061",
+        "rwxnfs node (container rwxnfs) tells the kubelet",
+    );
+    let patch = f.fix.patch.as_ref().unwrap();
+    let container = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"], "rwxnfs");
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .contains(&wanted_flag.as_str().into()),
+        "{patch}"
+    );
+
+    let report = run(&[fixtures().join("bad/RWX060-registration-path.yaml")]);
+    finding(
+        &report,
+        "RWX060",
+        "the registrar (container node-driver-registrar) registers",
+    );
+
+    let report = run(&[fixtures().join("bad/RWX061-kubelet-registration-path-unset.yaml")]);
+    let f = finding(
+        &report,
+        "RWX061",
+        "tells the kubelet the socket is /csi/csi.sock,",
+    );
+    assert!(
+        f.problem
+            .ends_with(&format!("the driver's socket is {SOCKET}")),
+        "{}",
+        f.problem
+    );
+    assert!(f.fix.command.contains(&wanted_flag), "{}", f.fix.command);
+
+    let report = run(&[fixtures().join("bad/RWX061-registration-socket-not-watched.yaml")]);
+    let f = finding(&report, "RWX061", "registration socket in /csi,");
+    assert!(
+        f.problem
+            .contains("which is /var/lib/kubelet/plugins/rwxnfs.csi.io on the host"),
+        "{}",
+        f.problem
+    );
+    assert!(
+        f.fix.command.starts_with(
+            "mount a hostPath volume of /var/lib/kubelet/plugins_registry at /csi in container rwxnfs"
+        ),
+        "{}",
+        f.fix.command
+    );
+
+    let report = run(&[fixtures().join("bad/RWX061-not-registered.yaml")]);
+    let f = finding(&report, "RWX061", "nothing registers the driver");
+    let spec = &f.fix.patch.as_ref().unwrap()["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["containers"][0]["args"],
+        serde_json::json!([
+            "node",
+            "--endpoint=unix:///csi/csi.sock",
+            "--registration-socket=/registration/rwxnfs.csi.io-reg.sock",
+            wanted_flag,
+        ])
+    );
+    assert_eq!(
+        spec["containers"][0]["volumeMounts"],
+        serde_json::json!([{"name": "registration-dir", "mountPath": "/registration"}])
+    );
+    assert_eq!(
+        spec["volumes"][0]["hostPath"]["path"],
+        "/var/lib/kubelet/plugins_registry"
+    );
+}
+
 #[test]
 fn without_the_controller_configuration_the_defaults_are_checked_and_said_so() {
     let report = run(&[fixtures().join("bad/RWX001-sidecar-ports-not-excluded.yaml")]);

@@ -1,5 +1,6 @@
 //! RWX060: a driver name that differs between the CSIDriver, the driver's pods (flags and the
-//! registrar's kubelet registration path) and the StorageClasses' provisioner.
+//! kubelet registration path, `rwxnfs node`'s or a registrar's) and the StorageClasses'
+//! provisioner.
 
 use std::collections::BTreeSet;
 
@@ -12,6 +13,7 @@ use crate::{
     context::Context,
     finding::{Finding, Fix, ObjectRef, Severity},
     objects::Objects,
+    registration::registrations,
     workload::{PART_OF_LABEL, PART_OF_VALUE, Role, Workload},
 };
 
@@ -23,16 +25,6 @@ pub fn container_driver_name(c: &Container) -> String {
     args::flag(c, "driver-name")
         .or_else(|| args::env(c, "CSI_DRIVER_NAME"))
         .unwrap_or_else(|| DEFAULT_DRIVER_NAME.to_owned())
-}
-
-/// The node-driver-registrar sidecar of a pod.
-pub fn registrar<'a>(w: &Workload<'a>) -> Option<&'a Container> {
-    w.spec.containers.iter().find(|c| {
-        c.name.contains("registrar")
-            || c.image
-                .as_deref()
-                .is_some_and(|i| i.contains("node-driver-registrar"))
-    })
 }
 
 /// The names that are rwxnfs's: the default, the driver pods', and those of CSIDrivers
@@ -87,7 +79,7 @@ pub fn check(ctx: &Context<'_>) -> Vec<Finding> {
             ));
         }
         if *role == Role::Node {
-            out.extend(registration_path(w, name));
+            out.extend(registration_paths(w, name));
         }
     }
     out.extend(csi_drivers(ctx, &node_names, expected));
@@ -120,36 +112,47 @@ fn driver_flag_fix(w: &Workload<'_>, name: &str) -> Fix {
     }
 }
 
-/// The registrar registers the socket under the kubelet's plugin directory named after the
-/// driver: `/var/lib/kubelet/plugins/<driver>/csi.sock`.
-fn registration_path(w: &Workload<'_>, name: &str) -> Option<Finding> {
-    let reg = registrar(w)?;
-    let path = args::flag(reg, "kubelet-registration-path")?;
-    let dir = path
-        .strip_prefix(KUBELET_PLUGINS)?
-        .trim_start_matches('/')
-        .split('/')
-        .next()?;
-    if dir == name {
-        return None;
-    }
-    let fixed = path.replacen(
-        &format!("{KUBELET_PLUGINS}/{dir}"),
-        &format!("{KUBELET_PLUGINS}/{name}"),
-        1,
-    );
-    let container = json!({"name": reg.name, "args": args::with_flag(reg, "kubelet-registration-path", &fixed)});
-    Some(mismatch(
-        &w.object,
-        format!(
-            "the registrar registers {path} (driver {dir:?}) but the node plugin runs as driver {name:?}; the socket's host directory and the volume's hostPath must follow the name too"
-        ),
-        Fix::patch(
+/// Whoever registers the driver tells the kubelet its socket is in the kubelet's plugin
+/// directory named after the driver: `/var/lib/kubelet/plugins/<driver>/csi.sock`.
+fn registration_paths(w: &Workload<'_>, name: &str) -> Vec<Finding> {
+    let Some((_, driver)) = w.driver() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for reg in registrations(w, driver) {
+        let Some(path) = &reg.kubelet_path else {
+            continue;
+        };
+        let Some(dir) = path
+            .strip_prefix(&format!("{KUBELET_PLUGINS}/"))
+            .and_then(|rest| rest.split('/').next())
+        else {
+            continue;
+        };
+        if dir == name {
+            continue;
+        }
+        let fixed = path.replacen(
+            &format!("{KUBELET_PLUGINS}/{dir}"),
+            &format!("{KUBELET_PLUGINS}/{name}"),
+            1,
+        );
+        let c = reg.container;
+        let container = json!({"name": c.name, "args": args::with_flag(c, "kubelet-registration-path", &fixed)});
+        out.push(mismatch(
             &w.object,
-            "strategic",
-            w.pod_patch(json!({"spec": {"containers": [container]}})),
-        ),
-    ))
+            format!(
+                "{} registers {path} (driver {dir:?}) but the node plugin runs as driver {name:?}; the socket's host directory and the volume's hostPath must follow the name too",
+                reg.who()
+            ),
+            Fix::patch(
+                &w.object,
+                "strategic",
+                w.pod_patch(json!({"spec": {"containers": [container]}})),
+            ),
+        ));
+    }
+    out
 }
 
 fn csi_drivers(ctx: &Context<'_>, deployed: &BTreeSet<&str>, expected: &str) -> Vec<Finding> {
