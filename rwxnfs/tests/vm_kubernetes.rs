@@ -26,6 +26,7 @@ use std::{
 use rwxnfs_testbed::{
     Pki,
     cluster::Cluster,
+    kube::ControlPlane,
     upstream,
     vm::{Lab, Vm, VmSpec, oci, recipes},
 };
@@ -161,6 +162,325 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
     ));
     interleaved(&cluster);
     steps.done("kubectl exec … tail /data/test-file.txt: lines of pods on different nodes");
+    fs_group(&cluster);
+    steps.done("the writers run as uid 1000 with fsGroup 2000 and own their file: fsGroupPolicy File");
+
+    let running = quota_pod(&cluster, "node-a");
+    steps.done(&format!(
+        "claim quota (16Mi) Bound, its pod scheduled→Running on node-a in {running:.1?}"
+    ));
+    quota_and_expansion(&cluster);
+    steps.done("a write past 16Mi refused; kubectl patch to 64Mi: df in the running pod shows it, the write passes");
+    snapshot_and_restore(&cluster);
+    steps.done("VolumeSnapshot of nfs-app ready; a PVC restored from it, mounted by a new pod on node-c, holds the file");
+    move_to_third_node(&cluster, &nfs);
+    steps.done("the quota pod moved node-a → node-c: attached to node-c only, the export admits node-c and no longer node-a");
+    memory(&cluster);
+    steps.done("resident memory of the node plugin and the controller (VmRSS)");
+    clean_up(&cluster, &nfs);
+    steps.done("everything deleted: no export on the server, no NFS mount on any node");
+    println!(
+        "cluster Ready in {:.1?}; whole run {:.1?}",
+        cluster.ready_in,
+        steps.started.elapsed()
+    );
+}
+
+fn exec(plane: &ControlPlane, pod: &str, script: &str) -> std::process::Output {
+    plane.kubectl(&["exec", "-n", "default", pod, "--", "sh", "-c", script])
+}
+
+fn exec_ok(plane: &ControlPlane, pod: &str, script: &str) -> String {
+    let out = exec(plane, pod, script);
+    assert!(
+        out.status.success(),
+        "kubectl exec {pod} -- {script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The kubelet applied the pods' fsGroup: they run as 1000 with 2000 among their groups and
+/// the file they write belongs to them.
+fn fs_group(cluster: &Cluster) {
+    let plane = &cluster.plane;
+    let (pod, _) = &writer_pods(plane)[0];
+    let id = exec_ok(plane, pod, "id");
+    assert!(id.contains("uid=1000") && id.contains("2000"), "id: {id}");
+    let ls = exec_ok(plane, pod, "ls -ln /data/test-file.txt; stat -c '%u %g %a' /data");
+    let owner: Vec<&str> = ls.split_whitespace().collect();
+    assert_eq!((owner[2], owner[3]), ("1000", "2000"), "ls -ln: {ls}");
+    println!("{}", ls.trim());
+}
+
+const QUOTA_CLAIM: &str = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: quota, namespace: default}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: rwxnfs
+  resources: {requests: {storage: 16Mi}}
+"#;
+
+/// A pod on `node` with the `quota` claim at /data, as the examples' writers run.
+fn quota_pod_yaml(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: quota-writer, namespace: default}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  securityContext: {{runAsUser: 1000, runAsGroup: 2000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}}
+  containers:
+    - name: writer
+      image: {image}
+      command: ["sleep", "3600"]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {{claimName: quota}}
+"#,
+        image = oci::busybox_name()
+    )
+}
+
+/// Creates the claim (once) and the pod on `node`; returns the pod's time from creation to
+/// Running (scheduling, attach, stage and publish included).
+fn quota_pod(cluster: &Cluster, node: &str) -> Duration {
+    let plane = &cluster.plane;
+    plane.apply(QUOTA_CLAIM);
+    plane.wait_jsonpath(&["get", "pvc", "quota", "-n", "default"], "{.status.phase}", STEP, |v| {
+        v == "Bound"
+    });
+    let started = Instant::now();
+    plane.apply(&quota_pod_yaml(node));
+    plane.wait_jsonpath(
+        &["get", "pod", "quota-writer", "-n", "default"],
+        "{.status.phase}",
+        STEP,
+        |v| v == "Running",
+    );
+    started.elapsed()
+}
+
+fn quota_and_expansion(cluster: &Cluster) {
+    let plane = &cluster.plane;
+    let pod = "quota-writer";
+    let uid = plane.jsonpath(&["get", "pod", pod, "-n", "default"], "{.metadata.uid}");
+    let refused = exec(
+        plane,
+        pod,
+        "dd if=/dev/zero of=/data/big bs=1M count=24 conv=fsync 2>&1",
+    );
+    let said = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(!refused.status.success(), "24M written into a 16Mi claim: {said}");
+    assert!(
+        said.contains("quota") || said.contains("space"),
+        "the refusal says why: {said}"
+    );
+    println!("24M into 16Mi: {}", said.lines().last().unwrap_or_default());
+    exec_ok(plane, pod, "rm -f /data/big");
+    plane.kubectl_ok(&[
+        "patch",
+        "pvc",
+        "quota",
+        "-n",
+        "default",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"64Mi"}}}}"#,
+    ]);
+    let resized = plane.wait_jsonpath(
+        &["get", "pvc", "quota", "-n", "default"],
+        "{.status.capacity.storage}",
+        STEP,
+        |v| v == "64Mi",
+    );
+    let started = Instant::now();
+    let df = loop {
+        let df = exec_ok(plane, pod, "df -kP /data | tail -n 1");
+        let total: u64 = df
+            .split_whitespace()
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        if total >= 60 * 1024 {
+            break df;
+        }
+        assert!(started.elapsed() < STEP, "df in the pod still shows {df}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    println!("PVC 64Mi in {resized:.1?}; df in the running pod: {}", df.trim());
+    exec_ok(plane, pod, "dd if=/dev/zero of=/data/big bs=1M count=24 conv=fsync 2>&1");
+    assert_eq!(
+        plane.jsonpath(&["get", "pod", pod, "-n", "default"], "{.metadata.uid}"),
+        uid,
+        "the pod was replaced"
+    );
+    assert_eq!(
+        plane.jsonpath(
+            &["get", "pod", pod, "-n", "default"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+}
+
+fn snapshot_and_restore(cluster: &Cluster) {
+    let plane = &cluster.plane;
+    plane.apply(
+        r#"apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: nfs-app-snap, namespace: default}
+spec:
+  volumeSnapshotClassName: rwxnfs
+  source: {persistentVolumeClaimName: nfs-app}
+"#,
+    );
+    plane.wait_jsonpath(
+        &["get", "volumesnapshot", "nfs-app-snap", "-n", "default"],
+        "{.status.readyToUse}",
+        STEP,
+        |v| v == "true",
+    );
+    plane.apply(&format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: nfs-app-restored, namespace: default}}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: rwxnfs
+  resources: {{requests: {{storage: 4Gi}}}}
+  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: nfs-app-snap}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: restored-reader, namespace: default}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: node-c}}
+  securityContext: {{runAsUser: 1000, runAsGroup: 2000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}}
+  containers:
+    - name: reader
+      image: {image}
+      command: ["sleep", "3600"]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {{claimName: nfs-app-restored}}
+"#,
+        image = oci::busybox_name()
+    ));
+    plane.wait_jsonpath(
+        &["get", "pod", "restored-reader", "-n", "default"],
+        "{.status.phase}",
+        STEP,
+        |v| v == "Running",
+    );
+    let lines = exec_ok(plane, "restored-reader", "grep -c . /data/test-file.txt");
+    let lines: u64 = lines.trim().parse().unwrap_or(0);
+    assert!(lines > 0, "the restored volume's file is empty");
+    println!("the restored file has {lines} lines");
+}
+
+/// The PV of claim `claim`.
+fn volume_of(plane: &ControlPlane, claim: &str) -> String {
+    plane.jsonpath(&["get", "pvc", claim, "-n", "default"], "{.spec.volumeName}")
+}
+
+/// The nodes a PV is attached to, by its VolumeAttachments.
+fn attached_to(plane: &ControlPlane, pv: &str) -> std::collections::BTreeSet<String> {
+    plane
+        .jsonpath(
+            &["get", "volumeattachments"],
+            "{range .items[*]}{.spec.source.persistentVolumeName} {.spec.nodeName} {.status.attached}{\"\\n\"}{end}",
+        )
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0] == pv && f[2] == "true").then(|| f[1].to_string())
+        })
+        .collect()
+}
+
+/// The clients the NFS server's export table admits for `pv`'s export.
+fn export_clients(nfs: &Vm, pv: &str) -> String {
+    nfs.sh(&format!("grep '{pv}' /var/lib/nfs/etab || true"))
+}
+
+fn move_to_third_node(cluster: &Cluster, nfs: &Vm) {
+    let plane = &cluster.plane;
+    let pv = volume_of(plane, "quota");
+    assert!(export_clients(nfs, &pv).contains("10.99.0.11"));
+    plane.kubectl_ok(&["delete", "pod", "quota-writer", "-n", "default", "--wait=true"]);
+    let running = quota_pod(cluster, "node-c");
+    let started = Instant::now();
+    loop {
+        let nodes = attached_to(plane, &pv);
+        let clients = export_clients(nfs, &pv);
+        let only_c = nodes.len() == 1 && nodes.contains("node-c");
+        if only_c && clients.contains("10.99.0.13") && !clients.contains("10.99.0.11") {
+            println!("on node-c in {running:.1?}; the export: {}", clients.trim());
+            break;
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "after the move: attached to {nodes:?}, the export admits {clients}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mounts = cluster.node("node-a").vm.sh(&format!("grep -c '{pv}' /proc/mounts || true"));
+    assert_eq!(mounts.trim(), "0", "node-a still mounts {pv}");
+    let denied = exec_ok(plane, "quota-writer", "ls /data");
+    assert!(denied.contains("big"), "the data moved with the claim: {denied}");
+}
+
+/// The resident memory of every rwxnfs process on the nodes, as /proc counts it.
+fn memory(cluster: &Cluster) {
+    for node in &cluster.nodes {
+        let out = node.vm.sh(
+            r#"for p in $(pidof rwxnfs); do
+  echo "$(tr '\0' ' ' < /proc/$p/cmdline | cut -d' ' -f2) $(grep VmRSS /proc/$p/status | tr -s ' ')"
+done"#,
+        );
+        for line in out.lines() {
+            println!("{}: {line}", node.name);
+        }
+    }
+}
+
+fn clean_up(cluster: &Cluster, nfs: &Vm) {
+    let plane = &cluster.plane;
+    for (kind, name) in [
+        ("deployment", "nfs-app"),
+        ("pod", "quota-writer"),
+        ("pod", "restored-reader"),
+        ("volumesnapshot", "nfs-app-snap"),
+        ("pvc", "nfs-app-restored"),
+        ("pvc", "quota"),
+        ("pvc", "nfs-app"),
+    ] {
+        plane.kubectl_ok(&["delete", kind, name, "-n", "default", "--wait=true", "--timeout=300s"]);
+    }
+    plane.wait_jsonpath(&["get", "pv"], "{.items[*].metadata.name}", STEP, str::is_empty);
+    plane.wait_jsonpath(
+        &["get", "volumesnapshotcontents"],
+        "{.items[*].metadata.name}",
+        STEP,
+        str::is_empty,
+    );
+    let started = Instant::now();
+    loop {
+        let etab = nfs.sh("grep -c volumes/ /var/lib/nfs/etab || true");
+        if etab.trim() == "0" {
+            break;
+        }
+        assert!(started.elapsed() < STEP, "exports left on the server: {etab}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for node in &cluster.nodes {
+        let mounts = node.vm.sh("grep -c ' nfs' /proc/mounts || true");
+        assert_eq!(mounts.trim(), "0", "{} still has NFS mounts", node.name);
+    }
 }
 
 /// The examples as users apply them, but for the writers' image (busybox, built here: no
@@ -191,7 +511,7 @@ fn examples(cluster: &Cluster) -> Duration {
     started.elapsed()
 }
 
-fn writer_pods(plane: &rwxnfs_testbed::kube::ControlPlane) -> Vec<(String, String)> {
+fn writer_pods(plane: &ControlPlane) -> Vec<(String, String)> {
     let out = plane.jsonpath(
         &["get", "pods", "-n", "default", "-l", "app=nfs-app"],
         "{range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
@@ -202,7 +522,7 @@ fn writer_pods(plane: &rwxnfs_testbed::kube::ControlPlane) -> Vec<(String, Strin
         .collect()
 }
 
-fn writer_nodes(plane: &rwxnfs_testbed::kube::ControlPlane) -> std::collections::BTreeSet<String> {
+fn writer_nodes(plane: &ControlPlane) -> std::collections::BTreeSet<String> {
     writer_pods(plane)
         .into_iter()
         .map(|(_, node)| node)
