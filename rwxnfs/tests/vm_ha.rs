@@ -11,7 +11,8 @@
 //! (QEMU ends at once: a host that loses power) and `nfs-b` runs the promoter script, which
 //! stands for DRBD Reactor and runs the start list of `manifests/ha/drbd-reactor/rwxnfs.toml`
 //! in its order: DRBD Primary, the filesystem, the nfsdcld database, the agent (which
-//! reconciles), nfsd with the cluster's server scope, and last the address. Then every
+//! reconciles), nfsd with the cluster's server scope, and last the address (the pair's boot
+//! and that script: `recipes::ha_storage_boot` and `recipes::ha_promoter`). Then every
 //! fsync'd line must be there, no call may have failed (no ESTALE), and the export id and
 //! client list must be those from before.
 #![allow(clippy::unwrap_used)]
@@ -25,100 +26,12 @@ use rwxnfs_proto::csi;
 use rwxnfs_testbed::vm::{Csi, MIB, mount_capability};
 use rwxnfs_testbed::{
     Pki,
-    vm::{Lab, Vm, VmSpec},
+    vm::{Lab, Vm, VmSpec, recipes},
 };
 
+/// The floating address, on the lab network.
 const VIP: &str = "10.99.0.100";
-
-/// Both storage hosts: DRBD configured and up (Secondary), nfsd's filesystems mounted, the
-/// agent's configuration in place. Nothing is promoted at boot.
-fn storage_boot(pki: &Pki) -> String {
-    let (cert, key) = pki.issue("rwxnfs-agent");
-    format!(
-        r#"
-modprobe drbd
-modprobe nfsd
-modprobe xfs
-mkdir -p /etc/rwxnfs/tls /run/rwxnfs /drbd/exports /etc/exports.d /var/lib/nfs/nfsdcld
-cat > /etc/rwxnfs/tls/ca.pem <<'EOF'
-{ca}EOF
-cat > /etc/rwxnfs/tls/agent.pem <<'EOF'
-{cert}EOF
-cat > /etc/rwxnfs/tls/agent.key <<'EOF'
-{key}EOF
-cat > /etc/drbd.conf <<'EOF'
-global {{ usage-count no; }}
-resource r0 {{
-  protocol C;
-  device /dev/drbd0;
-  disk /dev/vda;
-  meta-disk internal;
-  on nfs-a {{ address 10.99.0.1:7789; }}
-  on nfs-b {{ address 10.99.0.2:7789; }}
-}}
-EOF
-drbdadm create-md --force r0
-drbdadm up r0
-mount -t nfsd nfsd /proc/fs/nfsd
-mount -t rpc_pipefs rpc_pipefs /var/lib/nfs/rpc_pipefs
-: > /etc/exports
-# Lease and grace as the test's own bound on the failover stall (manifests/ha/nfs/nfs.conf
-# ships 30 s and 60 s for production).
-echo 10 > /proc/fs/nfsd/nfsv4leasetime
-echo 10 > /proc/fs/nfsd/nfsv4gracetime
-cat > /etc/rwxnfs/agent.yaml <<'EOF'
-exportRoot: /drbd/exports
-stateDir: /drbd/exports/.rwxnfs
-nfsServer:
-  kind: kernel
-quota: xfs
-serverAddresses: [{VIP}]
-listen: [tcp://0.0.0.0:9820, unix:///run/rwxnfs/agent.sock]
-tls: {{ca: /etc/rwxnfs/tls/ca.pem, cert: /etc/rwxnfs/tls/agent.pem, key: /etc/rwxnfs/tls/agent.key}}
-EOF
-cat > /work/promote <<'EOF'
-{PROMOTER}EOF
-"#,
-        ca = pki.ca_pem
-    )
-}
-
-/// What DRBD Reactor's promoter does on the host that wins (manifests/ha/drbd-reactor/
-/// rwxnfs.toml), with each systemd unit's job written out.
-const PROMOTER: &str = r#"set -e
-t0=$(cut -d' ' -f1 /proc/uptime)
-step() { echo "$(cut -d' ' -f1 /proc/uptime) $1"; }
-# 0. drbd-promote@r0
-drbdadm primary r0
-step primary
-# 1. drbd-exports.mount
-mount -o prjquota /dev/drbd0 /drbd/exports
-step mounted
-# 2. var-lib-nfs-nfsdcld.mount: the NFSv4 client database on the replicated volume
-mkdir -p /drbd/exports/.rwxnfs/nfsdcld
-mount --bind /drbd/exports/.rwxnfs/nfsdcld /var/lib/nfs/nfsdcld
-# 3. rwxnfs-agent.service; the next unit starts once the agent has reconciled
-: > /work/agent.log
-setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml >> /work/agent.log 2>&1 &
-n=0
-until grep -q reconciled /work/agent.log; do
-  n=$((n+1)); [ $n -lt 600 ] || { echo "the agent did not reconcile"; exit 1; }
-  usleep 50000
-done
-step reconciled
-# 4. nfs-server.service (exportfs -r, mountd, nfsdcld, nfsd in the cluster's server scope:
-#    manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
-exportfs -r
-rpcbind -w
-nfsdcld
-rpc.mountd --no-udp -N 3
-unshare -u sh -c 'hostname rwxnfs-ha1 && rpc.nfsd --no-udp -N 3 8'
-step nfsd
-# 5. IPaddr2: the address last, announced
-ip addr add 10.99.0.100/24 dev eth1
-arping -U -c 1 -I eth1 10.99.0.100 || true
-step address
-"#;
+const VIP_PREFIX: u8 = 24;
 
 const CLIENT_BOOT: &str = r#"
 modprobe nfsv4
@@ -213,11 +126,12 @@ fn the_promoter_runs_the_shipped_start_list_in_its_order() {
         .map(|u| u.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(units.len(), 5, "{units:?}");
+    let promoter = recipes::ha_promoter(VIP, VIP_PREFIX);
     let mut at = 0;
     for unit in units {
         // The resource agent is named by its type in the promoter script.
         let name = unit.strip_prefix("ocf:heartbeat:").unwrap_or(unit);
-        let found = PROMOTER[at..]
+        let found = promoter[at..]
             .find(name)
             .unwrap_or_else(|| panic!("{name} missing or out of order in the promoter"));
         at += found + name.len();
@@ -232,7 +146,8 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
     );
-    let boot = storage_boot(&pki);
+    let (cert, key) = pki.issue("rwxnfs-agent");
+    let boot = recipes::ha_storage_boot(&pki.ca_pem, &cert, &key, VIP, VIP_PREFIX, &[]);
     let storage = |name: &str, n: u8| VmSpec {
         memory_mb: 448,
         lan: Some(n),

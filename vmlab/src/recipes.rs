@@ -95,6 +95,124 @@ setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/ag
     )
 }
 
+/// Both hosts of a DRBD 8.4 HA pair, `nfs-a` (10.99.0.1) and `nfs-b` (10.99.0.2): resource
+/// `r0` (protocol C, `/dev/vda` with internal metadata) created and up, so Secondary; nfsd's
+/// filesystems mounted; the agent's configuration in place (mutual TLS on TCP 9820 with `cert`
+/// and `key`, clients checked against `ca`; the export root on the replicated volume;
+/// `serverAddresses: [vip]`); the promoter, [`ha_promoter`] for `vip`/`vip_prefix`, written to
+/// `/work/promote`; and `routes` (`(cidr, via)`, e.g. back to a cluster's pods) added first.
+///
+/// Nothing is promoted at boot: the caller runs `/work/promote` on the host that wins. On the
+/// pair's first start the disks are empty, so the first Primary skips the initial sync and
+/// makes the filesystem itself (`drbdadm -- --clear-bitmap new-current-uuid r0`, `drbdadm
+/// primary r0`, `mkfs.xfs /dev/drbd0`) before it promotes.
+pub fn ha_storage_boot(
+    ca: &str,
+    cert: &str,
+    key: &str,
+    vip: &str,
+    vip_prefix: u8,
+    routes: &[(String, String)],
+) -> String {
+    let routes: String = routes
+        .iter()
+        .map(|(cidr, via)| format!("ip route add {cidr} via {via}\n"))
+        .collect();
+    let promoter = ha_promoter(vip, vip_prefix);
+    format!(
+        r#"
+{routes}modprobe drbd
+modprobe nfsd
+modprobe xfs
+mkdir -p /etc/rwxnfs/tls /run/rwxnfs /drbd/exports /etc/exports.d /var/lib/nfs/nfsdcld
+cat > /etc/rwxnfs/tls/ca.pem <<'EOF'
+{ca}EOF
+cat > /etc/rwxnfs/tls/agent.pem <<'EOF'
+{cert}EOF
+cat > /etc/rwxnfs/tls/agent.key <<'EOF'
+{key}EOF
+cat > /etc/drbd.conf <<'EOF'
+global {{ usage-count no; }}
+resource r0 {{
+  protocol C;
+  device /dev/drbd0;
+  disk /dev/vda;
+  meta-disk internal;
+  on nfs-a {{ address 10.99.0.1:7789; }}
+  on nfs-b {{ address 10.99.0.2:7789; }}
+}}
+EOF
+drbdadm create-md --force r0
+drbdadm up r0
+mount -t nfsd nfsd /proc/fs/nfsd
+mount -t rpc_pipefs rpc_pipefs /var/lib/nfs/rpc_pipefs
+: > /etc/exports
+# Lease and grace as the test's own bound on the failover stall (manifests/ha/nfs/nfs.conf
+# ships 30 s and 60 s for production).
+echo 10 > /proc/fs/nfsd/nfsv4leasetime
+echo 10 > /proc/fs/nfsd/nfsv4gracetime
+cat > /etc/rwxnfs/agent.yaml <<'EOF'
+exportRoot: /drbd/exports
+stateDir: /drbd/exports/.rwxnfs
+nfsServer:
+  kind: kernel
+quota: xfs
+serverAddresses: [{vip}]
+listen: [tcp://0.0.0.0:9820, unix:///run/rwxnfs/agent.sock]
+tls: {{ca: /etc/rwxnfs/tls/ca.pem, cert: /etc/rwxnfs/tls/agent.pem, key: /etc/rwxnfs/tls/agent.key}}
+EOF
+cat > /work/promote <<'EOF'
+{promoter}EOF
+"#
+    )
+}
+
+/// What DRBD Reactor's promoter does on the host of the pair that wins
+/// (manifests/ha/drbd-reactor/rwxnfs.toml), each systemd unit's job written out and in its
+/// order, ending with the floating address `vip`/`vip_prefix` on eth1, announced. A step's
+/// time and name go to stdout (`<uptime> primary`, ...); any failure ends it non-zero.
+pub fn ha_promoter(vip: &str, vip_prefix: u8) -> String {
+    format!(
+        "{PROMOTER_UNTIL_ADDRESS}# 5. IPaddr2: the address last, announced
+ip addr add {vip}/{vip_prefix} dev eth1
+arping -U -c 1 -I eth1 {vip} || true
+step address
+"
+    )
+}
+
+/// [`ha_promoter`] but for the address, which it adds last.
+const PROMOTER_UNTIL_ADDRESS: &str = r#"set -e
+t0=$(cut -d' ' -f1 /proc/uptime)
+step() { echo "$(cut -d' ' -f1 /proc/uptime) $1"; }
+# 0. drbd-promote@r0
+drbdadm primary r0
+step primary
+# 1. drbd-exports.mount
+mount -o prjquota /dev/drbd0 /drbd/exports
+step mounted
+# 2. var-lib-nfs-nfsdcld.mount: the NFSv4 client database on the replicated volume
+mkdir -p /drbd/exports/.rwxnfs/nfsdcld
+mount --bind /drbd/exports/.rwxnfs/nfsdcld /var/lib/nfs/nfsdcld
+# 3. rwxnfs-agent.service; the next unit starts once the agent has reconciled
+: > /work/agent.log
+setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml >> /work/agent.log 2>&1 &
+n=0
+until grep -q reconciled /work/agent.log; do
+  n=$((n+1)); [ $n -lt 600 ] || { echo "the agent did not reconcile"; exit 1; }
+  usleep 50000
+done
+step reconciled
+# 4. nfs-server.service (exportfs -r, mountd, nfsdcld, nfsd in the cluster's server scope:
+#    manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
+exportfs -r
+rpcbind -w
+nfsdcld
+rpc.mountd --no-udp -N 3
+unshare -u sh -c 'hostname rwxnfs-ha1 && rpc.nfsd --no-udp -N 3 8'
+step nfsd
+"#;
+
 /// Kernel nfsd on an XFS export root with project quotas, at 10.99.0.1.
 const KERNEL_NFSD: &str = r#"
 modprobe nfsd
@@ -239,4 +357,93 @@ setsid kube-proxy --config=/work/kube-proxy.yaml > /work/kube-proxy.log 2>&1 &
         pod_cidr = node.pod_cidr,
         cluster_cidr = node.cluster_cidr,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(script: &str) -> Vec<&str> {
+        script.lines().collect()
+    }
+
+    /// The floating address ends the promoter, after nfsd: clients find the server only once
+    /// it can answer them.
+    #[test]
+    fn the_ha_promoter_adds_the_floating_address_last() {
+        let promoter = ha_promoter("10.99.0.100", 24);
+        let promoter_lines = lines(&promoter);
+        assert_eq!(
+            promoter_lines[promoter_lines.len() - 4..],
+            [
+                "# 5. IPaddr2: the address last, announced",
+                "ip addr add 10.99.0.100/24 dev eth1",
+                "arping -U -c 1 -I eth1 10.99.0.100 || true",
+                "step address",
+            ]
+        );
+        assert!(
+            promoter.find("rpc.nfsd").unwrap() < promoter.find("ip addr add").unwrap(),
+            "{promoter}"
+        );
+    }
+
+    /// On the lab network (the HA scenario): the address in the lab's subnet, no routes.
+    #[test]
+    fn the_ha_pair_on_the_lab_network_has_no_routes() {
+        let boot = ha_storage_boot("CA\n", "CERT\n", "KEY\n", "10.99.0.100", 24, &[]);
+        assert!(boot.starts_with("\nmodprobe drbd\n"), "{boot}");
+        assert!(!boot.contains("ip route"), "{boot}");
+        let boot = lines(&boot);
+        for line in [
+            "serverAddresses: [10.99.0.100]",
+            "listen: [tcp://0.0.0.0:9820, unix:///run/rwxnfs/agent.sock]",
+            "  on nfs-a { address 10.99.0.1:7789; }",
+            "  on nfs-b { address 10.99.0.2:7789; }",
+            "ip addr add 10.99.0.100/24 dev eth1",
+        ] {
+            assert!(boot.contains(&line), "{line} missing in {boot:#?}");
+        }
+        // Only the promoter adds the address: nothing is promoted at boot.
+        let promote = boot
+            .iter()
+            .position(|l| *l == "cat > /work/promote <<'EOF'")
+            .unwrap();
+        let address = boot.iter().position(|l| l.starts_with("ip addr add"));
+        assert!(address.unwrap() > promote, "{boot:#?}");
+    }
+
+    /// For a cluster: the shipped configuration's address, outside the lab's subnet (so /32),
+    /// and routes back to the pods, added at boot on both hosts.
+    #[test]
+    fn the_ha_pair_for_a_cluster_serves_the_shipped_address_and_routes_to_the_pods() {
+        let routes = [
+            ("10.244.1.0/24".to_string(), "10.99.0.11".to_string()),
+            ("10.244.2.0/24".to_string(), "10.99.0.12".to_string()),
+        ];
+        let boot = ha_storage_boot("CA\n", "CERT\n", "KEY\n", "192.168.222.25", 32, &routes);
+        let boot = lines(&boot);
+        assert_eq!(
+            boot[1..3],
+            [
+                "ip route add 10.244.1.0/24 via 10.99.0.11",
+                "ip route add 10.244.2.0/24 via 10.99.0.12",
+            ]
+        );
+        for line in [
+            "serverAddresses: [192.168.222.25]",
+            "ip addr add 192.168.222.25/32 dev eth1",
+            "arping -U -c 1 -I eth1 192.168.222.25 || true",
+        ] {
+            assert!(boot.contains(&line), "{line} missing in {boot:#?}");
+        }
+        assert!(!boot.iter().any(|l| l.contains("10.99.0.100")), "{boot:#?}");
+        assert_eq!(
+            ha_promoter("192.168.222.25", 32)
+                .lines()
+                .filter(|l| l.starts_with("ip addr add"))
+                .collect::<Vec<_>>(),
+            ["ip addr add 192.168.222.25/32 dev eth1"]
+        );
+    }
 }
