@@ -104,21 +104,42 @@ fn stripped_rwxnfs() -> PathBuf {
     stripped
 }
 
-fn storage(lab: &mut Lab, pki: &Pki) -> Vm {
+/// The HA pair at the shipped address: nfs-a and nfs-b replicate one disk with DRBD
+/// (protocol C); the Primary holds the export root, the agent and nfsd, and 192.168.222.25
+/// (vmlab::recipes::ha_storage_boot, the same pair as the ha-failover tier).
+fn storage_pair(lab: &mut Lab, pki: &Pki) -> (Vm, Vm) {
     let (cert, key) = pki.issue("rwxnfs-agent");
-    lab.start(VmSpec {
+    let boot = recipes::ha_storage_boot(
+        &pki.ca_pem,
+        &cert,
+        &key,
+        VIP,
+        32,
+        &Cluster::pod_routes(NODES.len()),
+    );
+    let spec = |name: &str, n: u8| VmSpec {
         memory_mb: 512,
-        lan: Some(1),
+        lan: Some(n),
         disks_mb: vec![8192],
-        boot: recipes::kube_storage_boot(
-            &pki.ca_pem,
-            &cert,
-            &key,
-            VIP,
-            &Cluster::pod_routes(NODES.len()),
-        ),
-        ..VmSpec::new("nfs1")
-    })
+        boot: boot.clone(),
+        ..VmSpec::new(name)
+    };
+    (lab.start(spec("nfs-a", 1)), lab.start(spec("nfs-b", 2)))
+}
+
+/// First start of the pair: connected, the initial sync skipped (both disks are empty),
+/// nfs-a promoted with a fresh XFS.
+fn first_promote(a: &mut Vm, b: &mut Vm) {
+    a.wait_ready(STEP);
+    b.wait_ready(STEP);
+    let started = Instant::now();
+    while !a.sh("cat /proc/drbd").contains("cs:Connected") {
+        assert!(started.elapsed() < STEP, "DRBD did not connect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.sh("drbdadm -- --clear-bitmap new-current-uuid r0 && drbdadm primary r0 && mkfs.xfs -q /dev/drbd0");
+    let promoted = a.run("sh /work/promote", STEP);
+    assert_eq!(promoted.rc, 0, "promote on nfs-a:\n{}", promoted.out);
 }
 
 fn manifests() -> PathBuf {
@@ -134,12 +155,12 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
 
     let mut lab = Lab::new("kubernetes", &tmp, Path::new(env!("CARGO_BIN_EXE_rwxnfs")));
     let pki = Pki::new("rwxnfs-lab-agent-ca");
-    let mut nfs = storage(&mut lab, &pki);
+    let (mut nfs_a, mut nfs_b) = storage_pair(&mut lab, &pki);
     let dir = lab.dir().join("control-plane");
     let mut cluster = Cluster::start(&mut lab, &dir, NODES, 2048, &disk, &[VIP]);
-    nfs.wait_ready(STEP);
+    first_promote(&mut nfs_a, &mut nfs_b);
     steps.done(&format!(
-        "cluster Ready: {} nodes, the NFS server up",
+        "cluster Ready: {} nodes; the NFS pair up, nfs-a Primary at {VIP}",
         cluster.nodes.len()
     ));
     println!(
@@ -163,7 +184,9 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
     interleaved(&cluster);
     steps.done("kubectl exec … tail /data/test-file.txt: lines of pods on different nodes");
     fs_group(&cluster);
-    steps.done("the writers run as uid 1000 with fsGroup 2000 and own their file: fsGroupPolicy File");
+    steps.done(
+        "the writers run as uid 1000 with fsGroup 2000 and own their file: fsGroupPolicy File",
+    );
 
     let running = quota_pod(&cluster, "node-a");
     steps.done(&format!(
@@ -173,11 +196,15 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
     steps.done("a write past 16Mi refused; kubectl patch to 64Mi: df in the running pod shows it, the write passes");
     snapshot_and_restore(&cluster);
     steps.done("VolumeSnapshot of nfs-app ready; a PVC restored from it, mounted by a new pod on node-c, holds the file");
-    move_to_third_node(&cluster, &nfs);
+    move_to_third_node(&cluster, &nfs_a);
     steps.done("the quota pod moved node-a → node-c: attached to node-c only, the export admits node-c and no longer node-a");
+    let stall = failover(&cluster, &mut nfs_a, &nfs_b);
+    steps.done(&format!(
+        "nfs-a killed under a writer: nfs-b took over, the writes stalled {stall:.1?}, none lost or failed, no pod restarted"
+    ));
     memory(&cluster);
     steps.done("resident memory of the node plugin and the controller (VmRSS)");
-    clean_up(&cluster, &nfs);
+    clean_up(&cluster, &nfs_b);
     steps.done("everything deleted: no export on the server, no NFS mount on any node");
     println!(
         "cluster Ready in {:.1?}; whole run {:.1?}",
@@ -208,7 +235,11 @@ fn fs_group(cluster: &Cluster) {
     let (pod, _) = &writer_pods(plane)[0];
     let id = exec_ok(plane, pod, "id");
     assert!(id.contains("uid=1000") && id.contains("2000"), "id: {id}");
-    let ls = exec_ok(plane, pod, "ls -ln /data/test-file.txt; stat -c '%u %g %a' /data");
+    let ls = exec_ok(
+        plane,
+        pod,
+        "ls -ln /data/test-file.txt; stat -c '%u %g %a' /data",
+    );
     let owner: Vec<&str> = ls.split_whitespace().collect();
     assert_eq!((owner[2], owner[3]), ("1000", "2000"), "ls -ln: {ls}");
     println!("{}", ls.trim());
@@ -245,14 +276,20 @@ spec:
     )
 }
 
-/// Creates the claim (once) and the pod on `node`; returns the pod's time from creation to
+/// Creates the claim (the first time) and the pod on `node`; returns the pod's time from creation to
 /// Running (scheduling, attach, stage and publish included).
 fn quota_pod(cluster: &Cluster, node: &str) -> Duration {
     let plane = &cluster.plane;
-    plane.apply(QUOTA_CLAIM);
-    plane.wait_jsonpath(&["get", "pvc", "quota", "-n", "default"], "{.status.phase}", STEP, |v| {
-        v == "Bound"
-    });
+    // Once: applied again it would ask for less than it has after the expansion.
+    if !plane.kubectl(&["get", "pvc", "quota", "-n", "default"]).status.success() {
+        plane.apply(QUOTA_CLAIM);
+    }
+    plane.wait_jsonpath(
+        &["get", "pvc", "quota", "-n", "default"],
+        "{.status.phase}",
+        STEP,
+        |v| v == "Bound",
+    );
     let started = Instant::now();
     plane.apply(&quota_pod_yaml(node));
     plane.wait_jsonpath(
@@ -274,7 +311,10 @@ fn quota_and_expansion(cluster: &Cluster) {
         "dd if=/dev/zero of=/data/big bs=1M count=24 conv=fsync 2>&1",
     );
     let said = String::from_utf8_lossy(&refused.stdout).into_owned();
-    assert!(!refused.status.success(), "24M written into a 16Mi claim: {said}");
+    assert!(
+        !refused.status.success(),
+        "24M written into a 16Mi claim: {said}"
+    );
     assert!(
         said.contains("quota") || said.contains("space"),
         "the refusal says why: {said}"
@@ -310,8 +350,15 @@ fn quota_and_expansion(cluster: &Cluster) {
         assert!(started.elapsed() < STEP, "df in the pod still shows {df}");
         std::thread::sleep(Duration::from_secs(1));
     };
-    println!("PVC 64Mi in {resized:.1?}; df in the running pod: {}", df.trim());
-    exec_ok(plane, pod, "dd if=/dev/zero of=/data/big bs=1M count=24 conv=fsync 2>&1");
+    println!(
+        "PVC 64Mi in {resized:.1?}; df in the running pod: {}",
+        df.trim()
+    );
+    exec_ok(
+        plane,
+        pod,
+        "dd if=/dev/zero of=/data/big bs=1M count=24 conv=fsync 2>&1",
+    );
     assert_eq!(
         plane.jsonpath(&["get", "pod", pod, "-n", "default"], "{.metadata.uid}"),
         uid,
@@ -384,7 +431,10 @@ spec:
 
 /// The PV of claim `claim`.
 fn volume_of(plane: &ControlPlane, claim: &str) -> String {
-    plane.jsonpath(&["get", "pvc", claim, "-n", "default"], "{.spec.volumeName}")
+    plane.jsonpath(
+        &["get", "pvc", claim, "-n", "default"],
+        "{.spec.volumeName}",
+    )
 }
 
 /// The nodes a PV is attached to, by its VolumeAttachments.
@@ -411,7 +461,14 @@ fn move_to_third_node(cluster: &Cluster, nfs: &Vm) {
     let plane = &cluster.plane;
     let pv = volume_of(plane, "quota");
     assert!(export_clients(nfs, &pv).contains("10.99.0.11"));
-    plane.kubectl_ok(&["delete", "pod", "quota-writer", "-n", "default", "--wait=true"]);
+    plane.kubectl_ok(&[
+        "delete",
+        "pod",
+        "quota-writer",
+        "-n",
+        "default",
+        "--wait=true",
+    ]);
     let running = quota_pod(cluster, "node-c");
     let started = Instant::now();
     loop {
@@ -428,20 +485,149 @@ fn move_to_third_node(cluster: &Cluster, nfs: &Vm) {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let mounts = cluster.node("node-a").vm.sh(&format!("grep -c '{pv}' /proc/mounts || true"));
+    let mounts = cluster
+        .node("node-a")
+        .vm
+        .sh(&format!("grep -c '{pv}' /proc/mounts || true"));
     assert_eq!(mounts.trim(), "0", "node-a still mounts {pv}");
     let denied = exec_ok(plane, "quota-writer", "ls /data");
-    assert!(denied.contains("big"), "the data moved with the claim: {denied}");
+    assert!(
+        denied.contains("big"),
+        "the data moved with the claim: {denied}"
+    );
+}
+
+/// A writer pod appending a numbered line every 200 ms, each synced, and printing what was
+/// acknowledged (with the node's uptime); it idles when /data/stop-ha appears.
+const HA_WRITER: &str = r#"i=0
+while [ $i -lt 3000 ] && [ ! -e /data/stop-ha ]; do
+  if echo "line $i" >> /data/ha.txt && sync /data/ha.txt; then
+    echo "ack $i $(cut -d' ' -f1 /proc/uptime)"
+  else
+    echo "FAIL $i $(cut -d' ' -f1 /proc/uptime)"
+  fi
+  i=$((i+1))
+  usleep 200000
+done
+echo done
+sleep 3600
+"#;
+
+/// (line, uptime, acknowledged) from the writer's log.
+fn ha_acks(plane: &ControlPlane) -> (Vec<(u32, f64, bool)>, bool) {
+    let log = plane
+        .kubectl(&["logs", "-n", "default", "ha-writer"])
+        .stdout;
+    let log = String::from_utf8_lossy(&log);
+    let lines = log
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3).then(|| Some((f[1].parse().ok()?, f[2].parse().ok()?, f[0] == "ack")))?
+        })
+        .collect();
+    (lines, log.lines().any(|l| l == "done"))
+}
+
+/// Kills the Primary while a pod writes synced lines and the examples' writers append;
+/// nfs-b runs the promoter. Returns the longest gap between acknowledged writes.
+fn failover(cluster: &Cluster, a: &mut Vm, b: &Vm) -> Duration {
+    let plane = &cluster.plane;
+    let restarts = |plane: &ControlPlane| {
+        plane.jsonpath(
+            &["get", "pods", "-n", "default"],
+            "{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}",
+        )
+    };
+    plane.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: ha-writer, namespace: default}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: node-b}}
+  securityContext: {{runAsUser: 1000, runAsGroup: 2000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}}
+  containers:
+    - name: writer
+      image: {image}
+      command: ["sh", "-c", {script:?}]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {{claimName: nfs-app}}
+"#,
+        image = oci::busybox_name(),
+        script = HA_WRITER,
+    ));
+    let wait = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait("20 synced lines", STEP, &|| ha_acks(plane).0.len() >= 20);
+    let before = restarts(plane);
+    let acked_before = ha_acks(plane).0.len();
+    a.kill();
+    let takeover = Instant::now();
+    let promoted = b.run("sh /work/promote", STEP);
+    assert_eq!(promoted.rc, 0, "promote on nfs-b:\n{}", promoted.out);
+    println!("nfs-b promoted in {:.1?}", takeover.elapsed());
+    wait("the writer carries on through nfs-b", STEP, &|| {
+        ha_acks(plane).0.len() >= acked_before + 20
+    });
+    println!(
+        "20 more lines acknowledged {:.1?} after the kill",
+        takeover.elapsed()
+    );
+    exec_ok(plane, "ha-writer", "touch /data/stop-ha");
+    wait("the writer stops", Duration::from_secs(60), &|| {
+        ha_acks(plane).1
+    });
+    let (lines, _) = ha_acks(plane);
+    let failed: Vec<_> = lines.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(
+        failed.is_empty(),
+        "writes failed through the failover: {failed:?}"
+    );
+    let file = exec_ok(plane, "ha-writer", "cat /data/ha.txt");
+    let kept: std::collections::BTreeSet<u32> = file
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    let lost: Vec<u32> = lines
+        .iter()
+        .map(|(i, _, _)| *i)
+        .filter(|i| !kept.contains(i))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged lines lost: {lost:?}");
+    let stall = lines
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .fold(0.0_f64, f64::max);
+    let logs = plane.kubectl_ok(&["logs", "-n", "default", "-l", "app=nfs-app", "--tail=50"]);
+    assert!(
+        !logs.to_lowercase().contains("stale") && !logs.contains("rror"),
+        "the examples' writers reported: {logs}"
+    );
+    assert_eq!(
+        restarts(plane).replace("ha-writer=0 ", ""),
+        before.replace("ha-writer=0 ", "")
+    );
+    println!(
+        "{} lines acknowledged, all kept; longest gap {stall:.1} s; restarts: {}",
+        lines.len(),
+        restarts(plane)
+    );
+    Duration::from_secs_f64(stall)
 }
 
 /// The resident memory of every rwxnfs process on the nodes, as /proc counts it.
 fn memory(cluster: &Cluster) {
     for node in &cluster.nodes {
-        let out = node.vm.sh(
-            r#"for p in $(pidof rwxnfs); do
+        let out = node.vm.sh(r#"for p in $(pidof rwxnfs); do
   echo "$(tr '\0' ' ' < /proc/$p/cmdline | cut -d' ' -f2) $(grep VmRSS /proc/$p/status | tr -s ' ')"
-done"#,
-        );
+done"#);
         for line in out.lines() {
             println!("{}: {line}", node.name);
         }
@@ -452,6 +638,7 @@ fn clean_up(cluster: &Cluster, nfs: &Vm) {
     let plane = &cluster.plane;
     for (kind, name) in [
         ("deployment", "nfs-app"),
+        ("pod", "ha-writer"),
         ("pod", "quota-writer"),
         ("pod", "restored-reader"),
         ("volumesnapshot", "nfs-app-snap"),
@@ -459,9 +646,22 @@ fn clean_up(cluster: &Cluster, nfs: &Vm) {
         ("pvc", "quota"),
         ("pvc", "nfs-app"),
     ] {
-        plane.kubectl_ok(&["delete", kind, name, "-n", "default", "--wait=true", "--timeout=300s"]);
+        plane.kubectl_ok(&[
+            "delete",
+            kind,
+            name,
+            "-n",
+            "default",
+            "--wait=true",
+            "--timeout=300s",
+        ]);
     }
-    plane.wait_jsonpath(&["get", "pv"], "{.items[*].metadata.name}", STEP, str::is_empty);
+    plane.wait_jsonpath(
+        &["get", "pv"],
+        "{.items[*].metadata.name}",
+        STEP,
+        str::is_empty,
+    );
     plane.wait_jsonpath(
         &["get", "volumesnapshotcontents"],
         "{.items[*].metadata.name}",
@@ -474,7 +674,10 @@ fn clean_up(cluster: &Cluster, nfs: &Vm) {
         if etab.trim() == "0" {
             break;
         }
-        assert!(started.elapsed() < STEP, "exports left on the server: {etab}");
+        assert!(
+            started.elapsed() < STEP,
+            "exports left on the server: {etab}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     for node in &cluster.nodes {
