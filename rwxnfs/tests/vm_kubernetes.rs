@@ -281,7 +281,11 @@ spec:
 fn quota_pod(cluster: &Cluster, node: &str) -> Duration {
     let plane = &cluster.plane;
     // Once: applied again it would ask for less than it has after the expansion.
-    if !plane.kubectl(&["get", "pvc", "quota", "-n", "default"]).status.success() {
+    if !plane
+        .kubectl(&["get", "pvc", "quota", "-n", "default"])
+        .status
+        .success()
+    {
         plane.apply(QUOTA_CLAIM);
     }
     plane.wait_jsonpath(
