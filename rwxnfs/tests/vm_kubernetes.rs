@@ -203,7 +203,7 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
         "nfs-a killed under a writer: nfs-b took over, the writes stalled {stall:.1?}, none lost or failed, no pod restarted"
     ));
     memory(&cluster);
-    steps.done("resident memory of the node plugin and the controller (VmRSS)");
+    steps.done("memory of the node plugin and the controller (VmRSS, and the pods' cgroups)");
     clean_up(&cluster, &nfs_b);
     steps.done("everything deleted: no export on the server, no NFS mount on any node");
     println!(
@@ -626,7 +626,9 @@ spec:
     Duration::from_secs_f64(stall)
 }
 
-/// The resident memory of every rwxnfs process on the nodes, as /proc counts it.
+/// The resident memory of every rwxnfs process on the nodes, as /proc counts it, and each
+/// driver pod's memory as its cgroup counts it (what the kubelet reports: the containers'
+/// anonymous memory and page cache, the sidecars included in the controller's pod).
 fn memory(cluster: &Cluster) {
     for node in &cluster.nodes {
         let out = node.vm.sh(r#"for p in $(pidof rwxnfs); do
@@ -635,6 +637,30 @@ done"#);
         for line in out.lines() {
             println!("{}: {line}", node.name);
         }
+    }
+    let pods = cluster.plane.jsonpath(
+        &["get", "pods", "-n", "rwxnfs"],
+        "{range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.uid}{\"\\n\"}{end}",
+    );
+    for line in pods.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [pod, node, uid] = f[..] else { continue };
+        let Some(node) = cluster.nodes.iter().find(|n| n.name == node) else {
+            continue;
+        };
+        let cgroup = node.vm.run(
+            &format!(
+                "cat /sys/fs/cgroup/kubepods/pod{uid}/memory.current \
+                 /sys/fs/cgroup/kubepods/*/pod{uid}/memory.current 2>/dev/null"
+            ),
+            Duration::from_secs(30),
+        );
+        let bytes: u64 = cgroup.out.trim().parse().unwrap_or(0);
+        println!(
+            "{pod} on {}: cgroup memory.current {:.1} MiB",
+            node.name,
+            bytes as f64 / 1048576.0
+        );
     }
 }
 
