@@ -170,6 +170,14 @@ pub fn parse_mode(raw: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("mode {raw:?} is not octal permission bits such as \"2775\""))
 }
 
+/// Whether `exportfs -r` (and nfs-server's start) reads `file`: the agent's exports reach the
+/// kernel through it, so a file anywhere else would unexport them all.
+fn exportfs_reads(file: &Path) -> bool {
+    file.parent() == Some(Path::new("/etc/exports.d"))
+        && file.extension().is_some_and(|e| e == "exports")
+        && file.file_stem().is_some_and(|s| !s.is_empty())
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -220,6 +228,17 @@ impl AgentConfig {
         {
             return Err(format!(
                 "nfsServer.protocols: {protocols:?} must be a non-empty list of 3 and/or 4"
+            ));
+        }
+        if let NfsServer::Kernel {
+            exports_file: Some(file),
+        } = &self.nfs_server
+            && !exportfs_reads(file)
+        {
+            return Err(format!(
+                "nfsServer.exportsFile: {} is not a file exportfs -r reads; give a file in \
+                 /etc/exports.d ending in .exports",
+                file.display()
             ));
         }
         Ok(())
@@ -310,6 +329,28 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_kernel_exports_file_must_be_one_exportfs_reads() {
+        let config = |file: &str| {
+            parse(&format!(
+                "exportRoot: /e\nstateDir: /e/.s\nlisten: [unix:///run/a.sock]\n\
+                 nfsServer: {{ kind: kernel, exportsFile: {file} }}\n"
+            ))
+        };
+        config("/etc/exports.d/rwxnfs.exports").unwrap();
+        for wrong in [
+            "/etc/exports.d/rwxnfs.conf",
+            "/srv/rwxnfs.exports",
+            "/etc/exports",
+        ] {
+            let err = config(wrong).unwrap_err().to_string();
+            assert!(
+                err.contains("nfsServer.exportsFile") && err.contains(wrong),
+                "{err}"
+            );
         }
     }
 

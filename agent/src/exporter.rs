@@ -77,6 +77,16 @@ pub trait Exporter: Send + Sync + 'static {
     /// its clients are replaced (so this also serves as "update").
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError>;
 
+    /// Makes every export in `specs` active, as one batch where the server allows it; one
+    /// result per spec, in order. Reconcile calls it with every ready export of the table.
+    async fn apply_all(&self, specs: &[ExportSpec]) -> Vec<Result<(), ExportError>> {
+        let mut results = Vec::with_capacity(specs.len());
+        for spec in specs {
+            results.push(self.apply(spec).await);
+        }
+        results
+    }
+
     /// Stops exporting `export_id`. Not active: success.
     async fn remove(&self, export_id: u32) -> Result<(), ExportError>;
 

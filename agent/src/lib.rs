@@ -18,6 +18,7 @@ pub mod error;
 pub mod exporter;
 pub mod exports;
 pub mod fs;
+pub mod group_commit;
 pub mod locks;
 pub mod notify;
 pub mod reconcile;

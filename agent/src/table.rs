@@ -197,6 +197,24 @@ impl Table {
         remove_record(&self.exports, name.as_str())
     }
 
+    /// The names of all export records, sorted, without reading them. A file whose name is
+    /// not a valid export name (put there by hand) is reported like a corrupt record.
+    pub fn export_names(&self) -> Result<Vec<Name>, TableError> {
+        let mut names = Vec::new();
+        for file in record_files(&self.exports)? {
+            let stem = file.trim_end_matches(".json");
+            let name = Name::parse(stem).map_err(|e| TableError::Io {
+                path: self.exports.join(&file),
+                source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+            names.push(name);
+        }
+        // Name order, which is the order locks are taken in ("a" before "a-b"; their files
+        // sort the other way round).
+        names.sort();
+        Ok(names)
+    }
+
     /// All export records, sorted by name.
     pub fn exports(&self) -> Result<Vec<ExportRecord>, TableError> {
         read_all(&self.exports)
@@ -222,6 +240,14 @@ impl Table {
     /// Hands out the next export id and durably advances the counter before returning it, so
     /// an id is never handed out twice, even across a crash. The caller serialises calls.
     pub fn allocate_export_id(&self) -> Result<u32, TableError> {
+        self.reserve_export_ids(1).map(|ids| ids.start)
+    }
+
+    /// Reserves the next `count` export ids: the counter is durably advanced past them
+    /// before they are returned, so none is ever handed out twice, even across a crash. Ids
+    /// reserved but not used before a crash are skipped, never reused. The caller serialises
+    /// calls.
+    pub fn reserve_export_ids(&self, count: u32) -> Result<std::ops::Range<u32>, TableError> {
         let io_err = |source| TableError::Io {
             path: self.counter.clone(),
             source,
@@ -235,12 +261,14 @@ impl Table {
             Err(e) => return Err(io_err(e)),
         };
         let id = current.max(FIRST_EXPORT_ID);
-        let next = id.checked_add(1).ok_or_else(|| TableError::IdsExhausted {
-            path: self.counter.clone(),
-        })?;
+        let next = id
+            .checked_add(count.max(1))
+            .ok_or_else(|| TableError::IdsExhausted {
+                path: self.counter.clone(),
+            })?;
         let dir = self.counter.parent().unwrap_or(Path::new("."));
         atomic_write(dir, &self.counter, format!("{next}\n").as_bytes()).map_err(io_err)?;
-        Ok(id)
+        Ok(id..next)
     }
 
     /// Without a counter file (a table written by hand, or a lost file), ids continue after
@@ -287,7 +315,8 @@ fn read_record<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, TableError
     }
 }
 
-fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
+/// The record files in `dir`, sorted (temporary files of writes in flight left out).
+fn record_files(dir: &Path) -> Result<Vec<String>, TableError> {
     let io_err = |source| TableError::Io {
         path: dir.to_owned(),
         source,
@@ -304,6 +333,11 @@ fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
         }
     }
     names.sort();
+    Ok(names)
+}
+
+fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
+    let names = record_files(dir)?;
     let mut records = Vec::with_capacity(names.len());
     for name in names {
         if let Some(record) = read_record(&dir.join(name))? {

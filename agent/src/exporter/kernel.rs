@@ -1,6 +1,12 @@
-//! Kernel nfsd, driven through `exportfs`.
+//! Kernel nfsd, driven through its exports file and `exportfs -r`.
 //!
-//! Each export becomes one `exportfs -o OPTIONS CLIENT:PATH` per client, with options
+//! The exporter keeps the exports it should have in memory, writes them all to a persistent
+//! exports file (`/etc/exports.d/rwxnfs.exports`), and runs one `exportfs -r`, which brings
+//! nfs-utils' table and the kernel's to what the files say: exports added, client lists
+//! changed and exports removed in one pass. Changes that arrive while a commit runs share the
+//! next one ([`GroupCommit`]), so N concurrent creates cost two commits, and reconcile puts
+//! 10,000 exports back with one file and one process, where a process per client and export
+//! would take minutes. Each export line gives every client its options,
 //! `rw|ro,sync,no_subtree_check,insecure,fsid=<export id>,<squash>,sec=sys`:
 //!
 //! - `fsid=` pins the file handle's filesystem id to the export id, which is the same on every
@@ -9,9 +15,13 @@
 //! - `insecure` because the node plugin mounts with `noresvport` (source ports above 1023),
 //!   which lets a client reconnect quickly after a failover.
 //!
-//! A persistent exports file (e.g. `/etc/exports.d/rwxnfs.exports`) is regenerated on every
-//! change, so a reboot of this host brings the same exports back. The program is always run
-//! with an argument vector, never through a shell, and under a time limit.
+//! `exportfs -r` also removes exports that no exports file names (ones added by hand with
+//! `exportfs -o`): the NFS host's own exports belong in `/etc/exports` or another file under
+//! `/etc/exports.d`. Until reconcile has handed over the whole table
+//! ([`Exporter::apply_all`]), single changes are refused as unavailable, because a commit
+//! then would unexport everything not yet reconciled. A reboot of this host brings the same
+//! exports back from the file. The program is always run with an argument vector, never
+//! through a shell, and under a time limit.
 
 use std::{
     collections::BTreeMap,
@@ -20,10 +30,11 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Mutex;
-
 use super::{Client, ExportError, ExportSpec, Exporter};
-use crate::table::{Access, Squash};
+use crate::{
+    group_commit::GroupCommit,
+    table::{Access, Squash},
+};
 
 /// Runs a helper program; faked in tests.
 #[tonic::async_trait]
@@ -66,33 +77,145 @@ impl CommandRunner for ProcessRunner {
 }
 
 pub struct KernelExporter {
+    inner: Arc<Inner>,
+    commits: GroupCommit<Committed>,
+}
+
+struct Inner {
     exportfs: PathBuf,
     exports_file: PathBuf,
     runner: Arc<dyn CommandRunner>,
-    /// What this agent has applied, by export id; the source of the exports file.
-    applied: Mutex<BTreeMap<u32, ExportSpec>>,
     /// nfs-utils' table of active exports, created empty when missing (see `with_etab`).
     etab: Option<PathBuf>,
+    state: std::sync::Mutex<State>,
+}
+
+/// What the exports file should say. `generation` counts changes: the tickets of
+/// [`GroupCommit`]. Until `seeded` (reconcile's first [`Exporter::apply_all`]), the exporter
+/// knows only part of the table, and a commit would unexport the rest.
+#[derive(Default)]
+struct State {
+    desired: BTreeMap<u32, ExportSpec>,
+    generation: u64,
+    seeded: bool,
+}
+
+/// A commit's outcome, shared by every caller it covered.
+type Committed = Result<(), Arc<CommitFailure>>;
+
+#[derive(Debug)]
+struct CommitFailure {
+    message: String,
+    /// The server could not be driven at all (the file could not be written): no export of
+    /// the batch was applied.
+    unavailable: bool,
+    /// What nfs-utils' table says after the failed `exportfs -r`: the exports of the batch
+    /// that did go live, so only the callers whose export did not get the error.
+    etab: Option<Etab>,
 }
 
 impl KernelExporter {
     pub fn new(exportfs: PathBuf, exports_file: PathBuf, runner: Arc<dyn CommandRunner>) -> Self {
         Self {
-            exportfs,
-            exports_file,
-            runner,
-            applied: Mutex::new(BTreeMap::new()),
-            etab: None,
+            inner: Arc::new(Inner {
+                exportfs,
+                exports_file,
+                runner,
+                etab: None,
+                state: std::sync::Mutex::default(),
+            }),
+            commits: GroupCommit::default(),
         }
     }
 
     /// exportfs fails ("can't open .../etab for reading") on a host where no NFS server has
     /// run yet, such as a standby NFS host taking over for the first time, whose
     /// nfs-server.service is started only after the agent. The agent creates the empty table
-    /// there (as `exportfs -r` would) instead of failing its first reconcile.
+    /// there (as `exportfs -r` would) instead of failing its first reconcile. It is also where
+    /// the exporter reads which exports of a partly failed batch went live.
     pub fn with_etab(mut self, etab: PathBuf) -> Self {
-        self.etab = Some(etab);
+        Arc::get_mut(&mut self.inner)
+            .expect("with_etab is called while building the exporter")
+            .etab = Some(etab);
         self
+    }
+
+    async fn exportfs(&self, args: Vec<String>, export_id: u32) -> Result<String, ExportError> {
+        self.inner.exportfs(args, export_id).await
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state()
+    }
+
+    /// Changes what the exports file should say and waits for a commit that carries the
+    /// change. Refused before reconcile has told the exporter the whole table.
+    async fn change(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<u32, ExportSpec>),
+    ) -> Result<Result<(), Arc<CommitFailure>>, ExportError> {
+        let ticket = {
+            let mut state = self.state();
+            if !state.seeded {
+                return Err(ExportError::Unavailable(
+                    "the agent is still putting the table's exports back on the NFS server \
+                     (reconcile); retry shortly"
+                        .into(),
+                ));
+            }
+            change(&mut state.desired);
+            state.generation += 1;
+            state.generation
+        };
+        Ok(self.commit(ticket).await)
+    }
+
+    async fn commit(&self, ticket: u64) -> Committed {
+        let inner = self.inner.clone();
+        self.commits.wait(ticket, move || inner.commit()).await
+    }
+
+    /// After a failed commit: whether `spec` went live anyway (another export of the batch
+    /// failed), or else the error for this caller, with its change undone so later commits
+    /// do not carry it. `previous` is what the exporter had for this id before.
+    fn verdict(
+        &self,
+        spec: &ExportSpec,
+        previous: Option<ExportSpec>,
+        failure: &CommitFailure,
+    ) -> Result<(), ExportError> {
+        if failure.etab.as_ref().is_some_and(|etab| etab.serves(spec)) {
+            tracing::warn!(export_id = spec.export_id, error = %failure.message, "exportfs -r reported an error for another export of the batch");
+            return Ok(());
+        }
+        let mut state = self.state();
+        if state.desired.get(&spec.export_id) == Some(spec) {
+            match previous {
+                Some(previous) => state.desired.insert(spec.export_id, previous),
+                None => state.desired.remove(&spec.export_id),
+            };
+            state.generation += 1;
+        }
+        Err(failure.error(spec.export_id))
+    }
+}
+
+impl CommitFailure {
+    fn error(&self, export_id: u32) -> ExportError {
+        if self.unavailable {
+            ExportError::Unavailable(self.message.clone())
+        } else {
+            ExportError::Refused {
+                export_id,
+                message: self.message.clone(),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn ensure_etab(&self) -> Result<(), ExportError> {
@@ -121,11 +244,44 @@ impl KernelExporter {
             .map_err(|message| ExportError::Refused { export_id, message })
     }
 
-    async fn write_exports_file(
-        &self,
-        applied: &BTreeMap<u32, ExportSpec>,
-    ) -> Result<(), ExportError> {
-        let text = render_exports_file(applied.values());
+    /// One commit: the exports file rewritten from what is desired now, then one
+    /// `exportfs -r`, which makes nfs-utils' table (and through it the kernel's) match the
+    /// files, adding, changing and removing exports in one pass. Returns the generation the
+    /// file carried.
+    async fn commit(self: Arc<Self>) -> (u64, Committed) {
+        let (covered, text) = {
+            let state = self.state();
+            (
+                state.generation,
+                render_exports_file(state.desired.values()),
+            )
+        };
+        let failure = |message: String, unavailable: bool, etab: Option<Etab>| {
+            Err(Arc::new(CommitFailure {
+                message,
+                unavailable,
+                etab,
+            }))
+        };
+        if let Err(e) = self.write_exports_file(text).await {
+            return (covered, failure(e, true, None));
+        }
+        if let Err(e) = self.ensure_etab() {
+            return (covered, failure(e.to_string(), true, None));
+        }
+        let started = std::time::Instant::now();
+        let result = self.runner.run(&self.exportfs, &["-r".to_string()]).await;
+        tracing::debug!(generation = covered, took = ?started.elapsed(), "exportfs -r");
+        match result {
+            Ok(_) => (covered, Ok(())),
+            Err(message) => {
+                let etab = self.read_etab().await;
+                (covered, failure(message, false, etab))
+            }
+        }
+    }
+
+    async fn write_exports_file(&self, text: String) -> Result<(), String> {
         let file = self.exports_file.clone();
         tokio::task::spawn_blocking(move || {
             let dir = file.parent().unwrap_or(Path::new("/"));
@@ -133,12 +289,75 @@ impl KernelExporter {
             crate::table::atomic_write(dir, &file, text.as_bytes())
         })
         .await
-        .map_err(|e| ExportError::Unavailable(format!("writing the exports file: {e}")))?
-        .map_err(|source| ExportError::Io {
-            export_id: 0,
-            source,
+        .map_err(|e| format!("writing the exports file: {e}"))?
+        .map_err(|e| format!("writing {}: {e}", self.exports_file.display()))
+    }
+
+    async fn read_etab(&self) -> Option<Etab> {
+        let path = self.etab.clone()?;
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => Some(Etab::parse(&text)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read nfs-utils' export table");
+                None
+            }
+        }
+    }
+}
+
+/// nfs-utils' table of active exports (`/var/lib/nfs/etab`): one line per client,
+/// `PATH<TAB>CLIENT(OPTIONS)`, the options spelled out in full (`fsid=`, `rw` or `ro`).
+#[derive(Debug, Default)]
+pub struct Etab {
+    /// (fsid, client as the table spells it) -> read-write.
+    entries: std::collections::HashMap<(u32, String), bool>,
+}
+
+impl Etab {
+    pub fn parse(text: &str) -> Self {
+        let mut entries = std::collections::HashMap::new();
+        for line in text.lines() {
+            let Some((_, client)) = line.rsplit_once(['\t', ' ']) else {
+                continue;
+            };
+            let Some((name, options)) = client.split_once('(') else {
+                continue;
+            };
+            let options: Vec<&str> = options.trim_end_matches(')').split(',').collect();
+            let Some(fsid) = options
+                .iter()
+                .find_map(|o| o.strip_prefix("fsid="))
+                .and_then(|id| id.parse().ok())
+            else {
+                continue;
+            };
+            let rw = options.contains(&"rw");
+            entries.insert((fsid, normalise_client(name)), rw);
+        }
+        Self { entries }
+    }
+
+    /// Whether every client of `spec` is in the table with the access it asks for.
+    pub fn serves(&self, spec: &ExportSpec) -> bool {
+        spec.clients.iter().all(|(client, access)| {
+            self.entries
+                .get(&(spec.export_id, normalise_client(&client.to_string())))
+                .is_some_and(|rw| *rw == (*access == Access::Rw))
         })
     }
+}
+
+/// A client name as an address or network when it is one (so `fd00::1` and `[fd00::1]`
+/// compare equal), else as written.
+fn normalise_client(name: &str) -> String {
+    let bare = name.trim_start_matches('[').replace(']', "");
+    if let Ok(addr) = bare.parse::<std::net::IpAddr>() {
+        return addr.to_string();
+    }
+    if let Ok(net) = bare.parse::<ipnet::IpNet>() {
+        return net.to_string();
+    }
+    name.to_owned()
 }
 
 /// The `-o` options for one client of an export.
@@ -165,10 +384,6 @@ pub fn client_name(client: &Client) -> String {
         Client::Network(ipnet::IpNet::V6(n)) => format!("[{}]/{}", n.addr(), n.prefix_len()),
         other => other.to_string(),
     }
-}
-
-fn target(client: &Client, path: &Path) -> String {
-    format!("{}:{}", client_name(client), path.display())
 }
 
 /// The persistent exports file for these specs (exports(5) syntax).
@@ -215,42 +430,73 @@ impl Exporter for KernelExporter {
     }
 
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
-        let mut applied = self.applied.lock().await;
-        let previous = applied.get(&spec.export_id).cloned();
-        for (client, access) in &spec.clients {
-            let args = vec![
-                "-o".into(),
-                options(spec, *access),
-                target(client, &spec.path),
-            ];
-            self.exportfs(args, spec.export_id).await?;
+        let mut previous = None;
+        let committed = self
+            .change(|desired| previous = desired.insert(spec.export_id, spec.clone()))
+            .await?;
+        match committed {
+            Ok(()) => Ok(()),
+            Err(failure) => self.verdict(spec, previous, &failure),
         }
-        // Clients that were exported before and are not any more.
-        if let Some(previous) = previous {
-            for (client, _) in &previous.clients {
-                let still = spec.clients.iter().any(|(c, _)| c == client);
-                if !still || previous.path != spec.path {
-                    let args = vec!["-u".into(), target(client, &previous.path)];
-                    self.exportfs(args, spec.export_id).await?;
-                }
+    }
+
+    /// Every export in one commit: one file, one `exportfs -r`, whatever their number. Once
+    /// that commit ran, the exporter knows the whole table and accepts single changes.
+    async fn apply_all(&self, specs: &[ExportSpec]) -> Vec<Result<(), ExportError>> {
+        let mut previous = Vec::with_capacity(specs.len());
+        let ticket = {
+            let mut state = self.state();
+            for spec in specs {
+                previous.push(state.desired.insert(spec.export_id, spec.clone()));
             }
+            state.generation += 1;
+            state.generation
+        };
+        match self.commit(ticket).await {
+            Ok(()) => {
+                self.state().seeded = true;
+                specs.iter().map(|_| Ok(())).collect()
+            }
+            // exportfs ran: what it refused is known, and only that is taken back.
+            Err(failure) if failure.etab.is_some() => {
+                self.state().seeded = true;
+                specs
+                    .iter()
+                    .zip(previous)
+                    .map(|(spec, previous)| self.verdict(spec, previous, &failure))
+                    .collect()
+            }
+            // Nothing is known to have changed on the server (the file could not be written,
+            // or there is no table to read): everything stays desired for the next commit.
+            Err(failure) => specs
+                .iter()
+                .map(|spec| Err(failure.error(spec.export_id)))
+                .collect(),
         }
-        applied.insert(spec.export_id, spec.clone());
-        self.write_exports_file(&applied).await
     }
 
     async fn remove(&self, export_id: u32) -> Result<(), ExportError> {
-        let mut applied = self.applied.lock().await;
-        if let Some(previous) = applied.remove(&export_id) {
-            for (client, _) in &previous.clients {
-                let args = vec!["-u".into(), target(client, &previous.path)];
-                // Already unexported (e.g. after a restart of nfsd): fine.
-                if let Err(e) = self.exportfs(args, export_id).await {
-                    tracing::debug!(export_id, error = %e, "exportfs -u failed; treating as already gone");
-                }
-            }
+        let mut previous = None;
+        let committed = self
+            .change(|desired| previous = desired.remove(&export_id))
+            .await?;
+        let Err(failure) = committed else {
+            return Ok(());
+        };
+        let gone = failure
+            .etab
+            .as_ref()
+            .is_some_and(|etab| !etab.entries.keys().any(|(fsid, _)| *fsid == export_id));
+        if gone {
+            return Ok(());
         }
-        self.write_exports_file(&applied).await
+        // Still exported: put it back where it was, so the table and the file agree.
+        if let Some(previous) = previous {
+            let mut state = self.state();
+            state.desired.entry(export_id).or_insert(previous);
+            state.generation += 1;
+        }
+        Err(failure.error(export_id))
     }
 
     async fn active(&self) -> Result<Vec<u32>, ExportError> {

@@ -74,6 +74,17 @@ fn export_ids_are_monotonic_and_never_reused() {
 }
 
 #[test]
+fn reserved_ids_are_skipped_after_a_restart_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    let block = table.reserve_export_ids(32).unwrap();
+    assert_eq!(block, FIRST_EXPORT_ID..FIRST_EXPORT_ID + 32);
+    // A crash after using only some of the block: the next agent starts after all of it.
+    let reopened = Table::open(dir.path()).unwrap();
+    assert_eq!(reopened.allocate_export_id().unwrap(), FIRST_EXPORT_ID + 32);
+}
+
+#[test]
 fn a_lost_counter_continues_after_the_highest_recorded_id() {
     let dir = tempfile::tempdir().unwrap();
     let table = Table::open(dir.path()).unwrap();

@@ -1,11 +1,17 @@
-use std::sync::Mutex as StdMutex;
+use std::{path::PathBuf, sync::Mutex as StdMutex};
 
 use super::*;
 
+/// Records every exportfs call. `-r` plays nfs-utils: it reads the exports file and writes the
+/// etab from it, leaving out (and failing on) any export whose path contains "bad".
 #[derive(Default)]
 struct Recorder {
     calls: StdMutex<Vec<Vec<String>>>,
     listing: StdMutex<String>,
+    /// (exports file, etab) for `-r`.
+    files: StdMutex<Option<(PathBuf, PathBuf)>>,
+    /// How long `-r` takes.
+    delay_ms: u64,
 }
 
 #[tonic::async_trait]
@@ -14,6 +20,30 @@ impl CommandRunner for Recorder {
         self.calls.lock().unwrap().push(args.to_vec());
         if args.first().is_some_and(|a| a.contains(';')) {
             return Err("refused".into());
+        }
+        if args == ["-r"] {
+            tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
+            let files = self.files.lock().unwrap().clone();
+            if let Some((exports, etab)) = files {
+                let text = std::fs::read_to_string(exports).unwrap_or_default();
+                let mut table = String::new();
+                let mut failed = false;
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    let (path, clients) = line.split_once(' ').unwrap();
+                    let path = path.trim_matches('"');
+                    if path.contains("bad") {
+                        failed = true;
+                        continue;
+                    }
+                    for client in clients.split(' ') {
+                        table.push_str(&format!("{path}\t{client}\n"));
+                    }
+                }
+                std::fs::write(etab, table).unwrap();
+                if failed {
+                    return Err("exportfs: Failed to stat /bad: No such file or directory".into());
+                }
+            }
         }
         Ok(self.listing.lock().unwrap().clone())
     }
@@ -30,7 +60,29 @@ fn spec(id: u32, clients: Vec<(Client, Access)>) -> ExportSpec {
 }
 
 fn exporter(dir: &Path) -> (KernelExporter, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
+    with_recorder(dir, Recorder::default())
+}
+
+/// An exporter whose `-r` writes an etab from the exports file, already told the (empty)
+/// table by a first `apply_all`.
+async fn seeded(dir: &Path, delay_ms: u64) -> (KernelExporter, Arc<Recorder>) {
+    let recorder = Recorder {
+        delay_ms,
+        ..Recorder::default()
+    };
+    *recorder.files.lock().unwrap() = Some((
+        dir.join("exports.d/rwxnfs.exports"),
+        dir.join("var/lib/nfs/etab"),
+    ));
+    let (exporter, recorder) = with_recorder(dir, recorder);
+    let exporter = exporter.with_etab(dir.join("var/lib/nfs/etab"));
+    assert!(exporter.apply_all(&[]).await.is_empty());
+    recorder.calls.lock().unwrap().clear();
+    (exporter, recorder)
+}
+
+fn with_recorder(dir: &Path, recorder: Recorder) -> (KernelExporter, Arc<Recorder>) {
+    let recorder = Arc::new(recorder);
     let exporter = KernelExporter::new(
         "/usr/sbin/exportfs".into(),
         dir.join("exports.d/rwxnfs.exports"),
@@ -43,10 +95,14 @@ fn addr(s: &str) -> Client {
     Client::Address(s.parse().unwrap())
 }
 
+fn exports_file(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("exports.d/rwxnfs.exports")).unwrap()
+}
+
 #[tokio::test]
-async fn each_client_is_one_exportfs_call_with_a_pinned_fsid() {
+async fn an_export_is_a_line_of_the_exports_file_with_a_pinned_fsid_then_one_exportfs_r() {
     let dir = tempfile::tempdir().unwrap();
-    let (exporter, recorder) = exporter(dir.path());
+    let (exporter, recorder) = seeded(dir.path(), 0).await;
     exporter
         .apply(&spec(
             7,
@@ -57,72 +113,161 @@ async fn each_client_is_one_exportfs_call_with_a_pinned_fsid() {
         ))
         .await
         .unwrap();
-    let calls = recorder.calls.lock().unwrap().clone();
     assert_eq!(
-        calls,
-        vec![
-            vec![
-                "-o".to_string(),
-                "rw,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys".into(),
-                "10.0.0.1:/drbd/exports/volumes/pvc-7".into()
-            ],
-            vec![
-                "-o".to_string(),
-                "ro,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys".into(),
-                "10.0.0.2:/drbd/exports/volumes/pvc-7".into()
-            ],
-        ]
+        *recorder.calls.lock().unwrap(),
+        vec![vec!["-r".to_string()]]
     );
+    assert!(exports_file(dir.path()).contains(
+        "\"/drbd/exports/volumes/pvc-7\" \
+         10.0.0.1(rw,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys) \
+         10.0.0.2(ro,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys)"
+    ));
+    let etab = std::fs::read_to_string(dir.path().join("var/lib/nfs/etab")).unwrap();
+    assert!(Etab::parse(&etab).serves(&spec(7, vec![(addr("10.0.0.2"), Access::Ro)])));
 }
 
 #[tokio::test]
-async fn a_removed_client_is_unexported() {
+async fn changes_arriving_together_share_one_exportfs_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (exporter, recorder) = exporter(dir.path());
-    exporter
-        .apply(&spec(
-            7,
-            vec![
-                (addr("10.0.0.1"), Access::Rw),
-                (addr("10.0.0.2"), Access::Rw),
-            ],
-        ))
-        .await
-        .unwrap();
-    recorder.calls.lock().unwrap().clear();
-    exporter
-        .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
-        .await
-        .unwrap();
-    let calls = recorder.calls.lock().unwrap().clone();
-    assert_eq!(
-        calls.last().unwrap(),
-        &vec![
-            "-u".to_string(),
-            "10.0.0.2:/drbd/exports/volumes/pvc-7".into()
-        ]
-    );
+    let (exporter, recorder) = seeded(dir.path(), 30).await;
+    let exporter = Arc::new(exporter);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let exporter = exporter.clone();
+            tokio::spawn(async move {
+                exporter
+                    .apply(&spec(100 + i, vec![(addr("10.0.0.1"), Access::Rw)]))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let runs = recorder.calls.lock().unwrap().len();
+    assert!(runs <= 3, "{runs} exportfs runs for 64 concurrent creates");
+    let text = exports_file(dir.path());
+    assert_eq!(text.lines().filter(|l| l.contains("fsid=")).count(), 64);
 }
 
 #[tokio::test]
-async fn the_exports_file_follows_every_change() {
+async fn a_removed_client_and_a_removed_export_leave_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (exporter, _) = exporter(dir.path());
-    let file = dir.path().join("exports.d/rwxnfs.exports");
-    exporter
-        .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
-        .await
-        .unwrap();
+    let (exporter, recorder) = seeded(dir.path(), 0).await;
+    let two = vec![
+        (addr("10.0.0.1"), Access::Rw),
+        (addr("10.0.0.2"), Access::Rw),
+    ];
+    exporter.apply(&spec(7, two)).await.unwrap();
     exporter.apply(&spec(8, vec![])).await.unwrap();
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("\"/drbd/exports/volumes/pvc-7\" 10.0.0.1(rw,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys)"), "{text}");
+    exporter
+        .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .await
+        .unwrap();
+    let text = exports_file(dir.path());
+    assert!(
+        text.contains("10.0.0.1(rw,") && !text.contains("10.0.0.2"),
+        "{text}"
+    );
     assert!(
         text.contains("# export 8 /drbd/exports/volumes/pvc-8: no clients"),
         "{text}"
     );
     exporter.remove(7).await.unwrap();
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(!text.contains("pvc-7"), "{text}");
+    assert!(!exports_file(dir.path()).contains("pvc-7"));
+    assert_eq!(recorder.calls.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn single_changes_wait_for_reconcile_to_hand_over_the_whole_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, recorder) = exporter(dir.path());
+    let err = exporter
+        .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExportError::Unavailable(_)), "{err}");
+    assert!(exporter.remove(7).await.is_err());
+    // Nothing ran and nothing was written: a commit now would unexport the rest of the table.
+    assert!(recorder.calls.lock().unwrap().is_empty());
+    assert!(!dir.path().join("exports.d/rwxnfs.exports").exists());
+    let all: Vec<_> = (1..=3)
+        .map(|i| spec(i, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .collect();
+    assert!(exporter.apply_all(&all).await.iter().all(Result::is_ok));
+    assert_eq!(
+        *recorder.calls.lock().unwrap(),
+        vec![vec!["-r".to_string()]]
+    );
+    exporter.apply(&spec(7, vec![])).await.unwrap();
+    assert_eq!(exports_file(dir.path()).matches("fsid=").count(), 3);
+}
+
+#[tokio::test]
+async fn an_export_exportfs_refuses_fails_alone_and_is_not_carried_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, _) = seeded(dir.path(), 0).await;
+    let mut bad = spec(9, vec![(addr("10.0.0.1"), Access::Rw)]);
+    bad.path = "/drbd/exports/volumes/bad".into();
+    let good = spec(10, vec![(addr("10.0.0.1"), Access::Rw)]);
+    let results = exporter.apply_all(&[bad.clone(), good.clone()]).await;
+    let err = results[0].as_ref().unwrap_err();
+    assert!(
+        matches!(err, ExportError::Refused { export_id: 9, message } if message.contains("Failed to stat")),
+        "{err}"
+    );
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    // The next commit leaves the refused export out, and succeeds.
+    exporter
+        .apply(&spec(11, vec![(addr("10.0.0.2"), Access::Ro)]))
+        .await
+        .unwrap();
+    let text = exports_file(dir.path());
+    assert!(!text.contains("bad") && text.contains("fsid=10,") && text.contains("fsid=11,"));
+}
+
+#[tokio::test]
+async fn a_batch_that_could_not_reach_the_server_is_kept_for_the_next_reconcile() {
+    let dir = tempfile::tempdir().unwrap();
+    // exportfs -r fails and there is no table to say what went live.
+    let recorder = Arc::new(Recorder::default());
+    let exporter = KernelExporter::new(
+        "/x".into(),
+        dir.path().join("exports.d/rwxnfs.exports"),
+        recorder.clone(),
+    );
+    std::fs::create_dir_all(dir.path().join("exports.d/rwxnfs.exports")).unwrap();
+    let results = exporter
+        .apply_all(&[spec(7, vec![(addr("10.0.0.1"), Access::Rw)])])
+        .await;
+    assert!(matches!(results[0], Err(ExportError::Unavailable(_))));
+    // Not told the whole table yet: single changes are still refused.
+    assert!(matches!(
+        exporter.apply(&spec(8, vec![])).await,
+        Err(ExportError::Unavailable(_))
+    ));
+    std::fs::remove_dir(dir.path().join("exports.d/rwxnfs.exports")).unwrap();
+    assert!(exporter.apply_all(&[]).await.is_empty());
+    assert!(exports_file(dir.path()).contains("fsid=7,"));
+}
+
+#[test]
+fn the_etab_says_which_clients_have_which_access() {
+    let etab = Etab::parse(
+        "/drbd/exports/volumes/pvc-7\t10.0.0.1(rw,sync,wdelay,hide,nocrossmnt,insecure,root_squash,no_all_squash,no_subtree_check,secure_locks,acl,no_pnfs,fsid=7,anonuid=65534,anongid=65534,sec=sys,rw,insecure,root_squash,no_all_squash)\n\
+         /drbd/exports/volumes/pvc-7\tfd00::2(ro,sync,fsid=7,sec=sys)\n\
+         /srv/other\t*(ro,sec=sys)\n",
+    );
+    assert!(etab.serves(&spec(
+        7,
+        vec![
+            (addr("10.0.0.1"), Access::Rw),
+            (addr("fd00::2"), Access::Ro)
+        ]
+    )));
+    assert!(!etab.serves(&spec(7, vec![(addr("10.0.0.1"), Access::Ro)])));
+    assert!(!etab.serves(&spec(7, vec![(addr("10.0.0.3"), Access::Rw)])));
+    assert!(!etab.serves(&spec(8, vec![(addr("10.0.0.1"), Access::Rw)])));
 }
 
 #[test]
@@ -189,9 +334,10 @@ async fn a_host_where_no_nfs_server_ran_yet_gets_an_empty_etab_before_the_first_
     assert!(etab.exists());
     std::fs::remove_file(&etab).unwrap();
     exporter
-        .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .apply_all(&[spec(7, vec![(addr("10.0.0.1"), Access::Rw)])])
         .await
-        .unwrap();
+        .into_iter()
+        .for_each(|r| r.unwrap());
     assert_eq!(std::fs::read_to_string(&etab).unwrap(), "");
     assert_eq!(recorder.calls.lock().unwrap().len(), 2);
     // An existing table is left as it is.
