@@ -184,6 +184,7 @@ impl Readiness for AllReady {
 }
 
 /// The controller endpoint's services, for a process that serves no /healthz of its own.
+#[cfg(feature = "lab")]
 pub(crate) fn router(
     config: &ControllerConfig,
     nodes: Arc<dyn NodeResolver>,

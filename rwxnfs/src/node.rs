@@ -125,6 +125,7 @@ pub(crate) fn plugin(
 }
 
 /// The node endpoint's services, for a process that serves no /healthz of its own.
+#[cfg(feature = "lab")]
 pub(crate) fn router(
     node_id: &str,
     csi: &CsiArgs,
