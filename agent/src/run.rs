@@ -187,8 +187,9 @@ pub fn exporter(config: &AgentConfig) -> Result<Arc<dyn Exporter>, crate::export
                 exports_file
                     .clone()
                     .unwrap_or_else(|| "/etc/exports.d/rwxnfs.exports".into()),
+                // exportfs -r reads and applies every export: allow for 10,000 on a slow host.
                 Arc::new(ProcessRunner {
-                    timeout: Duration::from_secs(30),
+                    timeout: Duration::from_secs(120),
                 }),
             )
             .with_etab("/var/lib/nfs/etab".into()),

@@ -178,6 +178,48 @@ async fn a_restarted_ganesha_comes_back_with_every_export() {
 }
 
 #[tokio::test]
+async fn after_a_restart_reconcile_calls_ganesha_only_for_files_it_did_not_read_at_start() {
+    let mut bed = bed("reread");
+    let node = Netns::new("m");
+    let link = bed.host.netns.link(&node, 1);
+    let (p1, p2) = (volume(bed.dir.path(), "u1"), volume(bed.dir.path(), "u2"));
+    std::fs::write(p2.join("data"), b"new clients").unwrap();
+    let nobody = vec![(addr("10.254.0.1"), Access::Rw)];
+    let one = spec(301, &p1, "/u1", nobody.clone());
+    let two = spec(302, &p2, "/u2", nobody);
+    for r in bed
+        .host
+        .exporter
+        .apply_all(&[one.clone(), two.clone()])
+        .await
+    {
+        r.unwrap();
+    }
+    // The files are older than the Ganesha that reads them at its start (by more than the
+    // second of margin and the second the boot time in /proc/stat is rounded to).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    bed.host.ganesha.restart(&bed.host.netns, &bed.host.bus);
+    // 302's file changes after that start, as when an agent died between writing a file
+    // and telling Ganesha: the running Ganesha still has the old client list.
+    let two_now = spec(302, &p2, "/u2", vec![(addr(&link.client), Access::Rw)]);
+    std::fs::write(
+        bed.host.exporter.export_file(302),
+        rwxnfs_agent::exporter::ganesha::render(&two_now, &[4]).unwrap(),
+    )
+    .unwrap();
+    let restarted = exporter_on(&bed);
+    for r in restarted.apply_all(&[one, two_now]).await {
+        r.unwrap();
+    }
+    assert_eq!(restarted.activations(), 1, "only 302 is told to Ganesha");
+    assert_eq!(
+        nfs_cat(&node, &link.server, "/u2/data"),
+        NfsOutcome::Ok(b"new clients".to_vec()),
+        "Ganesha serves 302 with the client list of its file"
+    );
+}
+
+#[tokio::test]
 async fn add_export_latency() {
     let bed = bed("latency");
     const N: u32 = 200;

@@ -1,5 +1,6 @@
-//! Crash safety: `rwxnfs agent` is killed with SIGKILL at arbitrary points of a stream of
-//! creates, grants and deletes against a real Ganesha, and restarted each time. In the end,
+//! Crash safety: `rwxnfs agent` is killed with SIGKILL at arbitrary points of 16 concurrent
+//! streams of creates, grants and deletes against a real Ganesha (so kills land inside
+//! commits that several calls share), and restarted each time. In the end,
 //! after reconcile: every acknowledged create is there and exported, every acknowledged delete
 //! is gone, the table holds only whole records in their final state, and Ganesha exports
 //! exactly what the table says.
@@ -65,6 +66,41 @@ enum Op {
     Delete,
 }
 
+async fn operate(
+    mut client: AgentClient<tonic::transport::Channel>,
+    name: &str,
+    op: Op,
+) -> Result<(), tonic::Status> {
+    match op {
+        Op::Create => client
+            .create_export(pb::CreateExportRequest {
+                name: name.to_owned(),
+                required_bytes: 1 << 20,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        Op::Grant => client
+            .grant_access(pb::GrantAccessRequest {
+                name: name.to_owned(),
+                client: Some(pb::ClientAccess {
+                    client_id: "n1".into(),
+                    addresses: vec!["10.77.1.2".into()],
+                    mode: pb::AccessMode::ReadWrite as i32,
+                }),
+            })
+            .await
+            .map(|_| ()),
+        Op::Delete => client
+            .delete_export(pb::DeleteExportRequest {
+                name: name.to_owned(),
+                policy: 0,
+            })
+            .await
+            .map(|_| ()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_any_point_loses_nothing_and_leaves_no_orphan() {
     require(&["ip", "ganesha.nfsd", "dbus-daemon", "dbus-send"]);
@@ -102,46 +138,32 @@ async fn kill_9_at_any_point_loses_nothing_and_leaves_no_orphan() {
     for round in 0..8 {
         let mut agent = start_agent(&config, &socket);
         let channel = Endpoint::Unix(socket.clone()).connect().await.unwrap();
-        // The operations run while the agent is killed under them.
+        // The operations run while the agent is killed under them: 16 callers at once, each
+        // on names of its own (so each name's operations have one order), so the kill lands
+        // in the middle of commits that several calls share.
         let ops = tokio::spawn(async move {
+            let callers: Vec<_> = (0..16)
+                .map(|caller| {
+                    let channel = channel.clone();
+                    tokio::spawn(async move {
+                        let mut outcomes = Vec::new();
+                        for i in 0..100 {
+                            let name = format!("c{caller}-{}", (round * 7 + i) % 4);
+                            let op = [Op::Create, Op::Grant, Op::Delete][(i + round + caller) % 3];
+                            let result = operate(AgentClient::new(channel.clone()), &name, op).await;
+                            let dead = matches!(&result, Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled));
+                            outcomes.push((name, op, result.map_err(|s| s.code())));
+                            if dead {
+                                break;
+                            }
+                        }
+                        outcomes
+                    })
+                })
+                .collect();
             let mut outcomes = Vec::new();
-            for i in 0..400 {
-                let name = format!("c{}", (round * 7 + i) % 12);
-                let op = [Op::Create, Op::Grant, Op::Delete][(i + round) % 3];
-                let mut client = AgentClient::new(channel.clone());
-                let result = match op {
-                    Op::Create => client
-                        .create_export(pb::CreateExportRequest {
-                            name: name.clone(),
-                            required_bytes: 1 << 20,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ()),
-                    Op::Grant => client
-                        .grant_access(pb::GrantAccessRequest {
-                            name: name.clone(),
-                            client: Some(pb::ClientAccess {
-                                client_id: "n1".into(),
-                                addresses: vec!["10.77.1.2".into()],
-                                mode: pb::AccessMode::ReadWrite as i32,
-                            }),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Op::Delete => client
-                        .delete_export(pb::DeleteExportRequest {
-                            name: name.clone(),
-                            policy: 0,
-                        })
-                        .await
-                        .map(|_| ()),
-                };
-                let dead = matches!(&result, Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled));
-                outcomes.push((name, op, result.map_err(|s| s.code())));
-                if dead {
-                    break;
-                }
+            for caller in callers {
+                outcomes.extend(caller.await.unwrap());
             }
             outcomes
         });

@@ -15,6 +15,11 @@
 //! and that script: `recipes::ha_storage_boot` and `recipes::ha_promoter`). Then every
 //! fsync'd line must be there, no call may have failed (no ESTALE), and the export id and
 //! client list must be those from before.
+//!
+//! At scale: `RWXNFS_HA_EXPORTS=10000 cargo test -p rwxnfs --test vm_ha -- --nocapture`
+//! first creates that many more volumes (32 at a time) and publishes each to three nodes, so
+//! the takeover puts back that many exports with three clients each; the promoter's steps
+//! (Primary, mounted, reconciled, nfsd, address) are printed with their times.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -47,10 +52,67 @@ backends:
     server: 10.99.0.100
 nodes:
   client: [10.99.0.3]
+  # Nodes nobody runs, for the exports of a run at scale (RWXNFS_HA_EXPORTS).
+  other-1: [10.99.0.41]
+  other-2: [10.99.0.42]
 EOF
 setsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 --node-id client > /work/node.log 2>&1 &
 setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --config /etc/rwxnfs/controller.yaml > /work/controller.log 2>&1 &
 "#;
+
+/// `count` volumes created 32 at a time, each then published to three nodes (one real, two
+/// that nobody runs), timed.
+async fn many_exports(csi: &Csi, count: usize) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (mut controller, next) = (csi.controller.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let volume = controller
+                    .create_volume(csi::CreateVolumeRequest {
+                        name: format!("scale-{i}"),
+                        volume_capabilities: vec![mount_capability(false)],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .volume
+                    .unwrap();
+                for node in ["client", "other-1", "other-2"] {
+                    controller
+                        .controller_publish_volume(csi::ControllerPublishVolumeRequest {
+                            volume_id: volume.volume_id.clone(),
+                            node_id: node.into(),
+                            volume_capability: Some(mount_capability(false)),
+                            volume_context: volume.volume_context.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let took = started.elapsed();
+    println!(
+        "{count} volumes created and published to 3 nodes in {took:.1?} ({:.1} volumes/s)",
+        count as f64 / took.as_secs_f64()
+    );
+}
 
 /// The writer: one numbered line every 100 ms, each fsync'd; what was acknowledged (and when,
 /// by the guest's clock) goes to /work/acked.log. Bounded: 1500 lines or the stop file.
@@ -193,6 +255,19 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
         .unwrap();
     let before = exported(&a.sh("exportfs -v"), &m.context["share"]);
     println!("on nfs-a: {} {before}", m.context["share"]);
+    let extra: usize = std::env::var("RWXNFS_HA_EXPORTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if extra > 0 {
+        many_exports(&csi, extra).await;
+        let listing = a.run("exportfs -v | grep -c fsid=", Duration::from_secs(120));
+        println!(
+            "nfs-a serves {} export lines (one per client) for {} volumes",
+            listing.out.trim(),
+            extra + 1
+        );
+    }
 
     client.sh(&format!(
         "cat > /work/writer.sh <<'EOF'\n{}EOF\nsetsid sh /work/writer.sh > /dev/null 2>&1 &",
@@ -206,7 +281,7 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
     let written_before = acked(&client).len();
     a.kill();
     let takeover = Instant::now();
-    let promoted = b.run("sh /work/promote", Duration::from_secs(120));
+    let promoted = b.run("sh /work/promote", Duration::from_secs(600));
     assert_eq!(promoted.rc, 0, "promote on nfs-b:\n{}", promoted.out);
     println!(
         "nfs-b promoted in {:?}:\n{}",

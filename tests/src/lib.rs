@@ -2,6 +2,8 @@
 //! server and filesystem given), a controller talking to it over a unix socket, and a node
 //! plugin, each on its own socket, as in a cluster.
 
+pub mod bench;
+
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use rwxnfs_agent::{

@@ -199,7 +199,7 @@ mount --bind /drbd/exports/.rwxnfs/nfsdcld /var/lib/nfs/nfsdcld
 setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml >> /work/agent.log 2>&1 &
 n=0
 until grep -q reconciled /work/agent.log; do
-  n=$((n+1)); [ $n -lt 600 ] || { echo "the agent did not reconcile"; exit 1; }
+  n=$((n+1)); [ $n -lt 6000 ] || { echo "the agent did not reconcile"; exit 1; }
   usleep 50000
 done
 step reconciled

@@ -91,6 +91,8 @@ pub struct GaneshaExporter {
     /// written and removed.
     include: GroupCommit<Result<(), Arc<String>>>,
     include_changes: Arc<AtomicU64>,
+    /// AddExport and UpdateExport calls made, for tests and benchmarks.
+    activations: AtomicU64,
     /// Which export ids Ganesha has active, as far as this exporter knows.
     known: std::sync::Mutex<Known>,
 }
@@ -250,6 +252,7 @@ impl GaneshaExporter {
             connection: Mutex::new(None),
             include: GroupCommit::default(),
             include_changes: Arc::new(AtomicU64::new(0)),
+            activations: AtomicU64::new(0),
             known: std::sync::Mutex::default(),
         })
     }
@@ -408,8 +411,31 @@ impl GaneshaExporter {
             })
     }
 
+    /// When the Ganesha process on the bus started: its pid from the bus, its start from
+    /// `/proc`. None when either is unknown (Ganesha in another pid namespace, say).
+    async fn started_at(&self) -> Option<std::time::SystemTime> {
+        let conn = self.connection().await.ok()?;
+        let name = (self.service.as_str(),);
+        let call = conn.call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "GetConnectionUnixProcessID",
+            &name,
+        );
+        let reply = tokio::time::timeout(CALL_TIMEOUT, call).await.ok()?.ok()?;
+        let pid: u32 = reply.body().deserialize().ok()?;
+        process_start(pid)
+    }
+
+    /// How many AddExport and UpdateExport calls this exporter has made.
+    pub fn activations(&self) -> u64 {
+        self.activations.load(Ordering::Relaxed)
+    }
+
     /// Makes the export in `file` active: AddExport, or UpdateExport when it already is.
     async fn activate(&self, id: u32, file: &Path) -> Result<(), ExportError> {
+        self.activations.fetch_add(1, Ordering::Relaxed);
         let body = (
             file.to_string_lossy().into_owned(),
             format!("EXPORT(Export_Id={id})"),
@@ -426,6 +452,49 @@ impl GaneshaExporter {
         self.mark(id, true);
         Ok(())
     }
+}
+
+/// Whether [`write_if_changed`] left the file as it was, and then when it was last written.
+struct Unchanged(Option<std::time::SystemTime>);
+
+/// Writes `spec`'s export file unless it already says exactly that.
+fn write_if_changed(
+    spec: &ExportSpec,
+    protocols: &[u8],
+    id: u32,
+    path: &Path,
+) -> Result<Unchanged, ExportError> {
+    let text = render(spec, protocols)?;
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        return Ok(Unchanged(modified));
+    }
+    let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
+    crate::table::atomic_write(&dir, path, text.as_bytes())
+        .map(|()| Unchanged(None))
+        .map_err(|source| ExportError::Io {
+            export_id: id,
+            source,
+        })
+}
+
+/// When the process `pid` started, from `/proc` (its start in clock ticks after boot; the
+/// kernel's USER_HZ is 100 on every architecture Linux reports it for in `/proc`). The boot
+/// time there is in whole seconds, so this can come out up to a second early, which only
+/// means fewer exports are taken as read at the start.
+fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let after_comm = stat.rsplit_once(')')?.1;
+    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 10))
 }
 
 /// The include file: one `%include` per export file in `dir`, in name order.
@@ -457,8 +526,11 @@ impl Exporter for GaneshaExporter {
         self.activate(id, &file).await
     }
 
-    /// Every export file written in one blocking pass and the include file once; then one
-    /// Add or Update per export, which is how Ganesha takes exports over D-Bus.
+    /// Every export file written in one blocking pass (only those whose content changes) and
+    /// the include file once; then one Add or Update per export, which is how Ganesha takes
+    /// exports over D-Bus, except for an export Ganesha has active from a file that has not
+    /// changed since before Ganesha started: Ganesha read that very file at its start, so
+    /// after a failover (Ganesha starts on the new host with every export) nothing is called.
     async fn apply_all(&self, specs: &[ExportSpec]) -> Vec<Result<(), ExportError>> {
         let protocols = self.settings.protocols.clone();
         let files: Vec<(u32, PathBuf)> = specs
@@ -471,16 +543,7 @@ impl Exporter for GaneshaExporter {
             owned
                 .iter()
                 .zip(targets)
-                .map(|(spec, (id, path))| {
-                    let text = render(spec, &protocols)?;
-                    let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
-                    crate::table::atomic_write(&dir, &path, text.as_bytes()).map_err(|source| {
-                        ExportError::Io {
-                            export_id: id,
-                            source,
-                        }
-                    })
-                })
+                .map(|(spec, (id, path))| write_if_changed(spec, &protocols, id, &path))
                 .collect::<Vec<_>>()
         })
         .await;
@@ -505,13 +568,33 @@ impl Exporter for GaneshaExporter {
                 })
                 .collect();
         }
+        let loaded_at_start = match (self.started_at().await, self.active().await) {
+            (Some(started), Ok(active)) => {
+                Some((started, active.into_iter().collect::<HashSet<u32>>()))
+            }
+            _ => None,
+        };
         let mut results = Vec::with_capacity(specs.len());
+        let mut skipped = 0;
         for (written, (id, file)) in written.into_iter().zip(files) {
             results.push(match written {
-                Ok(()) => self.activate(id, &file).await,
+                Ok(Unchanged(Some(modified)))
+                    if loaded_at_start.as_ref().is_some_and(|(started, active)| {
+                        active.contains(&id) && modified + Duration::from_secs(1) < *started
+                    }) =>
+                {
+                    skipped += 1;
+                    Ok(())
+                }
+                Ok(_) => self.activate(id, &file).await,
                 Err(e) => Err(e),
             });
         }
+        tracing::debug!(
+            skipped,
+            of = specs.len(),
+            "exports Ganesha read at its start from unchanged files"
+        );
         results
     }
 

@@ -1,0 +1,453 @@
+//! The scale benchmark's scenarios, run against a [`Stack`]: creates one at a time and 32 at
+//! a time, publishes of many volumes at once, a reconcile of everything, deletes, and the
+//! resident memory, printed as one table. The example `bench` runs it over real NFS-Ganesha
+//! with 10,000 exports; a test runs 1,000 and checks the ratios ([`Report::check`]). Every
+//! loop is bounded by its count.
+
+use std::{
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rwxnfs_proto::{
+    agent::{self as pb, agent_client::AgentClient},
+    csi::{self, controller_client::ControllerClient},
+};
+
+use crate::{NODE_ID, Stack};
+
+/// How much of each scenario to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Volumes created one at a time (the growth check compares the first and the last tenth).
+    pub sequential: usize,
+    /// Volumes created 32 at a time.
+    pub concurrent: usize,
+    /// Volumes published to one node at once.
+    pub publishes: usize,
+}
+
+impl BenchConfig {
+    pub fn full() -> Self {
+        Self {
+            sequential: 10_000,
+            concurrent: 2_000,
+            publishes: 500,
+        }
+    }
+
+    pub fn short() -> Self {
+        Self {
+            sequential: 1_000,
+            concurrent: 500,
+            publishes: 200,
+        }
+    }
+}
+
+/// Latencies of one scenario and its wall time.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    pub label: String,
+    pub latencies: Vec<Duration>,
+    pub wall: Duration,
+}
+
+impl Samples {
+    fn quantile(sorted: &[Duration], q: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+    }
+
+    /// (p50, p99) of the samples `range` (in arrival order).
+    pub fn p50_p99(&self, range: std::ops::Range<usize>) -> (Duration, Duration) {
+        let mut part = self.latencies[range].to_vec();
+        part.sort();
+        (Self::quantile(&part, 0.5), Self::quantile(&part, 0.99))
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub sequential: Samples,
+    pub concurrent: Samples,
+    pub publishes: Samples,
+    pub deletes: Samples,
+    /// One Reconcile of every export, and how many it put back.
+    pub reconcile: (Duration, usize),
+    /// VmRSS of this process (agent and controller run in it) with every export created.
+    pub rss_bytes: u64,
+}
+
+impl Report {
+    /// The table the README and the issue notes show.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        let _ = writeln!(out, "| scenario | n | p50 | p99 | rate |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for s in [
+            &self.sequential,
+            &self.concurrent,
+            &self.publishes,
+            &self.deletes,
+        ] {
+            let (p50, p99) = s.p50_p99(0..s.latencies.len());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0}/s |",
+                s.label,
+                s.latencies.len(),
+                ms(p50),
+                ms(p99),
+                s.rate()
+            );
+        }
+        let n = self.sequential.latencies.len();
+        let step = (n / 10).max(1);
+        for start in (0..n).step_by(step) {
+            let end = (start + step).min(n);
+            let (p50, p99) = self.sequential.p50_p99(start..end);
+            let _ = writeln!(
+                out,
+                "| creates {}–{} (one at a time) | {} | {} | {} | |",
+                start + 1,
+                end,
+                end - start,
+                ms(p50),
+                ms(p99)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| Reconcile of every export | {} | {} | | |",
+            self.reconcile.1,
+            ms(self.reconcile.0)
+        );
+        let _ = writeln!(
+            out,
+            "| resident memory, agent and controller in one process | {} exports | {:.1} MiB | | |",
+            self.reconcile.1,
+            self.rss_bytes as f64 / 1048576.0
+        );
+        out
+    }
+
+    /// The ratios the test command holds the stack to: creating the last tenth costs at most
+    /// 1.5× the first tenth at the median (with 2 ms of slack), and 32 creates at a time are
+    /// faster than one at a time. The median, because the p99 of a tenth of a short run is
+    /// one sample, which a busy build machine moves by 100 ms; a cost that grows with the
+    /// table moves the median. The full run reports the p99 per thousand.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.sequential.latencies.len();
+        let tenth = (n / 10).max(1);
+        let (first, _) = self.sequential.p50_p99(0..tenth);
+        let (last, _) = self.sequential.p50_p99(n - tenth..n);
+        let mut problems = Vec::new();
+        if last > first.mul_f64(1.5) + Duration::from_millis(2) {
+            problems.push(format!(
+                "creates slow down with the table's size: the median of the last {tenth} is \
+                 {last:.2?}, of the first {tenth} {first:.2?} (more than 1.5×)"
+            ));
+        }
+        if self.concurrent.rate() <= self.sequential.rate() {
+            problems.push(format!(
+                "32 creates at a time ({:.0}/s) are no faster than one at a time ({:.0}/s)",
+                self.concurrent.rate(),
+                self.sequential.rate()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+fn writer() -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_type: Some(csi::volume_capability::AccessType::Mount(Default::default())),
+        access_mode: Some(csi::volume_capability::AccessMode {
+            mode: csi::volume_capability::access_mode::Mode::MultiNodeMultiWriter as i32,
+        }),
+    }
+}
+
+/// Runs `f(0..total)` with `width` callers at a time; latencies in completion order of the
+/// items' indices.
+async fn at_once<F, Fut, T>(total: usize, width: usize, f: F) -> (Vec<(Duration, T)>, Duration)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..width.max(1) {
+        let (f, next) = (f.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return samples;
+                }
+                let t = Instant::now();
+                let out = f(i).await;
+                samples.push((i, t.elapsed(), out));
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.expect("bench worker"));
+    }
+    all.sort_by_key(|(i, _, _)| *i);
+    (
+        all.into_iter().map(|(_, d, out)| (d, out)).collect(),
+        started.elapsed(),
+    )
+}
+
+async fn creates(
+    controller: &ControllerClient<tonic::transport::Channel>,
+    prefix: &str,
+    total: usize,
+    width: usize,
+) -> (Samples, Vec<String>) {
+    let controller = controller.clone();
+    let prefix = prefix.to_owned();
+    let label = format!(
+        "CreateVolume, {}",
+        if width == 1 {
+            "one at a time".to_string()
+        } else {
+            format!("{width} at a time")
+        }
+    );
+    let (samples, wall) = at_once(total, width, move |i| {
+        let mut controller = controller.clone();
+        let name = format!("{prefix}-{i}");
+        async move {
+            let req = csi::CreateVolumeRequest {
+                name,
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: 1 << 30,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![writer()],
+                ..Default::default()
+            };
+            let volume = controller
+                .create_volume(req)
+                .await
+                .expect("CreateVolume")
+                .into_inner()
+                .volume
+                .expect("a volume");
+            volume.volume_id
+        }
+    })
+    .await;
+    let ids = samples.iter().map(|(_, id)| id.clone()).collect();
+    (
+        Samples {
+            label,
+            latencies: samples.into_iter().map(|(d, _)| d).collect(),
+            wall,
+        },
+        ids,
+    )
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The exports in the agent's table, a page of 1,000 at a time.
+async fn count_exports(agent: &mut AgentClient<tonic::transport::Channel>) -> usize {
+    let (mut count, mut token) = (0, String::new());
+    loop {
+        let page = agent
+            .list_exports(pb::ListExportsRequest {
+                max_entries: 1000,
+                starting_token: token,
+            })
+            .await
+            .expect("ListExports")
+            .into_inner();
+        count += page.exports.len();
+        if page.next_token.is_empty() {
+            return count;
+        }
+        token = page.next_token;
+    }
+}
+
+/// The stack over real NFS-Ganesha (in a network namespace, on a private D-Bus), with the
+/// agent's table and exports in a temporary directory. Needs root and the test packages.
+pub struct GaneshaStack {
+    pub stack: Stack,
+    _ganesha: rwxnfs_testbed::Ganesha,
+    _server: rwxnfs_testbed::Netns,
+    _bus: rwxnfs_testbed::Dbus,
+    _dir: tempfile::TempDir,
+}
+
+impl GaneshaStack {
+    pub async fn start(name: &str) -> Self {
+        use rwxnfs_agent::{
+            exporter::ganesha::{GaneshaExporter, GaneshaSettings, INCLUDE_FILE},
+            fs::plain::PlainFs,
+        };
+        rwxnfs_testbed::require(&["ip", "ganesha.nfsd", "dbus-daemon", "dbus-send"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus = rwxnfs_testbed::Dbus::start(dir.path());
+        let server = rwxnfs_testbed::Netns::new(name);
+        let conf_dir = dir.path().join("ganesha-exports");
+        std::fs::create_dir_all(&conf_dir).expect("conf dir");
+        let ganesha = rwxnfs_testbed::Ganesha::start(
+            &server,
+            &bus,
+            dir.path(),
+            &conf_dir.join(INCLUDE_FILE),
+            &dir.path().join("recovery"),
+            name,
+        );
+        let exporter = Arc::new(
+            GaneshaExporter::new(GaneshaSettings {
+                dbus_address: Some(bus.address()),
+                name_prefix: Some(name.into()),
+                conf_dir,
+                protocols: vec![4],
+            })
+            .expect("exporter"),
+        );
+        let stack = Stack::start(
+            |root| Arc::new(PlainFs::open(&root).expect("export root")),
+            exporter,
+        )
+        .await;
+        Self {
+            stack,
+            _ganesha: ganesha,
+            _server: server,
+            _bus: bus,
+            _dir: dir,
+        }
+    }
+}
+
+/// Runs every scenario against `stack` and checks that every acknowledged create is in the
+/// agent's table and every acknowledged delete gone.
+pub async fn run(stack: &Stack, config: &BenchConfig) -> Report {
+    let mut agent = AgentClient::new(stack.agent.connect().await.expect("agent"));
+    let controller = ControllerClient::new(stack.controller.connect().await.expect("controller"));
+
+    let (sequential, mut ids) = creates(&controller, "seq", config.sequential, 1).await;
+    let (concurrent, more) = creates(&controller, "par", config.concurrent, 32).await;
+    ids.extend(more);
+    let listed = count_exports(&mut agent).await;
+    assert_eq!(
+        listed,
+        ids.len(),
+        "an acknowledged create is not in the table"
+    );
+    let rss_bytes = rss_bytes();
+
+    let publish_ids: Vec<String> = ids.iter().take(config.publishes).cloned().collect();
+    let (published, wall) = {
+        let controller = controller.clone();
+        let ids = Arc::new(publish_ids);
+        let total = ids.len();
+        at_once(total, total, move |i| {
+            let mut controller = controller.clone();
+            let volume_id = ids[i].clone();
+            async move {
+                let req = csi::ControllerPublishVolumeRequest {
+                    volume_id,
+                    node_id: NODE_ID.into(),
+                    volume_capability: Some(writer()),
+                    ..Default::default()
+                };
+                controller
+                    .controller_publish_volume(req)
+                    .await
+                    .expect("ControllerPublishVolume");
+            }
+        })
+        .await
+    };
+    let publishes = Samples {
+        label: "ControllerPublishVolume, all at once".into(),
+        latencies: published.into_iter().map(|(d, ())| d).collect(),
+        wall,
+    };
+
+    let started = Instant::now();
+    let reconciled = agent
+        .reconcile(pb::ReconcileRequest {})
+        .await
+        .expect("Reconcile")
+        .into_inner()
+        .activated
+        .len();
+    let reconcile = (started.elapsed(), reconciled);
+
+    let (deleted, wall) = {
+        let controller = controller.clone();
+        let ids = Arc::new(ids);
+        at_once(ids.len(), 32, move |i| {
+            let mut controller = controller.clone();
+            let volume_id = ids[i].clone();
+            async move {
+                controller
+                    .delete_volume(csi::DeleteVolumeRequest {
+                        volume_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("DeleteVolume");
+            }
+        })
+        .await
+    };
+    let deletes = Samples {
+        label: "DeleteVolume, 32 at a time".into(),
+        latencies: deleted.into_iter().map(|(d, ())| d).collect(),
+        wall,
+    };
+    let left = count_exports(&mut agent).await;
+    assert_eq!(
+        left, 0,
+        "an acknowledged delete left its export in the table"
+    );
+    Report {
+        sequential,
+        concurrent,
+        publishes,
+        deletes,
+        reconcile,
+        rss_bytes,
+    }
+}
