@@ -141,7 +141,7 @@ const LEADER_ELECTION: &[Need] = &[namespaced(
 /// rwxnfs controller: node addresses, and its start-up mesh check (its own Pod and Namespace,
 /// the Event about them).
 const RWXNFS: &[Need] = &[
-    cluster("", "nodes", &["get"]),
+    cluster("", "nodes", READ),
     namespaced("", "pods", &["get"]),
     namespaced("", "namespaces", &["get"]),
     namespaced("events.k8s.io", "events", &["create"]),
