@@ -108,36 +108,40 @@ impl CsiArgs {
     }
 }
 
-/// The liveness endpoint, answered by the plugin itself (no livenessprobe sidecar).
+/// The kubelet's probes, answered by the plugin itself (no livenessprobe sidecar).
 #[derive(Args, Debug, Clone)]
 pub(crate) struct HealthArgs {
-    /// Serve the liveness check (GET /healthz) on this address, e.g. 0.0.0.0:9808: 200 "ok"
-    /// while the CSI Probe reports ready, else 503 with the reason.
+    /// Serve the probes on this address, e.g. 0.0.0.0:9808: GET /healthz (liveness) is 200
+    /// "ok" while the CSI endpoint accepts connections; GET /readyz (readiness) is 200 "ok"
+    /// while the CSI Probe reports ready; else 503 with the reason.
     #[arg(long, env = "RWXNFS_HEALTH_ADDRESS")]
     pub health_address: Option<std::net::SocketAddr>,
 
-    /// How long /healthz waits for the readiness check before it answers 503 (e.g. 3s); keep
-    /// it below the liveness probe's timeoutSeconds.
+    /// How long a probe waits for its check before it answers 503 (e.g. 3s); keep it below
+    /// the probes' timeoutSeconds.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub health_timeout: Duration,
 }
 
 impl HealthArgs {
-    /// Starts the liveness endpoint on `readiness`, the one the Identity service's Probe
-    /// reports, when an address is configured; it stops on SIGTERM/SIGINT.
+    /// Starts the probes' endpoint, when an address is configured: liveness from `endpoint`
+    /// accepting, readiness from `readiness` (the one the Identity service's Probe reports).
+    /// It stops on SIGTERM/SIGINT.
     pub(crate) async fn start(
         &self,
         readiness: std::sync::Arc<dyn rwxnfs_server::Readiness>,
+        endpoint: &Endpoint,
     ) -> anyhow::Result<()> {
         if let Some(addr) = self.health_address {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot serve the liveness check on {addr}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot serve the probes on {addr}: {e}"))?;
             // The bound address, which differs from the flag's for port 0.
             let addr = listener.local_addr().unwrap_or(addr);
-            tracing::info!(%addr, timeout = ?self.health_timeout, "serving liveness on /healthz");
+            tracing::info!(%addr, timeout = ?self.health_timeout, "serving liveness on /healthz and readiness on /readyz");
             tokio::spawn(rwxnfs_server::health::serve(
                 listener,
+                std::sync::Arc::new(rwxnfs_server::health::Accepting(endpoint.clone())),
                 readiness,
                 self.health_timeout,
                 rwxnfs_server::termination_signal(),

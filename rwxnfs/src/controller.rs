@@ -32,7 +32,7 @@ pub(crate) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     start_self_check(&config, &args.config);
     let (router, readiness) = plugin(&config, nodes, &args.csi, args.node_id.as_deref())?;
     args.csi.start_metrics().await?;
-    args.health.start(readiness).await?;
+    args.health.start(readiness, &args.endpoint).await?;
     rwxnfs_server::serve(
         router,
         &args.endpoint,

@@ -21,7 +21,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         None => None,
     };
     args.csi.start_metrics().await?;
-    args.health.start(readiness).await?;
+    args.health.start(readiness, &args.endpoint).await?;
     // The kubelet calls NodeGetInfo on the CSI socket as soon as it registers the driver, so
     // the registration socket appears only once the CSI socket listens.
     let (listening, csi_listens) = oneshot::channel::<()>();

@@ -1,6 +1,7 @@
-//! `--health-address`, end to end on the binary: /healthz answers what the component's CSI
+//! `--health-address`, end to end on the binary: /readyz answers what the component's CSI
 //! Probe reports (200 `ok`, or 503 with the reason), within `--health-timeout` even when a
-//! dependency hangs, 404 off its path, and survives requests that are not HTTP.
+//! dependency hangs; /healthz (liveness) only whether the process serves, whatever its
+//! dependencies do; 404 off those paths, and it survives requests that are not HTTP.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -59,7 +60,7 @@ impl Running {
                 let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
-                if entry["message"] == "serving liveness on /healthz" {
+                if entry["message"] == "serving liveness on /healthz and readiness on /readyz" {
                     let addr = entry["addr"].as_str().unwrap_or_default().parse();
                     let _ = tx.send(addr);
                 }
@@ -104,6 +105,10 @@ impl Running {
 
     fn healthz(&self) -> (u16, String) {
         self.send(b"GET /healthz HTTP/1.1\r\nHost: kubelet\r\n\r\n")
+    }
+
+    fn readyz(&self) -> (u16, String) {
+        self.send(b"GET /readyz HTTP/1.1\r\nHost: kubelet\r\n\r\n")
     }
 
     fn still_running(&mut self) -> bool {
@@ -267,15 +272,27 @@ fn start_controller_of(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_controller_whose_agent_is_ready_is_live() {
+async fn a_controller_whose_agent_is_ready_is_ready_and_live() {
     let dir = tempfile::tempdir().unwrap();
     let agent_socket = dir.path().join("agent.sock");
     let agent = agent(&agent_socket, true, "").await;
     let (controller, socket) = start_controller(dir.path(), &agent_socket, &[]);
 
+    assert_eq!(controller.readyz(), (200, "ok\n".to_owned()));
     assert_eq!(controller.healthz(), (200, "ok\n".to_owned()));
     assert!(csi_probe(&socket).await, "the CSI Probe says ready too");
     agent.stop().await.unwrap();
+}
+
+/// An agent that is down or slow is a reason not to be ready, never to be restarted: a
+/// restart cures nothing outside the process, and the sidecars exit with the CSI socket.
+#[tokio::test]
+async fn a_controller_whose_agent_is_unreachable_stays_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("no-agent.sock");
+    let (controller, _) = start_controller(dir.path(), &nowhere, &[]);
+    assert_eq!(controller.readyz().0, 503);
+    assert_eq!(controller.healthz(), (200, "ok\n".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +302,7 @@ async fn a_controller_whose_agent_is_not_ready_answers_503_with_the_agents_reaso
     let agent = agent(&agent_socket, false, "ganesha is not running").await;
     let (controller, socket) = start_controller(dir.path(), &agent_socket, &[]);
 
-    let (status, body) = controller.healthz();
+    let (status, body) = controller.readyz();
     assert_eq!(status, 503, "{body}");
     assert_eq!(body, "backend ha1: ganesha is not running\n");
     assert!(
@@ -301,7 +318,7 @@ async fn a_controller_whose_agent_is_unreachable_answers_503_naming_the_backend(
     let nowhere = dir.path().join("no-agent.sock");
     let (controller, socket) = start_controller(dir.path(), &nowhere, &[]);
 
-    let (status, body) = controller.healthz();
+    let (status, body) = controller.readyz();
     assert_eq!(status, 503, "{body}");
     let wanted = format!(
         "backend ha1: the agent at unix://{} cannot be reached (",
@@ -325,7 +342,7 @@ async fn a_controller_none_of_whose_backends_is_ready_names_each_in_order() {
     let (controller, socket) =
         start_controller_of(dir.path(), &[("ha1", &down), ("ha2", &nowhere)], &[]);
 
-    let (status, body) = controller.healthz();
+    let (status, body) = controller.readyz();
     assert_eq!(status, 503, "{body}");
     let wanted = format!(
         "backend ha1: ganesha is not running; backend ha2: the agent at unix://{} cannot be \
@@ -353,7 +370,7 @@ async fn a_hung_backend_does_not_fail_the_check_while_another_is_ready() {
     );
 
     let started = Instant::now();
-    assert_eq!(controller.healthz(), (200, "ok\n".to_owned()));
+    assert_eq!(controller.readyz(), (200, "ok\n".to_owned()));
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "answered after {:?}",
@@ -374,7 +391,7 @@ fn a_hung_agent_fails_the_check_within_the_health_timeout() {
         start_controller(dir.path(), &agent_socket, &["--health-timeout", "500ms"]);
 
     let started = Instant::now();
-    let (status, body) = controller.healthz();
+    let (status, body) = controller.readyz();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("did not finish within 500ms"), "{body}");
     assert!(
@@ -384,11 +401,11 @@ fn a_hung_agent_fails_the_check_within_the_health_timeout() {
     );
 }
 
-/// The node plugin's /healthz is its Probe: the kernel's NFS client, whichever way this
-/// machine has it. It is served with a registration socket no kubelet ever uses: liveness does
-/// not wait for the registration.
+/// The node plugin's /readyz is its Probe: the kernel's NFS client, whichever way this
+/// machine has it; it is live either way. It is served with a registration socket no kubelet
+/// ever uses: neither waits for the registration.
 #[tokio::test]
-async fn the_node_plugin_is_live_exactly_when_its_csi_probe_says_ready() {
+async fn the_node_plugin_is_ready_exactly_when_its_csi_probe_says_ready() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("node.sock");
     let registration = dir.path().join("rwxnfs.csi.io-reg.sock");
@@ -407,7 +424,8 @@ async fn the_node_plugin_is_live_exactly_when_its_csi_probe_says_ready() {
     );
 
     let ready = csi_probe(&socket).await;
-    let (status, body) = node.healthz();
+    assert_eq!(node.healthz(), (200, "ok\n".to_owned()));
+    let (status, body) = node.readyz();
     if ready {
         assert_eq!((status, body.as_str()), (200, "ok\n"));
     } else {
@@ -432,6 +450,7 @@ async fn other_paths_are_404_and_what_is_not_a_get_gets_an_answer_not_a_crash() 
         (b"GET / HTTP/1.1\r\n\r\n", 404),
         (b"GET /healthz/extra HTTP/1.1\r\n\r\n", 404),
         (b"GET /healthz?verbose HTTP/1.1\r\n\r\n", 200),
+        (b"GET /readyz HTTP/1.1\r\n\r\n", 200),
         (b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400), // a TLS hello
         (b"GET\r\n\r\n", 400),

@@ -8,8 +8,8 @@
 //! - [`logging`]: tracing set-up (JSON off a terminal, human on one).
 //! - [`rpc`]: the layer that times, counts and logs every served RPC.
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
-//! - [`health`]: the `/healthz` endpoint for the kubelet's liveness probe: the Probe's readiness,
-//!   bounded in time.
+//! - [`health`]: the kubelet's probes: `/healthz` (liveness: the CSI socket accepts) and
+//!   `/readyz` (the Probe's readiness), bounded in time.
 
 pub mod authority;
 pub mod endpoint;

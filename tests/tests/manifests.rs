@@ -315,7 +315,10 @@ fn every_container_has_resources_and_a_liveness_probe_that_reaches_something() {
                     .liveness_probe
                     .as_ref()
                     .unwrap_or_else(|| panic!("{what}: no livenessProbe"));
-                probe_reaches_a_server(&pod, c, probe, &what);
+                probe_reaches_a_server(&pod, c, probe, &what, "/healthz");
+                if let Some(probe) = &c.readiness_probe {
+                    probe_reaches_a_server(&pod, c, probe, &what, "/readyz");
+                }
             }
             port_names_are_valid_and_unique(&pod, &rendering.origin);
         }

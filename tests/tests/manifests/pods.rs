@@ -49,10 +49,18 @@ pub(crate) fn host_path(pod: &Pod<'_>, volume: &str) -> String {
 }
 
 /// A probe's port is one the probed container itself listens on, with the check it serves
-/// there: the CSI plugins their own /healthz (`--health-address`, their CSI Probe's readiness),
-/// the sidecars their leader-election health endpoint (`--http-endpoint`). A probe on another
-/// container's port would restart the wrong container.
-pub(crate) fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe, what: &str) {
+/// there: the CSI plugins their own /healthz for liveness and /readyz for readiness
+/// (`--health-address`: the CSI socket accepting, and their CSI Probe's readiness), the
+/// sidecars their leader-election health endpoint (`--http-endpoint`). A probe on another
+/// container's port would restart the wrong container; a liveness probe on /readyz would
+/// restart the controller whenever an agent is slow.
+pub(crate) fn probe_reaches_a_server(
+    pod: &Pod<'_>,
+    c: &Container,
+    probe: &Probe,
+    what: &str,
+    plugin_path: &str,
+) {
     let port = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
         (Some(get), _, _) => &get.port,
         (_, Some(tcp), _) => &tcp.port,
@@ -92,7 +100,7 @@ pub(crate) fn probe_reaches_a_server(pod: &Pod<'_>, c: &Container, probe: &Probe
     );
     let path = probe.http_get.as_ref().and_then(|g| g.path.as_deref());
     match (listener, path) {
-        ("health-address", Some("/healthz")) => {}
+        ("health-address", Some(path)) if path == plugin_path => {}
         ("http-endpoint", Some("/healthz/leader-election")) => assert!(
             flag(args(c), "leader-election").is_some(),
             "{what}: no leader election to probe"
