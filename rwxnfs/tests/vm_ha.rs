@@ -73,11 +73,13 @@ async fn many_exports(csi: &Csi, count: usize) {
     for _ in 0..32 {
         let (mut controller, next) = (csi.controller.clone(), next.clone());
         workers.push(tokio::spawn(async move {
+            let mut creates = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
-                    return;
+                    return creates;
                 }
+                let t = Instant::now();
                 let volume = controller
                     .create_volume(csi::CreateVolumeRequest {
                         name: format!("scale-{i}"),
@@ -89,6 +91,7 @@ async fn many_exports(csi: &Csi, count: usize) {
                     .into_inner()
                     .volume
                     .unwrap();
+                creates.push((i, t.elapsed()));
                 for node in ["client", "other-1", "other-2"] {
                     controller
                         .controller_publish_volume(csi::ControllerPublishVolumeRequest {
@@ -104,14 +107,30 @@ async fn many_exports(csi: &Csi, count: usize) {
             }
         }));
     }
+    let mut creates = Vec::new();
     for w in workers {
-        w.await.unwrap();
+        creates.extend(w.await.unwrap());
     }
     let took = started.elapsed();
     println!(
         "{count} volumes created and published to 3 nodes in {took:.1?} ({:.1} volumes/s)",
         count as f64 / took.as_secs_f64()
     );
+    // CreateVolume's latency (32 at a time, among the publishes) by tenth of the table.
+    creates.sort_by_key(|(i, _)| *i);
+    let tenth = (count / 10).max(1);
+    for part in creates.chunks(tenth) {
+        let mut d: Vec<Duration> = part.iter().map(|(_, d)| *d).collect();
+        d.sort();
+        let q = |f: f64| d[((d.len() as f64 - 1.0) * f).round() as usize];
+        println!(
+            "  creates {}-{}: p50 {:.0?}, p99 {:.0?}",
+            part[0].0 + 1,
+            part[part.len() - 1].0 + 1,
+            q(0.5),
+            q(0.99)
+        );
+    }
 }
 
 /// The writer: one numbered line every 100 ms, each fsync'd; what was acknowledged (and when,

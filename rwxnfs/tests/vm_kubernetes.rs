@@ -34,7 +34,9 @@ use rwxnfs_testbed::{
 const NODES: &[&str] = &["node-a", "node-b", "node-c"];
 /// The agent's address in manifests/base/config/controller.yaml.
 const VIP: &str = "192.168.222.25";
-const STEP: Duration = Duration::from_secs(300);
+/// The bound of each wait. Generous: under emulation, on a busy 2-core machine, a node VM
+/// starting five Go sidecars has taken minutes.
+const STEP: Duration = Duration::from_secs(600);
 
 struct Steps {
     started: Instant,
@@ -170,6 +172,7 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
 
     install(&mut cluster, &pki);
     let plane = &cluster.plane;
+    let _logs = DriverLogs(plane);
     steps.done("manifests/ applied: controller and node plugin Ready, CSINode on every node");
 
     let bound = examples(&cluster);
@@ -211,6 +214,45 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
         cluster.ready_in,
         steps.started.elapsed()
     );
+}
+
+/// On a failing step, the logs of every driver container (the sidecars' included) and the
+/// cluster's events, printed and kept beside the control plane's logs: the containers' own
+/// logs live in the node VMs, which stop with the test.
+struct DriverLogs<'a>(&'a ControlPlane);
+
+impl Drop for DriverLogs<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut text = String::new();
+        for args in [
+            &[
+                "logs",
+                "-n",
+                "rwxnfs",
+                "-l",
+                "app.kubernetes.io/name=rwxnfs",
+                "--all-containers",
+                "--prefix",
+                "--tail=100",
+                "--max-log-requests=20",
+            ][..],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
+        ] {
+            let out = self.0.kubectl(args);
+            text.push_str(&format!(
+                "--- kubectl {} ---\n{}{}\n",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let path = self.0.dir().join("driver-containers.log");
+        let _ = std::fs::write(&path, &text);
+        eprintln!("{text}--- kept in {} ---", path.display());
+    }
 }
 
 fn exec(plane: &ControlPlane, pod: &str, script: &str) -> std::process::Output {
@@ -923,4 +965,23 @@ fn install(cluster: &mut Cluster, pki: &Pki) {
             |v| v.split_whitespace().any(|d| d == "rwxnfs.csi.io"),
         );
     }
+    // The controller's start-up mesh self-check read its own Pod and Namespace from the API
+    // server and found nothing to complain about (no mesh in this cluster).
+    let logs = plane.kubectl_ok(&[
+        "logs",
+        "-n",
+        "rwxnfs",
+        "deployment/rwxnfs-controller",
+        "-c",
+        "rwxnfs",
+    ]);
+    let verdict = logs
+        .lines()
+        .find(|l| l.contains("self-check:"))
+        .unwrap_or_else(|| panic!("the controller logged no self-check:\n{logs}"));
+    assert!(
+        verdict.contains("leave NFS and agent traffic alone"),
+        "the self-check: {verdict}"
+    );
+    println!("controller self-check: {verdict}");
 }
