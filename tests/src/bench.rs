@@ -304,55 +304,27 @@ async fn count_exports(agent: &mut AgentClient<tonic::transport::Channel>) -> us
     }
 }
 
-/// The stack over real NFS-Ganesha (in a network namespace, on a private D-Bus), with the
-/// agent's table and exports in a temporary directory. Needs root and the test packages.
+/// The stack over real NFS-Ganesha (in a network namespace, on a private D-Bus:
+/// [`rwxnfs_testbed::GaneshaServer`]), with the agent's table and exports in a temporary
+/// directory. Needs root and the test packages.
 pub struct GaneshaStack {
     pub stack: Stack,
-    _ganesha: rwxnfs_testbed::Ganesha,
-    _server: rwxnfs_testbed::Netns,
-    _bus: rwxnfs_testbed::Dbus,
+    _server: rwxnfs_testbed::GaneshaServer,
     _dir: tempfile::TempDir,
 }
 
 impl GaneshaStack {
     pub async fn start(name: &str) -> Self {
-        use rwxnfs_agent::{
-            exporter::ganesha::{GaneshaExporter, GaneshaSettings, INCLUDE_FILE},
-            fs::plain::PlainFs,
-        };
-        rwxnfs_testbed::require(&["ip", "ganesha.nfsd", "dbus-daemon", "dbus-send"]);
         let dir = tempfile::tempdir().expect("tempdir");
-        let bus = rwxnfs_testbed::Dbus::start(dir.path());
-        let server = rwxnfs_testbed::Netns::new(name);
-        let conf_dir = dir.path().join("ganesha-exports");
-        std::fs::create_dir_all(&conf_dir).expect("conf dir");
-        let ganesha = rwxnfs_testbed::Ganesha::start(
-            &server,
-            &bus,
-            dir.path(),
-            &conf_dir.join(INCLUDE_FILE),
-            &dir.path().join("recovery"),
-            name,
-        );
-        let exporter = Arc::new(
-            GaneshaExporter::new(GaneshaSettings {
-                dbus_address: Some(bus.address()),
-                name_prefix: Some(name.into()),
-                conf_dir,
-                protocols: vec![4],
-            })
-            .expect("exporter"),
-        );
+        let server = rwxnfs_testbed::GaneshaServer::start(dir.path(), name);
         let stack = Stack::start(
-            |root| Arc::new(PlainFs::open(&root).expect("export root")),
-            exporter,
+            |root| Arc::new(rwxnfs_agent::fs::plain::PlainFs::open(&root).expect("export root")),
+            server.exporter.clone(),
         )
         .await;
         Self {
             stack,
-            _ganesha: ganesha,
             _server: server,
-            _bus: bus,
             _dir: dir,
         }
     }
