@@ -63,61 +63,47 @@ setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --confi
 /// `count` volumes created 32 at a time, each then published to three nodes (one real, two
 /// that nobody runs), timed.
 async fn many_exports(csi: &Csi, count: usize) {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
-    let next = Arc::new(AtomicUsize::new(0));
+    let controller = csi.controller.clone();
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..32 {
-        let (mut controller, next) = (csi.controller.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut creates = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
-                    return creates;
-                }
-                let t = Instant::now();
-                let volume = controller
-                    .create_volume(csi::CreateVolumeRequest {
-                        name: format!("scale-{i}"),
-                        volume_capabilities: vec![mount_capability(false)],
+    let (done, _) = rwxnfs_testbed::load::at_once(count, 32, move |i| {
+        let mut controller = controller.clone();
+        async move {
+            let t = Instant::now();
+            let volume = controller
+                .create_volume(csi::CreateVolumeRequest {
+                    name: format!("scale-{i}"),
+                    volume_capabilities: vec![mount_capability(false)],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .volume
+                .unwrap();
+            let created = t.elapsed();
+            for node in ["client", "other-1", "other-2"] {
+                controller
+                    .controller_publish_volume(csi::ControllerPublishVolumeRequest {
+                        volume_id: volume.volume_id.clone(),
+                        node_id: node.into(),
+                        volume_capability: Some(mount_capability(false)),
+                        volume_context: volume.volume_context.clone(),
                         ..Default::default()
                     })
                     .await
-                    .unwrap()
-                    .into_inner()
-                    .volume
                     .unwrap();
-                creates.push((i, t.elapsed()));
-                for node in ["client", "other-1", "other-2"] {
-                    controller
-                        .controller_publish_volume(csi::ControllerPublishVolumeRequest {
-                            volume_id: volume.volume_id.clone(),
-                            node_id: node.into(),
-                            volume_capability: Some(mount_capability(false)),
-                            volume_context: volume.volume_context.clone(),
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap();
-                }
             }
-        }));
-    }
-    let mut creates = Vec::new();
-    for w in workers {
-        creates.extend(w.await.unwrap());
-    }
+            created
+        }
+    })
+    .await;
+    let creates: Vec<(usize, Duration)> = done.into_iter().map(|(_, c)| c).enumerate().collect();
     let took = started.elapsed();
     println!(
         "{count} volumes created and published to 3 nodes in {took:.1?} ({:.1} volumes/s)",
         count as f64 / took.as_secs_f64()
     );
     // CreateVolume's latency (32 at a time, among the publishes) by tenth of the table.
-    creates.sort_by_key(|(i, _)| *i);
     let tenth = (count / 10).max(1);
     for part in creates.chunks(tenth) {
         let mut d: Vec<Duration> = part.iter().map(|(_, d)| *d).collect();

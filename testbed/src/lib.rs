@@ -15,6 +15,7 @@ pub mod cluster;
 mod dbus;
 mod ganesha;
 pub mod kube;
+pub mod load;
 mod loopfs;
 mod netns;
 mod pki;

@@ -6,10 +6,7 @@
 
 use std::{
     fmt::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,6 +14,8 @@ use rwxnfs_proto::{
     agent::{self as pb, agent_client::AgentClient},
     csi::{self, controller_client::ControllerClient},
 };
+
+use rwxnfs_testbed::load::at_once;
 
 use crate::{NODE_ID, Stack};
 
@@ -182,44 +181,6 @@ fn writer() -> csi::VolumeCapability {
             mode: csi::volume_capability::access_mode::Mode::MultiNodeMultiWriter as i32,
         }),
     }
-}
-
-/// Runs `f(0..total)` with `width` callers at a time; latencies in completion order of the
-/// items' indices.
-async fn at_once<F, Fut, T>(total: usize, width: usize, f: F) -> (Vec<(Duration, T)>, Duration)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = T> + Send,
-    T: Send + 'static,
-{
-    let f = Arc::new(f);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..width.max(1) {
-        let (f, next) = (f.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return samples;
-                }
-                let t = Instant::now();
-                let out = f(i).await;
-                samples.push((i, t.elapsed(), out));
-            }
-        }));
-    }
-    let mut all = Vec::with_capacity(total);
-    for t in tasks {
-        all.extend(t.await.expect("bench worker"));
-    }
-    all.sort_by_key(|(i, _, _)| *i);
-    (
-        all.into_iter().map(|(_, d, out)| (d, out)).collect(),
-        started.elapsed(),
-    )
 }
 
 async fn creates(
