@@ -33,18 +33,34 @@ pub struct Image {
 
 impl Image {
     /// Builds the image if its inputs changed (a no-op otherwise) and returns it.
+    ///
+    /// The image is cached outside the clone, by kernel package and version of its build
+    /// script, in `$RWXNFS_VM_CACHE` (default /var/cache/rwxnfs/vm-image, beside the
+    /// upstream tools' cache), so a second clone on the machine builds nothing; where that
+    /// cannot be created, under `target_tmp`.
     pub fn get(target_tmp: &Path) -> Image {
-        let dir = target_tmp.join("vm-image");
+        let root = std::env::var_os("RWXNFS_VM_CACHE").map_or_else(
+            || PathBuf::from("/var/cache/rwxnfs/vm-image"),
+            PathBuf::from,
+        );
+        let root = if std::fs::create_dir_all(&root).is_ok() {
+            root
+        } else {
+            target_tmp.join("vm-image")
+        };
         let builder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vm/build-image");
-        let status = Command::new(&builder)
-            .arg(&dir)
-            .status()
+        let out = Command::new(&builder)
+            .arg("--cache")
+            .arg(&root)
+            .stderr(std::process::Stdio::inherit())
+            .output()
             .unwrap_or_else(|e| panic!("{}: {e}", builder.display()));
         assert!(
-            status.success(),
+            out.status.success(),
             "tests/vm/build-image failed; it needs qemu-system-x86, busybox-static, cpio, \
              binutils and xz-utils (scripts/install-test-deps)"
         );
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         Image {
             kernel: dir.join("vmlinux"),
             initrd: dir.join("base.cpio.gz"),
