@@ -184,6 +184,7 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
         "writers Running on {} nodes, {running:.1?} from the claim's binding",
         writer_nodes(plane).len()
     ));
+    cpu(&cluster, "once the writers run");
     interleaved(&cluster);
     steps.done("kubectl exec … tail /data/test-file.txt: lines of pods on different nodes");
     fs_group(&cluster);
@@ -206,6 +207,7 @@ fn rwxnfs_on_kubernetes_in_the_vm_lab() {
         "nfs-a killed under a writer: nfs-b took over, the writes stalled {stall:.1?}, none lost or failed, no pod restarted"
     ));
     memory(&cluster);
+    cpu(&cluster, "at the end");
     steps.done("memory of the node plugin and the controller (VmRSS, and the pods' cgroups)");
     clean_up(&cluster, &nfs_b);
     steps.done("everything deleted: no export on the server, no NFS mount on any node");
@@ -263,9 +265,16 @@ fn exec_ok(plane: &ControlPlane, pod: &str, script: &str) -> String {
     let out = exec(plane, pod, script);
     assert!(
         out.status.success(),
-        "kubectl exec {pod} -- {script}: {}{}",
+        "kubectl exec {pod} -- {script}: {}{}\n{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        // Why the command died (an exit of 137 is a SIGKILL: the container restarted, or
+        // the cgroup's OOM killer): the pod's last state and its events.
+        String::from_utf8_lossy(
+            &plane
+                .kubectl(&["describe", "pod", "-n", "default", pod])
+                .stdout
+        )
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -671,6 +680,88 @@ spec:
 /// The resident memory of every rwxnfs process on the nodes, as /proc counts it, and each
 /// driver pod's memory as its cgroup counts it (what the kubelet reports: the containers'
 /// anonymous memory and page cache, the sidecars included in the controller's pod).
+/// Where the nodes' CPU went so far: each node's uptime and idle time, and its processes by CPU
+/// time (user + system), summed by name. The nodes are emulated; this is what says whether a
+/// slow step waited on the driver, on the kubelet and containerd, or on the machine.
+fn cpu(cluster: &Cluster, when: &str) {
+    println!("CPU time {when}:");
+    // The host: the VMs (one QEMU each) beside the control plane's processes.
+    if let Ok(ps) = std::process::Command::new("ps")
+        .args(["-e", "-o", "cputime=,comm=", "--sort=-cputime"])
+        .output()
+    {
+        let top: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .take(10)
+            .map(|l| l.trim().to_string())
+            .collect();
+        println!("  host: {}", top.join("\n    "));
+    }
+    for node in &cluster.nodes {
+        let out = node.vm.run(
+            r#"hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+read -r up idle < /proc/uptime
+echo "up ${up%.*} s, idle ${idle%.*} s"
+for f in /proc/[0-9]*/stat; do
+  read -r line < "$f" 2>/dev/null || continue
+  comm=${line#*(}; comm=${comm%%)*}
+  set -- ${line##*) }
+  echo "$(( ${12} + ${13} )) $comm"
+done | awk -v hz="$hz" '{ t[$2] += $1 } END { for (c in t) printf "%7.1f s %s\n", t[c] / hz, c }' | sort -rn | head -8"#,
+            Duration::from_secs(60),
+        );
+        println!(
+            "  {}: {}",
+            node.name,
+            out.out.trim().replace('\n', "\n    ")
+        );
+    }
+    kubelet_profile(cluster);
+}
+
+/// A 20 s CPU profile of the first node's kubelet (its pprof handler, through the API server's
+/// node proxy), its top functions printed with `go tool pprof`: the kubelet is the nodes'
+/// largest consumer of CPU under emulation.
+fn kubelet_profile(cluster: &Cluster) {
+    let node = &cluster.nodes[0].name;
+    let out = cluster.plane.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/debug/pprof/profile?seconds=20"),
+    ]);
+    if !out.status.success() || out.stdout.is_empty() {
+        println!(
+            "  {node}'s kubelet profile: none ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    }
+    let file = cluster.plane.dir().join(format!("kubelet-{node}.pprof"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    let go = ["go", "/usr/local/go/bin/go"].into_iter().find(|go| {
+        std::process::Command::new(go)
+            .arg("version")
+            .output()
+            .is_ok()
+    });
+    let top = go.and_then(|go| {
+        std::process::Command::new(go)
+            .args(["tool", "pprof", "-top", "-nodecount=25"])
+            .arg(upstream::tool("kubernetes", "kubelet"))
+            .arg(&file)
+            .output()
+            .ok()
+    });
+    match top {
+        Some(top) if top.status.success() => println!(
+            "  {node}'s kubelet, 20 s profile (kept in {}):\n{}",
+            file.display(),
+            String::from_utf8_lossy(&top.stdout)
+        ),
+        _ => println!("  {node}'s kubelet profile kept in {}", file.display()),
+    }
+}
+
 fn memory(cluster: &Cluster) {
     for node in &cluster.nodes {
         let out = node.vm.sh(r#"for p in $(pidof rwxnfs); do
@@ -774,7 +865,9 @@ fn examples(cluster: &Cluster) -> Duration {
     assert!(yaml.contains("docker.io/library/alpine:3.20") && yaml.contains("sleep 30;"));
     let yaml = yaml
         .replace("docker.io/library/alpine:3.20", &oci::busybox_name())
-        .replace("sleep 30;", "sleep 1;");
+        // A line every 5 s rather than 30 s, so the interleaving shows sooner; not every
+        // second, which forks three processes a second on each emulated node.
+        .replace("sleep 30;", "sleep 5;");
     let started = Instant::now();
     plane.apply(&yaml);
     plane.wait_jsonpath(
@@ -830,6 +923,20 @@ fn writers_running(cluster: &Cluster) -> Duration {
         writer_nodes(plane).len() >= 2,
         "the writers are not spread: {:?}",
         writer_pods(plane)
+    );
+    // Where the time went, pod by pod: scheduling, the attach (the attacher and
+    // ControllerPublishVolume), the mount (stage and publish), the container's start.
+    println!(
+        "{}",
+        plane.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--sort-by=.firstTimestamp",
+            "-o",
+            "custom-columns=FIRST:.firstTimestamp,LAST:.lastTimestamp,COUNT:.count,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+        ])
     );
     started.elapsed()
 }
@@ -924,7 +1031,18 @@ fn install(cluster: &mut Cluster, pki: &Pki) {
     ]);
     cluster.plane.spawn("snapshot-controller", &mut controller);
     let plane = &cluster.plane;
-    plane.kubectl_ok(&["apply", "-k", &m("")]);
+    // manifests/ as `kubectl apply -k` would apply it, with one change: one controller replica,
+    // not two. The nodes are emulated (five VMs on the host's two cores); the second replica's
+    // five containers starting beside the first on another node starved both nodes until the
+    // sidecars' connections to the CSI socket timed out ("dial unix /csi/csi.sock: i/o
+    // timeout") and they exited in a loop, and the rollout did not finish in 10 minutes.
+    let rendered = plane.kubectl_ok(&["kustomize", &m("")]);
+    assert_eq!(
+        rendered.matches("replicas: 2").count(),
+        1,
+        "manifests/: one Deployment of two replicas"
+    );
+    plane.apply(&rendered.replace("replicas: 2", "replicas: 1"));
     let started = Instant::now();
     let waited = plane.kubectl(&[
         "rollout",
@@ -956,6 +1074,9 @@ fn install(cluster: &mut Cluster, pki: &Pki) {
         "{}",
         plane.kubectl_ok(&["get", "pods", "-n", "rwxnfs", "-o", "wide"])
     );
+    if !waited.status.success() {
+        cpu(cluster, "when the driver did not become Ready");
+    }
     assert!(waited.status.success(), "the driver did not become Ready");
     for node in NODES {
         plane.wait_jsonpath(
