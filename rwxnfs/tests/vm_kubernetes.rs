@@ -313,6 +313,7 @@ kind: Pod
 metadata: {{name: quota-writer, namespace: default}}
 spec:
   nodeSelector: {{kubernetes.io/hostname: {node}}}
+  terminationGracePeriodSeconds: 1
   securityContext: {{runAsUser: 1000, runAsGroup: 2000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}}
   containers:
     - name: writer
@@ -460,6 +461,7 @@ kind: Pod
 metadata: {{name: restored-reader, namespace: default}}
 spec:
   nodeSelector: {{kubernetes.io/hostname: node-c}}
+  terminationGracePeriodSeconds: 1
   securityContext: {{runAsUser: 1000, runAsGroup: 2000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}}
   containers:
     - name: reader
@@ -600,6 +602,7 @@ kind: Pod
 metadata: {{name: ha-writer, namespace: default}}
 spec:
   nodeSelector: {{kubernetes.io/hostname: node-b}}
+  terminationGracePeriodSeconds: 1
   securityContext: {{runAsUser: 1000, runAsGroup: 2000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}}
   containers:
     - name: writer
@@ -799,25 +802,22 @@ done"#);
 
 fn clean_up(cluster: &Cluster, nfs: &Vm) {
     let plane = &cluster.plane;
-    for (kind, name) in [
-        ("deployment", "nfs-app"),
-        ("pod", "ha-writer"),
-        ("pod", "quota-writer"),
-        ("pod", "restored-reader"),
-        ("volumesnapshot", "nfs-app-snap"),
-        ("pvc", "nfs-app-restored"),
-        ("pvc", "quota"),
-        ("pvc", "nfs-app"),
+    // As a user would, a group at a time: the workloads, then the snapshot, then the claims
+    // (which wait, protected, until no pod uses them). Together, so that the pods' grace
+    // periods run at once rather than one after another.
+    for group in [
+        &[
+            "deployment/nfs-app",
+            "pod/ha-writer",
+            "pod/quota-writer",
+            "pod/restored-reader",
+        ][..],
+        &["volumesnapshot/nfs-app-snap"][..],
+        &["pvc/nfs-app-restored", "pvc/quota", "pvc/nfs-app"][..],
     ] {
-        plane.kubectl_ok(&[
-            "delete",
-            kind,
-            name,
-            "-n",
-            "default",
-            "--wait=true",
-            "--timeout=300s",
-        ]);
+        let mut args = vec!["delete", "-n", "default", "--wait=true", "--timeout=300s"];
+        args.extend_from_slice(group);
+        plane.kubectl_ok(&args);
     }
     plane.wait_jsonpath(
         &["get", "pv"],
