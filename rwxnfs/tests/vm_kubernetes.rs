@@ -850,7 +850,7 @@ fn clean_up(cluster: &Cluster, nfs: &Vm) {
 }
 
 /// The examples as users apply them, but for the writers' image (busybox, built here: no
-/// registry) and their interval (1 s, not 30 s, so the test need not wait).
+/// registry) and their interval (5 s, not 30 s, so the test need not wait).
 fn examples(cluster: &Cluster) -> Duration {
     let plane = &cluster.plane;
     let examples = manifests().join("examples");
