@@ -14,6 +14,7 @@ pub struct GaneshaServer {
     pub netns: Netns,
     pub ganesha: Ganesha,
     pub exporter: Arc<GaneshaExporter>,
+    settings: GaneshaSettings,
     /// Where the exporter keeps its export files.
     pub conf_dir: PathBuf,
     /// Declared last: the bus outlives Ganesha.
@@ -44,22 +45,27 @@ impl GaneshaServer {
             &dir.join(format!("{prefix}-recovery")),
             prefix,
         );
-        let exporter = Arc::new(
-            GaneshaExporter::new(GaneshaSettings {
-                dbus_address: Some(bus.address()),
-                name_prefix: Some(prefix.to_owned()),
-                conf_dir: conf_dir.clone(),
-                protocols: vec![4],
-            })
-            .expect("Ganesha exporter"),
-        );
+        let settings = GaneshaSettings {
+            dbus_address: Some(bus.address()),
+            name_prefix: Some(prefix.to_owned()),
+            conf_dir: conf_dir.clone(),
+            protocols: vec![4],
+        };
+        let exporter = Arc::new(GaneshaExporter::new(settings.clone()).expect("Ganesha exporter"));
         Self {
             netns,
             ganesha,
             exporter,
+            settings,
             conf_dir,
             bus,
         }
+    }
+
+    /// Another exporter for this Ganesha, knowing nothing yet: what a restarted agent, or the
+    /// standby's after a failover, starts with.
+    pub fn fresh_exporter(&self) -> Arc<GaneshaExporter> {
+        Arc::new(GaneshaExporter::new(self.settings.clone()).expect("Ganesha exporter"))
     }
 }
 

@@ -18,7 +18,7 @@ async fn main() {
         BenchConfig::full()
     };
     let host = GaneshaStack::start("bench").await;
-    let report = bench::run(&host.stack, &config).await;
+    let report = bench::run(&host.stack, &config, || host.fresh_exporter()).await;
     println!("{}", report.table());
     match report.check() {
         Ok(()) => println!("ratios: ok"),

@@ -1,6 +1,6 @@
 //! The scale benchmark's scenarios, run against a [`Stack`]: creates one at a time and 32 at
-//! a time, publishes of many volumes at once, a reconcile of everything, deletes, and the
-//! resident memory, printed as one table. The example `bench` runs it over real NFS-Ganesha
+//! a time, publishes of many volumes at once, a reconcile of everything, an agent's start over
+//! the full table, deletes, and the resident memory, printed as one table. The example `bench` runs it over real NFS-Ganesha
 //! with 10,000 exports; a test runs 1,000 and checks the ratios ([`Report::check`]). Every
 //! loop is bounded by its count.
 
@@ -15,6 +15,12 @@ use rwxnfs_proto::{
     csi::{self, controller_client::ControllerClient},
 };
 
+use rwxnfs_agent::{
+    ExportAgent, Settings,
+    exporter::Exporter,
+    fs::{VolumeFs, plain::PlainFs},
+    table::Table,
+};
 use rwxnfs_testbed::load::at_once;
 
 use crate::{NODE_ID, Stack};
@@ -84,6 +90,10 @@ pub struct Report {
     pub deletes: Samples,
     /// One Reconcile of every export, and how many it put back.
     pub reconcile: (Duration, usize),
+    /// A second agent started over the same table and NFS server, as after a restart or on
+    /// the standby after a failover: from opening the table to the end of its first reconcile
+    /// (when `rwxnfs agent` says READY), and how many exports that reconcile made active.
+    pub start: (Duration, usize),
     /// VmRSS of this process (agent and controller run in it) with every export created.
     pub rss_bytes: u64,
 }
@@ -112,26 +122,37 @@ impl Report {
                 s.rate()
             );
         }
-        let n = self.sequential.latencies.len();
-        let step = (n / 10).max(1);
-        for start in (0..n).step_by(step) {
-            let end = (start + step).min(n);
-            let (p50, p99) = self.sequential.p50_p99(start..end);
-            let _ = writeln!(
-                out,
-                "| creates {}–{} (one at a time) | {} | {} | {} | |",
-                start + 1,
-                end,
-                end - start,
-                ms(p50),
-                ms(p99)
-            );
+        for (samples, how) in [
+            (&self.sequential, "one at a time"),
+            (&self.concurrent, "32 at a time"),
+        ] {
+            let n = samples.latencies.len();
+            let step = (n / 10).max(1);
+            for start in (0..n).step_by(step) {
+                let end = (start + step).min(n);
+                let (p50, p99) = samples.p50_p99(start..end);
+                let _ = writeln!(
+                    out,
+                    "| creates {}–{} ({how}) | {} | {} | {} | |",
+                    start + 1,
+                    end,
+                    end - start,
+                    ms(p50),
+                    ms(p99)
+                );
+            }
         }
         let _ = writeln!(
             out,
             "| Reconcile of every export | {} | {} | | |",
             self.reconcile.1,
             ms(self.reconcile.0)
+        );
+        let _ = writeln!(
+            out,
+            "| agent start to READY (open the table, reconcile) | {} | {} | | |",
+            self.start.1,
+            ms(self.start.0)
         );
         let _ = writeln!(
             out,
@@ -270,7 +291,7 @@ async fn count_exports(agent: &mut AgentClient<tonic::transport::Channel>) -> us
 /// directory. Needs root and the test packages.
 pub struct GaneshaStack {
     pub stack: Stack,
-    _server: rwxnfs_testbed::GaneshaServer,
+    server: rwxnfs_testbed::GaneshaServer,
     _dir: tempfile::TempDir,
 }
 
@@ -285,15 +306,43 @@ impl GaneshaStack {
         .await;
         Self {
             stack,
-            _server: server,
+            server,
             _dir: dir,
         }
     }
+
+    /// A new exporter for the same Ganesha, as a restarted agent makes.
+    pub fn fresh_exporter(&self) -> Arc<dyn Exporter> {
+        self.server.fresh_exporter()
+    }
+}
+
+/// A second agent over `stack`'s table and export root, with a new exporter from
+/// `exporter` (the same NFS server), timed from opening the table to the end of its first
+/// reconcile: what `rwxnfs agent` does before it says READY.
+async fn start_agent(stack: &Stack, exporter: Arc<dyn Exporter>) -> (Duration, usize) {
+    let started = Instant::now();
+    let state = stack.dir.path().join("state");
+    let root = stack.dir.path().join("exports");
+    let table = blocking(move || Table::open(&state)).expect("the table opens again");
+    let fs: Arc<dyn VolumeFs> = Arc::new(PlainFs::open(&root).expect("export root"));
+    let agent = ExportAgent::new(Settings::default(), table, fs, exporter);
+    let report = agent.reconcile().await.expect("the new agent reconciles");
+    (started.elapsed(), report.activated.len())
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 /// Runs every scenario against `stack` and checks that every acknowledged create is in the
-/// agent's table and every acknowledged delete gone.
-pub async fn run(stack: &Stack, config: &BenchConfig) -> Report {
+/// agent's table and every acknowledged delete gone. `exporter` makes a new exporter for the
+/// same NFS server, for the agent start scenario.
+pub async fn run(
+    stack: &Stack,
+    config: &BenchConfig,
+    exporter: impl Fn() -> Arc<dyn Exporter>,
+) -> Report {
     let mut agent = AgentClient::new(stack.agent.connect().await.expect("agent"));
     let controller = ControllerClient::new(stack.controller.connect().await.expect("controller"));
 
@@ -346,6 +395,7 @@ pub async fn run(stack: &Stack, config: &BenchConfig) -> Report {
         .activated
         .len();
     let reconcile = (started.elapsed(), reconciled);
+    let start = start_agent(stack, exporter()).await;
 
     let (deleted, wall) = {
         let controller = controller.clone();
@@ -381,6 +431,7 @@ pub async fn run(stack: &Stack, config: &BenchConfig) -> Report {
         publishes,
         deletes,
         reconcile,
+        start,
         rss_bytes,
     }
 }

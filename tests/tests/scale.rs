@@ -7,7 +7,7 @@ use rwxnfs_tests::bench::{self, BenchConfig, GaneshaStack};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_stay_flat_with_the_table_size_and_concurrent_creates_are_faster() {
     let host = GaneshaStack::start("scale").await;
-    let report = bench::run(&host.stack, &BenchConfig::short()).await;
+    let report = bench::run(&host.stack, &BenchConfig::short(), || host.fresh_exporter()).await;
     println!("{}", report.table());
     if let Err(problems) = report.check() {
         panic!("{problems}\n{}", report.table());
