@@ -82,6 +82,8 @@ pub struct AgentBackend {
     endpoint: String,
     server: ServerAddress,
     client: AgentClient<Channel>,
+    /// Every call's time limit (`timeoutSeconds`).
+    timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,7 @@ impl AgentBackend {
             endpoint: agent.endpoint.clone(),
             server: ServerAddress::new(config.server),
             client: AgentClient::new(channel),
+            timeout,
         })
     }
 
@@ -191,7 +194,18 @@ impl AgentBackend {
             // the client's own failure to reach it (connection refused, reset, timed out, no
             // socket), which callers must see as UNAVAILABLE so that they retry, and which
             // names where the agent was looked for.
-            let err = if std::error::Error::source(&s).is_some()
+            //
+            // The channel's own time limit ends a call with CANCELLED ("Timeout expired"),
+            // though the caller cancelled nothing: it is reported as DEADLINE_EXCEEDED.
+            let err = if s.code() == tonic::Code::Cancelled
+                && s.message() == tonic::TimeoutExpired(()).to_string()
+            {
+                ControllerError::AgentTimeout {
+                    backend: self.name.clone(),
+                    endpoint: self.endpoint.clone(),
+                    limit: self.timeout,
+                }
+            } else if std::error::Error::source(&s).is_some()
                 && matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
             {
                 ControllerError::Unreachable {
@@ -402,6 +416,38 @@ mod tests {
             )),
             "{}",
             err.message()
+        );
+    }
+
+    /// An agent that takes the connection and never answers (a host stalled on its disk, or
+    /// traffic dropped on the way) ends the call at the backend's time limit.
+    #[tokio::test]
+    async fn an_agent_that_does_not_answer_in_time_is_deadline_exceeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let backend = backend(&format!("unix://{}", path.display()));
+        let started = std::time::Instant::now();
+        let err = backend.probe().await.unwrap_err();
+        held.abort();
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            err.message(),
+            format!(
+                "backend ha: the agent at unix://{} did not answer within 2s; retry",
+                path.display()
+            )
         );
     }
 

@@ -87,6 +87,13 @@ pub enum ControllerError {
         endpoint: String,
         cause: String,
     },
+    /// The agent did not answer within the backend's time limit.
+    #[error("backend {backend}: the agent at {endpoint} did not answer within {limit:?}; retry")]
+    AgentTimeout {
+        backend: Name,
+        endpoint: String,
+        limit: std::time::Duration,
+    },
     #[error("backend {backend}: {method} returned nothing")]
     EmptyAnswer { backend: Name, method: &'static str },
     #[error(
@@ -131,6 +138,7 @@ impl ControllerError {
             E::NodeAddresses { .. } | E::NoServerAddress { .. } => Code::FailedPrecondition,
             E::ForeignPageToken { .. } | E::Busy { .. } => Code::Aborted,
             E::NodeLookup { .. } | E::Unreachable { .. } => Code::Unavailable,
+            E::AgentTimeout { .. } => Code::DeadlineExceeded,
             E::Agent { code, .. } => *code,
             E::EmptyAnswer { .. } | E::AgentSnapshotName(_) | E::AgentSnapshotSource(_) => {
                 Code::Internal
