@@ -152,6 +152,13 @@ fn acked(client: &Vm) -> Vec<(u32, f64, bool)> {
         .collect()
 }
 
+/// The agent's resident memory on `vm`, as the kernel counts it.
+fn agent_rss(vm: &Vm) -> String {
+    vm.sh("grep VmRSS /proc/$(pidof -s rwxnfs)/status")
+        .trim()
+        .to_string()
+}
+
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -268,9 +275,10 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
         many_exports(&csi, extra).await;
         let listing = a.run("exportfs -v | grep -c fsid=", Duration::from_secs(120));
         println!(
-            "nfs-a serves {} export lines (one per client) for {} volumes",
+            "nfs-a serves {} export lines (one per client) for {} volumes; agent {}",
             listing.out.trim(),
-            extra + 1
+            extra + 1,
+            agent_rss(&a)
         );
     }
 
@@ -289,9 +297,10 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
     let promoted = b.run("sh /work/promote", Duration::from_secs(600));
     assert_eq!(promoted.rc, 0, "promote on nfs-b:\n{}", promoted.out);
     println!(
-        "nfs-b promoted in {:?}:\n{}",
+        "nfs-b promoted in {:?}:\n{}\nagent on nfs-b: {}",
         takeover.elapsed(),
-        promoted.out.trim_end()
+        promoted.out.trim_end(),
+        agent_rss(&b)
     );
     wait_until(
         "the writer carries on through nfs-b",
