@@ -245,6 +245,31 @@ async fn add_export_latency() {
     assert_eq!(bed.host.exporter.active().await.unwrap().len(), N as usize);
 }
 
+/// 500 pods of a new Deployment are published at once: more calls than the bus lets one
+/// connection await replies for (128). Every one is applied; none is refused by the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_exports_applied_at_once_all_go_live() {
+    let bed = bed("burst");
+    const N: u32 = 500;
+    let exporter = std::sync::Arc::clone(&bed.host.exporter);
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let path = volume(bed.dir.path(), &format!("b{i}"));
+        let exporter = exporter.clone();
+        tasks.push(tokio::spawn(async move {
+            exporter
+                .apply(&spec(2000 + i, &path, &format!("/b{i}"), vec![]))
+                .await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        if let Err(e) = task.await.unwrap() {
+            panic!("export {} of {N} applied at once: {e}", 2000 + i);
+        }
+    }
+    assert_eq!(bed.host.exporter.active().await.unwrap().len(), N as usize);
+}
+
 /// Ganesha's complaints about the exporter's own D-Bus calls.
 fn refused_calls(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)

@@ -44,6 +44,10 @@ const INTERFACE: &str = "org.ganesha.nfsd.exportmgr";
 const SERVICE: &str = "org.ganesha.nfsd";
 /// Upper bound of one D-Bus call: Ganesha answers in milliseconds when it is healthy.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls to Ganesha in flight at once; more wait their turn. The system bus refuses a
+/// connection's call past 128 awaiting replies (dbus-daemon's `max_replies_per_connection`),
+/// which 500 pods of a new Deployment published at once would pass.
+const MAX_CALLS_IN_FLIGHT: usize = 32;
 pub const INCLUDE_FILE: &str = "exports.conf";
 
 #[derive(Clone, Debug)]
@@ -95,6 +99,8 @@ pub struct GaneshaExporter {
     activations: AtomicU64,
     /// Which export ids Ganesha has active, as far as this exporter knows.
     known: std::sync::Mutex<Known>,
+    /// Bounds the calls awaiting Ganesha's reply ([`MAX_CALLS_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// The ids Ganesha has active: None until a `ShowExports` has said (and again after the
@@ -254,6 +260,7 @@ impl GaneshaExporter {
             include_changes: Arc::new(AtomicU64::new(0)),
             activations: AtomicU64::new(0),
             known: std::sync::Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT),
         })
     }
 
@@ -294,6 +301,11 @@ impl GaneshaExporter {
     {
         let conn = self
             .connection()
+            .await
+            .map_err(|e| zbus::Error::Failure(e.to_string()))?;
+        let _turn = self
+            .in_flight
+            .acquire()
             .await
             .map_err(|e| zbus::Error::Failure(e.to_string()))?;
         let call = conn.call_method(
@@ -415,6 +427,7 @@ impl GaneshaExporter {
     /// `/proc`. None when either is unknown (Ganesha in another pid namespace, say).
     async fn started_at(&self) -> Option<std::time::SystemTime> {
         let conn = self.connection().await.ok()?;
+        let _turn = self.in_flight.acquire().await.ok()?;
         let name = (self.service.as_str(),);
         let call = conn.call_method(
             Some("org.freedesktop.DBus"),
