@@ -14,6 +14,8 @@ mod analyze;
 mod capture;
 #[path = "istio/istioctl.rs"]
 mod istioctl;
+#[path = "istio/live.rs"]
+mod live;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -328,4 +330,9 @@ fn istioctl_analyze_finds_no_error_in_the_manifests() {
 #[test]
 fn istioctl_analyze_beside_rwxnfs_doctor_on_the_doctors_fixtures() {
     analyze::beside_the_doctor();
+}
+
+#[test]
+fn istioctl_analyze_against_an_api_server_beside_rwxnfs_doctor() {
+    analyze::live_beside_the_doctor();
 }

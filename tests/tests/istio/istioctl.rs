@@ -180,12 +180,24 @@ pub(crate) struct Analysis {
 
 /// `istioctl analyze` on `files` without a cluster, every message down to Info.
 pub(crate) fn analyze(files: &[PathBuf]) -> Analysis {
-    let out = istioctl()
-        .args(["analyze", "--use-kube=false", "--output-threshold=Info"])
+    let mut command = istioctl();
+    command.args(["analyze", "--use-kube=false"]).args(files);
+    run_analyze(command, &format!("{files:?}"))
+}
+
+/// `istioctl analyze` of everything in the cluster `kubeconfig` reaches.
+pub(crate) fn analyze_live(kubeconfig: &Path) -> Analysis {
+    let mut command = istioctl();
+    command.arg("analyze").env("KUBECONFIG", kubeconfig);
+    run_analyze(command, "the cluster")
+}
+
+fn run_analyze(mut command: Command, what: &str) -> Analysis {
+    let out = command
+        .arg("--output-threshold=Info")
         .args(["--failure-threshold=Error", "--all-namespaces"])
         // Its own log says which analyzers ran and which objects it read.
         .arg("--log_output_level=analysis:info,file:debug")
-        .args(files)
         .output()
         .expect("run istioctl");
     let printed = format!(
@@ -198,7 +210,7 @@ pub(crate) fn analyze(files: &[PathBuf]) -> Analysis {
     let code = out.status.code();
     assert!(
         code == Some(0) || code == Some(79),
-        "istioctl analyze {files:?} failed ({}):\n{printed}",
+        "istioctl analyze {what} failed ({}):\n{printed}",
         out.status
     );
     let errors = messages.iter().any(|m| m.level == "Error");
