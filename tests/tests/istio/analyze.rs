@@ -9,7 +9,7 @@ use std::{
 use rwxnfs_doctor::{Severity, load::load};
 
 use crate::{
-    istioctl::{Install, Message, analyze, documents, kustomize, repo},
+    istioctl::{Install, Message, analyze, documents, kustomize, repo, to_yaml},
     live::Cluster,
 };
 
@@ -228,12 +228,7 @@ pub(crate) fn live_beside_the_doctor() {
     for (name, kustomization) in renderings {
         let mut rendered = kustomize(&kustomization);
         if name.ends_with("istio-sidecar") {
-            let (injected, _) = install.kube_inject(&rendered, &[]);
-            rendered = injected
-                .iter()
-                .map(|o| serde_yaml_ng::to_string(o).expect("YAML"))
-                .collect::<Vec<_>>()
-                .join("---\n");
+            rendered = to_yaml(&install.kube_inject(&rendered, &[]).0);
         }
         let yaml = format!("{rendered}\n---\n{examples}");
         let applied = cluster.write("manifests.yaml", &yaml);
@@ -256,6 +251,7 @@ pub(crate) fn live_beside_the_doctor() {
         "warnings without an explanation:\n{}",
         unexplained.join("\n")
     );
+    misspelt_annotation(&cluster, &install);
 
     let fixtures = repo().join("doctor/tests/fixtures/bad");
     let mut differences = Vec::new();
@@ -270,13 +266,8 @@ pub(crate) fn live_beside_the_doctor() {
             continue;
         }
         // As the webhook would leave it: injected where the namespace or pod asks for it.
-        let (injected, _) =
-            install.kube_inject(&std::fs::read_to_string(&file).expect("readable"), &[]);
-        let injected: Vec<String> = injected
-            .iter()
-            .map(|o| serde_yaml_ng::to_string(o).expect("YAML"))
-            .collect();
-        let yaml = with_namespaces(&injected.join("---\n"));
+        let source = std::fs::read_to_string(&file).expect("readable");
+        let yaml = with_namespaces(&to_yaml(&install.kube_inject(&source, &[]).0));
         let applied = cluster.write(&format!("{name}.yaml"), &yaml);
         cluster.apply(&yaml);
         let messages = cluster.analyze().messages;
@@ -306,5 +297,37 @@ pub(crate) fn live_beside_the_doctor() {
         differences.is_empty(),
         "istioctl analyze (live) no longer says what the README reports:\n{}",
         differences.join("\n")
+    );
+}
+
+/// A misspelt exclusion annotation on the controller (`excludeOutboundPort`): each tool sees its
+/// half. The doctor finds the NFS and agent ports not excluded (RWX001); Istio finds an
+/// annotation it does not know (IST0108).
+fn misspelt_annotation(cluster: &Cluster, install: &Install) {
+    let rendered = kustomize(&repo().join("manifests/overlays/istio-sidecar")).replace(
+        "traffic.sidecar.istio.io/excludeOutboundPorts",
+        "traffic.sidecar.istio.io/excludeOutboundPort",
+    );
+    let file = cluster.write("misspelt.yaml", &rendered);
+    let doctor: BTreeSet<&str> =
+        rwxnfs_doctor::analyze(&load(std::slice::from_ref(&file)).expect("loads"))
+            .findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .map(|f| f.code)
+            .collect();
+    let yaml = to_yaml(&install.kube_inject(&rendered, &[]).0);
+    let applied = cluster.write("misspelt-injected.yaml", &yaml);
+    cluster.apply(&yaml);
+    let messages = cluster.analyze().messages;
+    cluster.delete(&applied);
+    println!("misspelt excludeOutboundPort: doctor {doctor:?}");
+    for m in &messages {
+        println!("    {}", m.line);
+    }
+    assert!(doctor.contains("RWX001"), "{doctor:?}");
+    assert!(
+        messages.iter().any(|m| m.code == "IST0108"),
+        "istioctl analyze no longer reports the unknown annotation"
     );
 }

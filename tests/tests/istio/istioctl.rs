@@ -85,6 +85,15 @@ pub(crate) fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `objects` as one multi-document YAML stream.
+pub(crate) fn to_yaml(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).expect("YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// The object of `kind` named `name` among `objects`.
 pub(crate) fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects
