@@ -1,9 +1,14 @@
 //! Network namespaces and the veth links between them.
 
 use std::{
+    fs::File,
+    os::fd::AsFd,
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
+    thread,
 };
+
+use nix::sched::{CloneFlags, setns};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -86,6 +91,23 @@ impl Netns {
         c.arg(format!("--net=/run/netns/{}", self.name))
             .arg(program);
         c
+    }
+
+    /// Runs `f` inside this namespace, on a thread of its own (setns moves only the calling
+    /// thread). Sockets `f` opens stay in this namespace wherever they are used afterwards.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 
