@@ -8,16 +8,30 @@
 //! it is meant for. Allocation is bounded by libFuzzer's `-malloc_limit_mb`/`-rss_limit_mb`
 //! while fuzzing.
 
+#[cfg(feature = "agent")]
 mod agent_api;
-mod configs;
+#[cfg(feature = "agent")]
+mod agent_config;
+#[cfg(feature = "controller")]
+mod controller_config;
+#[cfg(feature = "doctor")]
+mod doctor_manifests;
+#[cfg(feature = "agent")]
 mod exportfs;
 mod ids;
 mod mount_options;
 mod mountinfo;
 mod storage_class;
 
+#[cfg(feature = "agent")]
 pub use agent_api::agent_api;
-pub use configs::{agent_config, controller_config, doctor_manifests};
+#[cfg(feature = "agent")]
+pub use agent_config::agent_config;
+#[cfg(feature = "controller")]
+pub use controller_config::controller_config;
+#[cfg(feature = "doctor")]
+pub use doctor_manifests::doctor_manifests;
+#[cfg(feature = "agent")]
 pub use exportfs::exportfs;
 pub use ids::ids;
 pub use mount_options::mount_options;
