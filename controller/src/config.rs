@@ -139,7 +139,13 @@ impl ControllerConfig {
                     }
                 }
                 (None, Some(subdir)) => {
-                    if !subdir.share.starts_with('/') || subdir.share.contains("/../") {
+                    let share = Path::new(&subdir.share);
+                    // Every claim's directory is made beneath it: no way up out of it.
+                    if !subdir.share.starts_with('/')
+                        || share
+                            .components()
+                            .any(|c| c == std::path::Component::ParentDir)
+                    {
                         return Err(invalid(format!(
                             "backends[{i}].subdir.share: {:?} is not an absolute export path",
                             subdir.share
@@ -215,6 +221,15 @@ mod tests {
                 "backends:
   - name: a
     subdir: {server: 10.0.0.5, share: k8s}
+",
+                "backends[0].subdir.share",
+            ),
+            (
+                // Found by the controller_config fuzz target's invariant: a trailing ".."
+                // passed the check for "/../".
+                "backends:
+  - name: a
+    subdir: {server: 10.0.0.5, share: /srv/..}
 ",
                 "backends[0].subdir.share",
             ),

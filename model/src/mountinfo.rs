@@ -23,7 +23,8 @@ impl MountEntry {
     }
 }
 
-/// Decodes the octal escapes mountinfo uses for space, tab, newline and backslash.
+/// Decodes the octal escapes mountinfo uses for space, tab, newline and backslash. Only
+/// `\000` to `\377` are escapes (one byte); anything else is kept as written.
 pub fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -31,7 +32,8 @@ pub fn unescape(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
+            && (b'0'..=b'3').contains(&bytes[i + 1])
+            && bytes[i + 2..i + 4]
                 .iter()
                 .all(|b| (b'0'..=b'7').contains(b))
         {
@@ -98,5 +100,15 @@ mod tests {
         assert_eq!(unescape("a\\x"), "a\\x");
         assert_eq!(unescape("a\\04"), "a\\04");
         assert_eq!(unescape("\\040"), " ");
+    }
+
+    #[test]
+    fn an_octal_escape_beyond_one_byte_is_kept_as_written() {
+        // Found by the mountinfo fuzz target: "\\734" overflowed the byte it was decoded into.
+        assert_eq!(unescape("a\\734b"), "a\\734b");
+        assert_eq!(unescape("\\400"), "\\400");
+        assert_eq!(unescape("\\377"), "\u{fffd}");
+        let entries = parse_mountinfo("36 35 98:0 / /mnt\\734bs rw - ext4 /dev/vda rw\n");
+        assert_eq!(entries[0].mount_point, Path::new("/mnt\\734bs"));
     }
 }
