@@ -1,6 +1,6 @@
 //! The controller's side of the agent's mutual TLS, against a real agent on loopback: its
 //! renewed client certificate and CA bundle are used for new connections without a restart,
-//! and an agent whose certificate has expired is refused with an error that says so.
+//! and an expired certificate, the agent's or its own, is refused with an error that says so.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -179,6 +179,34 @@ async fn the_controllers_renewed_certificates_are_used_without_a_restart_and_exp
     assert!(
         err.message().contains("certificate expired"),
         "{}",
+        err.message()
+    );
+    println!("an agent with an expired certificate: {}", err.message());
+    stop.send(true).unwrap();
+    server.await.unwrap();
+
+    // The controller's own certificate expired (its renewal failed): the agent's refusal,
+    // as the controller reports it, says so too.
+    let expired = new.issue_expired("rwxnfs-controller");
+    publish(
+        &secret,
+        3,
+        &[
+            ("ca.crt", &new.ca_pem),
+            ("tls.crt", &expired.0),
+            ("tls.key", &expired.1),
+        ],
+    );
+    let (stop, server) = agent(dir.path(), port, (&new.ca_pem, &new.issue("rwxnfs-agent"))).await;
+    let err = backend.probe().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains("CertificateExpired"),
+        "{}",
+        err.message()
+    );
+    println!(
+        "the controller with an expired certificate: {}",
         err.message()
     );
     stop.send(true).unwrap();
