@@ -37,10 +37,14 @@ serverAddresses: [192.168.222.25]  # the VIP(s) clients mount from
 listen:
   - tcp://0.0.0.0:9820
   - unix:///run/rwxnfs/agent.sock
-tls:
+tls:                               # each file re-read for every new connection
   ca: /etc/rwxnfs/tls/ca.crt       # client certificates must chain to this
   cert: /etc/rwxnfs/tls/agent.crt
   key: /etc/rwxnfs/tls/agent.key
+  allowedClientNames: [rwxnfs-controller]  # a DNS or URI SAN, or the CN, of the client's certificate
+limits:
+  maxMessageBytes: 1048576         # one request message
+  maxConcurrentCallsPerClient: 256 # calls in flight per client name (one for all local callers)
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,8 @@ pub struct AgentConfig {
     pub listen: Vec<String>,
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -155,11 +161,62 @@ impl Default for Defaults {
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Who may call: one of these must be a DNS or URI subject alternative name, or the common
+    /// name, of the client's certificate (default: the controller's, `rwxnfs-controller`).
+    #[serde(default = "default_allowed_client_names")]
+    pub allowed_client_names: Vec<String>,
+}
+
+/// The name of the controller's client certificate in the manifests and the README.
+pub const CONTROLLER_NAME: &str = "rwxnfs-controller";
+
+fn default_allowed_client_names() -> Vec<String> {
+    vec![CONTROLLER_NAME.to_owned()]
+}
+
+impl TlsFiles {
+    pub fn files(&self) -> rwxnfs_server::tls::TlsFiles {
+        rwxnfs_server::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// Bounds on what a client may ask at once.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LimitsConfig {
+    /// The largest request message; the agent's largest legitimate one is a few kilobytes.
+    pub max_message_bytes: usize,
+    /// Calls in flight per client name: the controller's sidecars send at most about 130 at
+    /// once (the provisioner's 100 workers, 10 each for the attacher, the resizer and the
+    /// snapshotter).
+    pub max_concurrent_calls_per_client: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1 << 20,
+            max_concurrent_calls_per_client: 256,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn limits(&self) -> crate::guard::Limits {
+        crate::guard::Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_concurrent_calls_per_client: self.max_concurrent_calls_per_client,
+        }
+    }
 }
 
 /// Parses octal permission bits ("2775", "0755"), at most 0o7777.
@@ -217,6 +274,27 @@ impl AgentConfig {
                 .map_err(|e| format!("listen: {e}"))?;
         }
         parse_mode(&self.defaults.mode).map_err(|e| format!("defaults.mode: {e}"))?;
+        if let Some(tls) = &self.tls
+            && (tls.allowed_client_names.is_empty()
+                || tls.allowed_client_names.iter().any(|n| n.trim().is_empty()))
+        {
+            return Err(format!(
+                "tls.allowedClientNames: {:?} must name at least one client certificate \
+                 (default [{CONTROLLER_NAME}]), and no name may be empty",
+                tls.allowed_client_names
+            ));
+        }
+        for (key, value) in [
+            ("limits.maxMessageBytes", self.limits.max_message_bytes),
+            (
+                "limits.maxConcurrentCallsPerClient",
+                self.limits.max_concurrent_calls_per_client,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("{key}: must be greater than 0"));
+            }
+        }
         if self.defaults.size_bytes == 0 {
             return Err("defaults.sizeBytes: must be greater than 0".into());
         }
@@ -268,7 +346,30 @@ mod tests {
         assert_eq!(config.export_root, Path::new("/drbd/exports"));
         assert_eq!(config.default_mode(), 0o2775);
         assert!(config.listens_on_tcp());
-        assert!(config.tls.is_some());
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.allowed_client_names, [CONTROLLER_NAME]);
+        assert_eq!(config.limits, LimitsConfig::default());
+    }
+
+    #[test]
+    fn the_allowed_client_names_default_to_the_controllers_and_may_not_be_empty() {
+        let base = "exportRoot: /e\nstateDir: /e/.s\nlisten: [unix:///run/a.sock]\n";
+        let config = parse(&format!("{base}tls: {{ca: /c, cert: /t, key: /k}}\n")).unwrap();
+        assert_eq!(config.tls.unwrap().allowed_client_names, [CONTROLLER_NAME]);
+        for names in ["[]", "[\"\"]"] {
+            let err = parse(&format!(
+                "{base}tls: {{ca: /c, cert: /t, key: /k, allowedClientNames: {names}}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("tls.allowedClientNames"), "{err}");
+        }
+        let err = parse(&format!(
+            "{base}limits: {{maxConcurrentCallsPerClient: 0}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.maxConcurrentCallsPerClient"), "{err}");
     }
 
     #[test]

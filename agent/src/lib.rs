@@ -10,7 +10,8 @@
 //! - [`fs`]: what happens on the export root's filesystem: volume directories, quotas,
 //!   snapshots and clones, deletion, all kept beneath the root.
 //! - [`usage`]: what each export uses, as its quota counts it.
-//! - [`service`]: the gRPC service; [`config`]: the configuration file.
+//! - [`service`]: the gRPC service; [`config`]: the configuration file; [`guard`]: who may
+//!   call it (the client certificate's names) and how much at once.
 
 pub mod access;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod exporter;
 pub mod exports;
 pub mod fs;
 pub mod group_commit;
+pub mod guard;
 pub mod locks;
 pub mod notify;
 pub mod reconcile;

@@ -3,14 +3,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use rwxnfs_server::{Endpoint, Shutdown};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use rwxnfs_server::{Endpoint, Shutdown, tls::ServerTls};
 
 use crate::{
-    config::{AgentConfig, TlsFiles},
+    config::AgentConfig,
     exporter::Exporter,
     exports::{ExportAgent, Settings},
     fs::VolumeFs,
+    guard::{Counts, Guard, Policy},
     service::AgentService,
     table::Table,
 };
@@ -22,13 +22,8 @@ pub enum RunError {
          development only, start it with --insecure-tcp"
     )]
     TcpWithoutTls { endpoint: String },
-    #[error("cannot read TLS file {path}: {source}")]
-    TlsFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("TLS configuration: {0}")]
-    Tls(tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] rwxnfs_server::tls::TlsError),
     #[error(transparent)]
     Table(#[from] crate::table::TableError),
     #[error(transparent)]
@@ -85,19 +80,6 @@ pub fn start(
     Ok(agent)
 }
 
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, RunError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| RunError::TlsFile {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    // With a client CA root set, tonic requires and verifies a client certificate.
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
-        .client_ca_root(Certificate::from_pem(read(&files.ca)?)))
-}
-
 /// Serves the agent on every configured endpoint until `shutdown`.
 pub async fn serve(
     agent: Arc<ExportAgent>,
@@ -115,17 +97,19 @@ pub async fn serve(
         let _ = on_outer.send(true);
     });
     let mut servers = tokio::task::JoinSet::new();
+    let limits = config.limits.limits();
+    let counts = Counts::default();
     for raw in &config.listen {
         let endpoint: Endpoint = raw
             .parse()
             .map_err(|e: rwxnfs_server::EndpointError| RunError::Serve(e.into()))?;
-        let mut builder = rwxnfs_server::builder();
+        let mut tls = None;
+        let mut policy = Policy::local(limits, &counts);
         if matches!(endpoint, Endpoint::Tcp(_)) {
             match (&config.tls, insecure_tcp) {
                 (Some(files), _) => {
-                    builder = builder
-                        .tls_config(tls_config(files)?)
-                        .map_err(RunError::Tls)?;
+                    tls = Some(ServerTls::load(files.files())?);
+                    policy = Policy::tls(files.allowed_client_names.clone(), limits, &counts);
                 }
                 (None, true) => {
                     tracing::warn!(%endpoint, "serving TCP without TLS (--insecure-tcp): for development only");
@@ -137,12 +121,18 @@ pub async fn serve(
                 }
             }
         }
-        let router = builder
-            .add_service(AgentService::new(agent.clone()).into_server())
-            .add_service(rwxnfs_server::reflection()?);
+        let router = rwxnfs_server::builder()
+            .add_service(AgentService::new(agent.clone()).into_guarded_server(policy.clone()))
+            .add_service(Guard::new(rwxnfs_server::reflection()?, policy));
         let stop = inner.clone();
         servers.spawn(async move {
-            rwxnfs_server::serve(router, &endpoint, stop.wait(), grace, || {}).await
+            match tls {
+                Some(tls) => {
+                    rwxnfs_server::serve_tls(router, &endpoint, tls, stop.wait(), grace, || {})
+                        .await
+                }
+                None => rwxnfs_server::serve(router, &endpoint, stop.wait(), grace, || {}).await,
+            }
         });
     }
     let mut first_error = None;

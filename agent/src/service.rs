@@ -32,6 +32,21 @@ impl AgentService {
     pub fn into_server(self) -> rpc::Rpc<AgentServer<Self>> {
         rpc::wrap(AgentServer::new(self))
     }
+
+    /// The service behind `policy` ([`crate::guard`]): its refusals are counted and logged by
+    /// the [`rpc`] layer like any other failed call.
+    pub fn into_guarded_server(
+        self,
+        policy: std::sync::Arc<crate::guard::Policy>,
+    ) -> rpc::Rpc<crate::guard::Guard<AgentServer<Self>>> {
+        // The guard refuses larger messages first, with RESOURCE_EXHAUSTED; tonic's own bound
+        // (OUT_OF_RANGE, 4 MiB by default) must not come before it.
+        let max = policy.limits().max_message_bytes;
+        rpc::wrap(crate::guard::Guard::new(
+            AgentServer::new(self).max_decoding_message_size(max),
+            policy,
+        ))
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;

@@ -1,7 +1,7 @@
 //! Backends: where volumes live. Today the export agent on an HA NFS cluster; the trait keeps
 //! the controller's logic independent of how a backend is reached.
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use rwxnfs_model::Name;
 use rwxnfs_proto::agent::{self as pb, agent_client::AgentClient};
@@ -92,31 +92,30 @@ pub enum BackendError {
     Setup { backend: String, message: String },
 }
 
-fn read(path: &Path, backend: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|e| BackendError::Setup {
-        backend: backend.to_owned(),
-        message: format!("cannot read {}: {e}", path.display()),
-    })
-}
-
-fn tls_config(
+/// The client side of the agent's mutual TLS: the files are read now (an error here stops the
+/// controller at start) and again for every new connection, so a renewed certificate or CA
+/// bundle is used without a restart.
+fn client_tls(
     tls: &ClientTls,
     endpoint: &str,
     backend: &str,
-) -> Result<tonic::transport::ClientTlsConfig, BackendError> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+) -> Result<rwxnfs_server::tls::ClientTls, BackendError> {
     let host = endpoint
         .trim_start_matches("tcp://")
         .rsplit_once(':')
         .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
         .unwrap_or_default();
-    Ok(ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&tls.ca, backend)?))
-        .identity(Identity::from_pem(
-            read(&tls.cert, backend)?,
-            read(&tls.key, backend)?,
-        ))
-        .domain_name(tls.server_name.clone().unwrap_or(host)))
+    let files = rwxnfs_server::tls::TlsFiles {
+        ca: tls.ca.clone(),
+        cert: tls.cert.clone(),
+        key: tls.key.clone(),
+    };
+    rwxnfs_server::tls::ClientTls::load(files, tls.server_name.as_deref().unwrap_or(&host)).map_err(
+        |e| BackendError::Setup {
+            backend: backend.to_owned(),
+            message: e.to_string(),
+        },
+    )
 }
 
 /// The innermost cause of a transport failure, for the message.
@@ -156,7 +155,7 @@ impl AgentBackend {
             .parse()
             .map_err(|e: rwxnfs_server::EndpointError| setup(e.to_string()))?;
         let tls = match &agent.tls {
-            Some(tls) => Some(tls_config(tls, &agent.endpoint, &config.name)?),
+            Some(tls) => Some(client_tls(tls, &agent.endpoint, &config.name)?),
             None => None,
         };
         let timeout = Duration::from_secs(agent.timeout_seconds.unwrap_or(30));
@@ -399,7 +398,8 @@ mod tests {
         let text = format!(
             "backends:\n  - name: ha\n    agent:\n      endpoint: {endpoint}\n      timeoutSeconds: 2\n"
         );
-        let config = ControllerConfig::parse(&text, Path::new("controller.yaml")).unwrap();
+        let config =
+            ControllerConfig::parse(&text, std::path::Path::new("controller.yaml")).unwrap();
         AgentBackend::new(&config.backends[0]).unwrap()
     }
 

@@ -88,6 +88,8 @@ pub struct AgentBackendConfig {
     pub timeout_seconds: Option<u64>,
 }
 
+/// The controller's side of the agent's mutual TLS. The files are read at start (an error stops
+/// the controller) and again for every new connection, so a renewed Secret needs no restart.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientTls {

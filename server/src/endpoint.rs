@@ -168,7 +168,7 @@ impl Endpoint {
     /// protected by its file mode). Every call is bounded by `timeout`.
     pub fn lazy_channel(
         &self,
-        tls: Option<tonic::transport::ClientTlsConfig>,
+        tls: Option<crate::tls::ClientTls>,
         timeout: std::time::Duration,
     ) -> Result<Channel, EndpointError> {
         let connect_err = |source| EndpointError::Connect {
@@ -177,22 +177,24 @@ impl Endpoint {
         };
         match self {
             Self::Tcp(addr) => {
-                let scheme = if tls.is_some() { "https" } else { "http" };
-                let mut endpoint =
-                    tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
-                        .map_err(connect_err)?
-                        .connect_timeout(timeout)
-                        .timeout(timeout)
-                        // A peer that died without closing (an NFS host that lost power, its
-                        // address since moved to another host) is noticed within about ten
-                        // seconds, and the next call dials again instead of waiting on it.
-                        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-                        .keep_alive_timeout(std::time::Duration::from_secs(5))
-                        .keep_alive_while_idle(true);
-                if let Some(tls) = tls {
-                    endpoint = endpoint.tls_config(tls).map_err(connect_err)?;
-                }
-                Ok(endpoint.connect_lazy())
+                // With TLS the scheme stays http: the connector does TLS, not tonic, so that
+                // every new connection uses the certificates of that moment.
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(connect_err)?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    // A peer that died without closing (an NFS host that lost power, its
+                    // address since moved to another host) is noticed within about ten
+                    // seconds, and the next call dials again instead of waiting on it.
+                    .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+                    .keep_alive_timeout(std::time::Duration::from_secs(5))
+                    .keep_alive_while_idle(true);
+                Ok(match tls {
+                    Some(tls) => {
+                        endpoint.connect_with_connector_lazy(crate::tls::TlsConnector(tls))
+                    }
+                    None => endpoint.connect_lazy(),
+                })
             }
             Self::Unix(path) => {
                 let path = path.clone();

@@ -8,6 +8,8 @@
 //! - [`logging`]: tracing set-up (JSON off a terminal, human on one).
 //! - [`rpc`]: the layer that times, counts and logs every served RPC.
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
+//! - [`tls`]: mutual TLS whose certificates are re-read as they are renewed, with the client's
+//!   certificate names on every request.
 //! - [`health`]: the kubelet's probes: `/healthz` (liveness: the CSI socket accepts) and
 //!   `/readyz` (the Probe's readiness), bounded in time.
 
@@ -21,10 +23,11 @@ pub mod logging;
 pub mod metrics;
 pub mod rpc;
 pub mod serve;
+pub mod tls;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use identity::{IdentityService, Readiness};
 pub use serve::{
     ServeError, Serving, Shutdown, builder, reflection, serve, serve_rewriting_authority,
-    termination_signal,
+    serve_tls, termination_signal,
 };

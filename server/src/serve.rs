@@ -59,7 +59,21 @@ pub async fn serve(
     grace: Duration,
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
-    serve_inner(router, endpoint, shutdown, grace, ready, false).await
+    serve_inner(router, endpoint, shutdown, grace, ready, false, None).await
+}
+
+/// [`serve`] with mutual TLS on a TCP endpoint: each connection's handshake uses the
+/// certificates of that moment ([`crate::tls`]), and every request carries the client's
+/// [`crate::tls::Peer`] as an extension. A unix endpoint ignores `tls`.
+pub async fn serve_tls(
+    router: Router,
+    endpoint: &Endpoint,
+    tls: crate::tls::ServerTls,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    ready: impl FnOnce(),
+) -> Result<(), ServeError> {
+    serve_inner(router, endpoint, shutdown, grace, ready, false, Some(tls)).await
 }
 
 /// [`serve`], for clients that send a unix socket's path as the request's authority (the
@@ -72,7 +86,7 @@ pub async fn serve_rewriting_authority(
     grace: Duration,
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
-    serve_inner(router, endpoint, shutdown, grace, ready, true).await
+    serve_inner(router, endpoint, shutdown, grace, ready, true, None).await
 }
 
 async fn serve_inner(
@@ -82,14 +96,17 @@ async fn serve_inner(
     grace: Duration,
     ready: impl FnOnce(),
     rewrite_authority: bool,
+    tls: Option<crate::tls::ServerTls>,
 ) -> Result<(), ServeError> {
     let listener = endpoint.listen().await?;
+    // The TLS accept loop, ended with the server (it owns the listening socket).
+    let mut acceptor = None;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stopped = async {
         let _ = stop_rx.await;
     };
-    let (mut task, socket) = match listener {
-        Listener::Unix { listener, socket } if rewrite_authority => {
+    let (mut task, socket) = match (listener, tls) {
+        (Listener::Unix { listener, socket }, _) if rewrite_authority => {
             let incoming = UnixListenerStream::new(listener)
                 .map(|accepted| accepted.map(crate::authority::normalize));
             (
@@ -97,14 +114,23 @@ async fn serve_inner(
                 Some(socket),
             )
         }
-        Listener::Unix { listener, socket } => {
+        (Listener::Unix { listener, socket }, _) => {
             let incoming = UnixListenerStream::new(listener);
             (
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
                 Some(socket),
             )
         }
-        Listener::Tcp(listener) => {
+        (Listener::Tcp(listener), Some(tls)) => {
+            let (connections, task) = crate::tls::accept::accept(listener, tls);
+            acceptor = Some(AbortOnDrop(task));
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(connections);
+            (
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+                None,
+            )
+        }
+        (Listener::Tcp(listener), None) => {
             let incoming = TcpListenerStream::new(listener);
             (
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
@@ -138,6 +164,7 @@ async fn serve_inner(
             }
         }
     };
+    drop(acceptor);
     if let Some(socket) = &socket {
         socket.remove();
     }
@@ -153,6 +180,14 @@ async fn serve_inner(
         Err(_) => Err(ServeError::Panicked {
             endpoint: endpoint.to_string(),
         }),
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

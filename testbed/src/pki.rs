@@ -1,6 +1,6 @@
 //! A throw-away certificate authority for tests of the agent's mutual TLS.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 
 pub struct Pki {
     pub ca_pem: String,
@@ -25,23 +25,52 @@ impl Pki {
         self.issue_for(name, None, &[name])
     }
 
+    /// (certificate PEM, key PEM) for `name` (also its DNS subject name) that expired at the
+    /// start of 2021 (valid through 2020).
+    pub fn issue_expired(&self, name: &str) -> (String, String) {
+        let mut params = Self::params(name, None, &[name]);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        self.sign(params)
+    }
+
     /// (certificate PEM, key PEM) with common name `name`, an organization if given (what
     /// Kubernetes reads as the user's group), and `sans` as subject names: each one an IP
-    /// address SAN when it parses as one, else a DNS name.
+    /// address SAN when it parses as one, a URI SAN when it has a scheme (`spiffe://…`), else
+    /// a DNS name.
     pub fn issue_for(
         &self,
         name: &str,
         organization: Option<&str>,
         sans: &[&str],
     ) -> (String, String) {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).expect("parameters");
+        self.sign(Self::params(name, organization, sans))
+    }
+
+    fn params(name: &str, organization: Option<&str>, sans: &[&str]) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans
+            .iter()
+            .map(|san| {
+                if let Ok(ip) = san.parse() {
+                    SanType::IpAddress(ip)
+                } else if san.contains("://") {
+                    SanType::URI((*san).try_into().expect("a URI SAN"))
+                } else {
+                    SanType::DnsName((*san).try_into().expect("a DNS SAN"))
+                }
+            })
+            .collect();
         params.distinguished_name.push(DnType::CommonName, name);
         if let Some(org) = organization {
             params
                 .distinguished_name
                 .push(DnType::OrganizationName, org);
         }
+        params
+    }
+
+    fn sign(&self, params: CertificateParams) -> (String, String) {
         let key = KeyPair::generate().expect("a key");
         let cert = params
             .signed_by(&key, &self.issuer)

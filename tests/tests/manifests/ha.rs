@@ -216,6 +216,12 @@ pub(crate) fn check() {
         matches!(agent.nfs_server, NfsServer::Kernel { .. }),
         "agent.yaml is the kernel nfsd example"
     );
+    let tls = agent.tls.as_ref().expect("agent.yaml serves TCP with TLS");
+    assert_eq!(
+        tls.allowed_client_names,
+        [rwxnfs_agent::config::CONTROLLER_NAME],
+        "agent.yaml admits the controller's certificate (the README's, rwxnfs-controller)"
+    );
     agent_unit();
     nfsd_settings();
     ganesha::settings_allow_reclaim();
