@@ -14,7 +14,9 @@
 //! reconciles), nfsd with the cluster's server scope, and last the address (the pair's boot
 //! and that script: `recipes::ha_storage_boot` and `recipes::ha_promoter`). Then every
 //! fsync'd line must be there, no call may have failed (no ESTALE), and the export id and
-//! client list must be those from before.
+//! client list must be those from before. It runs on both kernels users run, Debian
+//! bookworm's 6.1 and trixie's 6.12 (the kernel's DRBD 8.4 with that release's drbd-utils),
+//! one after the other.
 //!
 //! At scale: `RWXNFS_HA_EXPORTS=10000 cargo test -p rwxnfs --test vm_ha -- --nocapture`
 //! first creates that many more volumes (32 at a time) and publishes each to three nodes, so
@@ -31,8 +33,11 @@ use rwxnfs_proto::csi;
 use rwxnfs_testbed::vm::{Csi, MIB, mount_capability};
 use rwxnfs_testbed::{
     Pki,
-    vm::{Lab, Vm, VmSpec, recipes},
+    vm::{Kernel, Lab, Vm, VmSpec, recipes},
 };
+
+/// One group of VMs at a time in this test binary (the machine runs one VM group at a time).
+static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The floating address, on the lab network.
 const VIP: &str = "10.99.0.100";
@@ -214,11 +219,27 @@ fn the_promoter_runs_the_shipped_start_list_in_its_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
+    failover(Kernel::Bookworm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle_on_6_12() {
+    failover(Kernel::Trixie).await;
+}
+
+async fn failover(kernel: Kernel) {
+    let _one = ONE_LAB.lock().await;
+    let started = Instant::now();
     let pki = Pki::new("rwxnfs test CA");
-    let mut lab = Lab::new(
-        "ha-failover",
+    let name = match kernel {
+        Kernel::Bookworm => "ha-failover".to_string(),
+        Kernel::Trixie => format!("ha-failover-{}", kernel.version()),
+    };
+    let mut lab = Lab::with_kernel(
+        &name,
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
+        kernel,
     );
     let (cert, key) = pki.issue("rwxnfs-agent");
     let boot = recipes::ha_storage_boot(&pki.ca_pem, &cert, &key, VIP, VIP_PREFIX, &[]);
@@ -248,6 +269,19 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
     println!("nfs-a booted in {:?}", a.wait_ready(limit));
     println!("nfs-b booted in {:?}", b.wait_ready(limit));
     println!("client booted in {:?}", client.wait_ready(limit));
+    for vm in [&a, &b, &client] {
+        let release = vm.sh("uname -r");
+        assert!(
+            release.starts_with(&format!("{}.", kernel.version())),
+            "{}: booted {release}, not {kernel}",
+            vm.name
+        );
+    }
+    println!(
+        "{kernel}: {}, {}",
+        a.sh("uname -r").trim(),
+        a.sh("head -n1 /proc/drbd").trim()
+    );
 
     // First start: the pair connects, skips the initial sync (both disks are empty), and
     // nfs-a is promoted and formats the replicated volume.
@@ -371,4 +405,5 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle() {
         .await
         .unwrap();
     csi.unmount_and_delete(&m, &[&m.target]).await.unwrap();
+    println!("{kernel}: ha-failover passed in {:?}", started.elapsed());
 }

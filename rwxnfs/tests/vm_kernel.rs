@@ -6,8 +6,10 @@
 //! - `node1` (10.99.0.2) runs `rwxnfs node`.
 //!
 //! The host reaches only the two CSI endpoints, through forwarded ports; everything NFS stays
-//! between the VMs. The scenarios share one boot (the slow part under software emulation),
-//! in this order:
+//! between the VMs. Every scenario runs on both kernels users run, Debian bookworm's 6.1 and
+//! trixie's 6.12 (each with its release's nfs-utils and xfsprogs), one kernel after the other.
+//! On each, the scenarios share one boot (the slow part under software emulation), in this
+//! order:
 //! 1. `conformance`: every applicable spec of our conformance runner;
 //! 2. `node-mount`: stage and publish over NFSv4.2, 4.1 and 3, writes reach the export,
 //!    read-only publishes refuse writes, nothing stays mounted;
@@ -29,7 +31,10 @@ use std::{
 use csi_sanity::{Config, Outcome};
 use rwxnfs_proto::csi;
 use rwxnfs_server::Endpoint;
-use rwxnfs_testbed::vm::{Csi, Lab, MIB, Mounted, Vm, VmSpec, recipes};
+use rwxnfs_testbed::vm::{Csi, Kernel, Lab, MIB, Mounted, Vm, VmSpec, recipes};
+
+/// One pair of VMs at a time in this test binary (the machine runs one VM group at a time).
+static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Pair {
     _lab: Lab,
@@ -38,11 +43,16 @@ struct Pair {
     csi: Csi,
 }
 
-async fn boot() -> Pair {
-    let mut lab = Lab::new(
-        "kernel-nfsd",
+async fn boot(kernel: Kernel) -> Pair {
+    let name = match kernel {
+        Kernel::Bookworm => "kernel-nfsd".to_string(),
+        Kernel::Trixie => format!("kernel-nfsd-{}", kernel.version()),
+    };
+    let mut lab = Lab::with_kernel(
+        &name,
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
+        kernel,
     );
     let mut server = lab.start(VmSpec {
         memory_mb: 448,
@@ -61,6 +71,15 @@ async fn boot() -> Pair {
     let limit = Duration::from_secs(180);
     println!("nfs1 booted in {:?}", server.wait_ready(limit));
     println!("node1 booted in {:?}", node.wait_ready(limit));
+    for vm in [&server, &node] {
+        let release = vm.sh("uname -r");
+        assert!(
+            release.starts_with(&format!("{}.", kernel.version())),
+            "{}: booted {release}, not {kernel}",
+            vm.name
+        );
+        println!("{} runs {}", vm.name, release.trim());
+    }
     let csi = Csi::connect(server.port(7001), node.port(7000), "node1")
         .await
         .unwrap();
@@ -74,9 +93,23 @@ async fn boot() -> Pair {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_nfsd_and_xfs_quotas_in_vms() {
+    scenarios(Kernel::Bookworm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_nfsd_and_xfs_quotas_in_vms_on_6_12() {
+    scenarios(Kernel::Trixie).await;
+}
+
+/// Every scenario, in order, on one boot of the pair on `kernel`.
+async fn scenarios(kernel: Kernel) {
+    let _one = ONE_LAB.lock().await;
     let started = Instant::now();
-    let mut pair = boot().await;
-    println!("both endpoints ready after {:?}", started.elapsed());
+    let mut pair = boot(kernel).await;
+    println!(
+        "{kernel}: both endpoints ready after {:?}",
+        started.elapsed()
+    );
 
     let step = Instant::now();
     conformance(&pair).await;
@@ -111,6 +144,7 @@ async fn kernel_nfsd_and_xfs_quotas_in_vms() {
     let step = Instant::now();
     dead_server_unmount(&mut pair).await;
     println!("dead-server-unmount: {:?}", step.elapsed());
+    println!("{kernel}: every scenario passed in {:?}", started.elapsed());
 }
 
 /// Every applicable spec of our conformance runner, against the pair.

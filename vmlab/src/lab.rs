@@ -20,54 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Hub, free_port};
-
-/// The cached base image: a kernel and an initramfs, and the initramfs of Kubernetes nodes
-/// (the base followed by containerd, runc, the CNI plugins and nft).
-#[derive(Clone, Debug)]
-pub struct Image {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub kube_initrd: PathBuf,
-}
-
-impl Image {
-    /// Builds the image if its inputs changed (a no-op otherwise) and returns it.
-    ///
-    /// The image is cached outside the clone, by kernel package and version of its build
-    /// script, in `$RWXNFS_VM_CACHE` (default /var/cache/rwxnfs/vm-image, beside the
-    /// upstream tools' cache), so a second clone on the machine builds nothing; where that
-    /// cannot be created, under `target_tmp`.
-    pub fn get(target_tmp: &Path) -> Image {
-        let root = std::env::var_os("RWXNFS_VM_CACHE").map_or_else(
-            || PathBuf::from("/var/cache/rwxnfs/vm-image"),
-            PathBuf::from,
-        );
-        let root = if std::fs::create_dir_all(&root).is_ok() {
-            root
-        } else {
-            target_tmp.join("vm-image")
-        };
-        let builder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vm/build-image");
-        let out = Command::new(&builder)
-            .arg("--cache")
-            .arg(&root)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", builder.display()));
-        assert!(
-            out.status.success(),
-            "tests/vm/build-image failed; it needs qemu-system-x86, busybox-static, cpio, \
-             binutils and xz-utils (scripts/install-test-deps)"
-        );
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        Image {
-            kernel: dir.join("vmlinux"),
-            initrd: dir.join("base.cpio.gz"),
-            kube_initrd: dir.join("kube.cpio.gz"),
-        }
-    }
-}
+use crate::{Hub, Image, Kernel, free_port};
 
 /// What one VM is made of.
 #[derive(Clone, Debug)]
@@ -130,10 +83,17 @@ pub struct Lab {
 
 impl Lab {
     /// `name` names the log directory; `bin` is a binary of this build whose directory the VMs
-    /// share (e.g. `env!("CARGO_BIN_EXE_rwxnfs")`).
+    /// share (e.g. `env!("CARGO_BIN_EXE_rwxnfs")`). The VMs boot the kernel
+    /// [`Kernel::from_env`] names (`RWXNFS_VM_KERNEL`; Debian bookworm's 6.1 by default).
     pub fn new(name: &str, target_tmp: &Path, bin: &Path) -> Lab {
+        Lab::with_kernel(name, target_tmp, bin, Kernel::from_env())
+    }
+
+    /// As [`Lab::new`], with the VMs on `kernel` whatever the environment says: for a test
+    /// that runs a scenario on each kernel.
+    pub fn with_kernel(name: &str, target_tmp: &Path, bin: &Path, kernel: Kernel) -> Lab {
         require_qemu();
-        let image = Image::get(target_tmp);
+        let image = Image::get_for(kernel, target_tmp);
         let dir = target_tmp.join("vm").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the lab's directory");
@@ -148,6 +108,11 @@ impl Lab {
             hub: Hub::start(),
             names: Vec::new(),
         }
+    }
+
+    /// The kernel (and Debian release) its VMs boot.
+    pub fn kernel(&self) -> Kernel {
+        self.image.release
     }
 
     /// Where this lab keeps its logs.

@@ -1,10 +1,11 @@
-//! QEMU VMs (software emulation) booted from Debian's kernel with the image that
-//! `tests/vm/build-image` makes from Debian packages, joined by a private network on loopback;
-//! and a CSI client for the controller and node plugins running in them. The real-kernel test
+//! QEMU VMs (software emulation) booted from Debian's kernel (bookworm's 6.1 or trixie's
+//! 6.12) with the image that `tests/vm/build-image` makes from that release's packages, joined
+//! by a private network on loopback; and a CSI client for the controller and node plugins running in them. The real-kernel test
 //! tier and `rwxnfs walkthrough` are built on it.
 
 mod csi;
 mod hub;
+mod image;
 mod lab;
 pub mod oci;
 pub mod recipes;
@@ -12,7 +13,8 @@ mod tap;
 
 pub use csi::{Csi, MIB, Mounted, mount_capability, ready};
 pub use hub::Hub;
-pub use lab::{Image, Lab, Output, Vm, VmSpec};
+pub use image::{Image, Kernel};
+pub use lab::{Lab, Output, Vm, VmSpec};
 pub use tap::{LanPort, LanPortError};
 
 /// A free TCP port on loopback (bound once, then released).
