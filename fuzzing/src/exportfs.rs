@@ -22,7 +22,7 @@ pub fn exportfs(data: &[u8]) {
     for export_id in ids.iter().copied().chain([0, 1]) {
         for client in [
             Client::Address(IpAddr::from([10, 0, 0, 1])),
-            Client::Address("fd00::1".parse().unwrap_or(IpAddr::from([0; 16]))),
+            Client::Address(IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 1])),
         ] {
             for access in [Access::Rw, Access::Ro] {
                 let _ = etab.serves(&ExportSpec {

@@ -5,8 +5,8 @@
 //!
 //! Each body asserts the target's invariants with `assert!`: a parser may refuse its input
 //! with an error, but it never panics, and whatever path it produces stays beneath the root
-//! it is meant for. Allocation is bounded by libFuzzer's `-malloc_limit_mb`/`-rss_limit_mb`
-//! while fuzzing.
+//! it is meant for. While fuzzing, memory is bounded by libFuzzer's `-rss_limit_mb` and by
+//! the fuzz targets' allocator, which refuses any single allocation above 256 MiB.
 
 #[cfg(feature = "agent")]
 mod agent_api;
