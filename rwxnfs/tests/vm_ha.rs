@@ -159,7 +159,7 @@ fn acked(client: &Vm) -> Vec<(u32, f64, bool)> {
 
 /// The agent's resident memory on `vm`, as the kernel counts it.
 fn agent_rss(vm: &Vm) -> String {
-    vm.sh("grep VmRSS /proc/$(pidof -s rwxnfs)/status")
+    vm.sh("for p in $(pidof rwxnfs); do grep VmRSS /proc/$p/status; done")
         .trim()
         .to_string()
 }
