@@ -64,6 +64,19 @@ impl Agent {
         dir.join("tls")
     }
 
+    /// An agent on loopback in a new directory, its certificate (for `localhost`) and trust
+    /// store from `pki`; `tls` and `extra` as for [`Agent::start`].
+    async fn signed_by(pki: &Pki, tls: &str, extra: &str, exporter: Arc<dyn Exporter>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        publish_agent(
+            &Agent::tls(dir.path()),
+            1,
+            &pki.ca_pem,
+            &pki.issue("localhost"),
+        );
+        Self::start(dir, tls, extra, exporter).await
+    }
+
     /// An agent on loopback, its TLS files already published in `dir`/tls; `tls` is added to
     /// its `tls` section, `extra` to the file.
     async fn start(
@@ -168,14 +181,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 #[tokio::test]
 async fn only_clients_with_a_certificate_from_the_ca_get_in() {
     let pki = Pki::new("rwxnfs test CA");
-    let dir = tempfile::tempdir().unwrap();
-    publish_agent(
-        &Agent::tls(dir.path()),
-        1,
-        &pki.ca_pem,
-        &pki.issue("localhost"),
-    );
-    let agent = Agent::start(dir, "", "", Arc::new(FakeExporter::new())).await;
+    let agent = Agent::signed_by(&pki, "", "", Arc::new(FakeExporter::new())).await;
 
     // The controller, with its certificate from the agent's CA.
     let controller = pki.issue("rwxnfs-controller");
@@ -194,14 +200,7 @@ async fn a_certificate_from_the_ca_for_another_name_is_permission_denied_naming_
     let pki = Pki::new("rwxnfs test CA");
     let spiffe = "spiffe://cluster.local/ns/rwxnfs/sa/rwxnfs-controller";
     let by_uri = pki.issue_for("workload", None, &[spiffe]);
-    let dir = tempfile::tempdir().unwrap();
-    publish_agent(
-        &Agent::tls(dir.path()),
-        1,
-        &pki.ca_pem,
-        &pki.issue("localhost"),
-    );
-    let agent = Agent::start(dir, "", "", Arc::new(FakeExporter::new())).await;
+    let agent = Agent::signed_by(&pki, "", "", Arc::new(FakeExporter::new())).await;
     let err = agent
         .probe(&pki.ca_pem, Some(&pki.issue("some-other-app")))
         .await
@@ -217,15 +216,8 @@ async fn a_certificate_from_the_ca_for_another_name_is_permission_denied_naming_
     agent.stop().await;
 
     // Configured names: a URI subject alternative name matches, and so does a common name.
-    let dir = tempfile::tempdir().unwrap();
-    publish_agent(
-        &Agent::tls(dir.path()),
-        1,
-        &pki.ca_pem,
-        &pki.issue("localhost"),
-    );
     let names = format!(", allowedClientNames: [\"{spiffe}\", cn-only]");
-    let agent = Agent::start(dir, &names, "", Arc::new(FakeExporter::new())).await;
+    let agent = Agent::signed_by(&pki, &names, "", Arc::new(FakeExporter::new())).await;
     agent.probe(&pki.ca_pem, Some(&by_uri)).await.unwrap();
     let cn_only = pki.issue_for("cn-only", None, &[]);
     agent.probe(&pki.ca_pem, Some(&cn_only)).await.unwrap();
@@ -240,14 +232,7 @@ async fn a_certificate_from_the_ca_for_another_name_is_permission_denied_naming_
 #[tokio::test]
 async fn an_expired_client_certificate_is_refused_saying_it_expired() {
     let pki = Pki::new("rwxnfs test CA");
-    let dir = tempfile::tempdir().unwrap();
-    publish_agent(
-        &Agent::tls(dir.path()),
-        1,
-        &pki.ca_pem,
-        &pki.issue("localhost"),
-    );
-    let agent = Agent::start(dir, "", "", Arc::new(FakeExporter::new())).await;
+    let agent = Agent::signed_by(&pki, "", "", Arc::new(FakeExporter::new())).await;
     let expired = pki.issue_expired("rwxnfs-controller");
     let err = agent.probe(&pki.ca_pem, Some(&expired)).await.unwrap_err();
     println!("an expired client certificate: {err}");
@@ -363,13 +348,6 @@ impl Exporter for Gated {
 #[tokio::test]
 async fn an_oversized_message_and_too_many_calls_in_flight_are_resource_exhausted() {
     let pki = Pki::new("rwxnfs test CA");
-    let dir = tempfile::tempdir().unwrap();
-    publish_agent(
-        &Agent::tls(dir.path()),
-        1,
-        &pki.ca_pem,
-        &pki.issue("localhost"),
-    );
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let exporter = Arc::new(Gated {
@@ -378,7 +356,7 @@ async fn an_oversized_message_and_too_many_calls_in_flight_are_resource_exhauste
         entered: entered.clone(),
     });
     let limits = "limits: {maxMessageBytes: 1024, maxConcurrentCallsPerClient: 2}\n";
-    let agent = Agent::start(dir, "", limits, exporter).await;
+    let agent = Agent::signed_by(&pki, "", limits, exporter).await;
     let controller = pki.issue("rwxnfs-controller");
     let client = agent.connect(&pki.ca_pem, Some(&controller)).await.unwrap();
 
