@@ -17,31 +17,11 @@ use rwxnfs_agent::{
 };
 use rwxnfs_proto::agent::{CreateExportRequest, ProbeRequest, agent_client::AgentClient};
 use rwxnfs_server::Shutdown;
-use rwxnfs_testbed::{Pki, free_port};
+use rwxnfs_testbed::{Pki, free_port, publish_secret as publish};
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
-
-/// Publishes files the way the kubelet updates a mounted Secret: a new directory, the
-/// `..data` symlink swapped to it in one rename, and each file a symlink through `..data`.
-fn publish(tls: &Path, version: u32, files: &[(&str, &str)]) {
-    let dir = tls.join(format!("..v{version}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    let tmp = tls.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(dir.file_name().unwrap(), &tmp).unwrap();
-    std::fs::rename(&tmp, tls.join("..data")).unwrap();
-    for (name, _) in files {
-        let link = tls.join(name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(name), link).unwrap();
-        }
-    }
-}
 
 /// The agent's files: its CA bundle, its certificate (for `localhost`) and key.
 fn publish_agent(tls: &Path, version: u32, ca: &str, agent: &(String, String)) {

@@ -27,7 +27,7 @@ pub use dbus::Dbus;
 pub use ganesha::Ganesha;
 pub use loopfs::{LoopFs, run as loopfs_run};
 pub use netns::{Link, Netns};
-pub use pki::{Pki, key_pair_pem};
+pub use pki::{Pki, key_pair_pem, publish_secret};
 /// The real-kernel tier's VMs (the `rwxnfs-vmlab` crate).
 pub use rwxnfs_vmlab as vm;
 pub use server::{GaneshaServer, free_port};

@@ -85,3 +85,26 @@ pub fn key_pair_pem() -> (String, String) {
     let key = KeyPair::generate().expect("a key");
     (key.serialize_pem(), key.public_key_pem())
 }
+
+/// Publishes `files` in `dir` as the kubelet updates a mounted Secret (what cert-manager's
+/// renewals look like to a pod): a new directory `..v<version>`, the `..data` symlink swapped
+/// to it in one rename, and each file a symlink through `..data`.
+pub fn publish_secret(dir: &std::path::Path, version: u32, files: &[(&str, &str)]) {
+    use std::path::Path;
+    let data = dir.join(format!("..v{version}"));
+    std::fs::create_dir_all(&data).expect("the Secret's new directory");
+    for (name, text) in files {
+        std::fs::write(data.join(name), text).expect("a file of the Secret");
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(data.file_name().expect("a name"), &tmp).expect("..data_tmp");
+    std::fs::rename(&tmp, dir.join("..data")).expect("the ..data swap");
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), link)
+                .expect("a file's link through ..data");
+        }
+    }
+}

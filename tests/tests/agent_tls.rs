@@ -20,26 +20,7 @@ use rwxnfs_controller::{
     config::{AgentBackendConfig, BackendConfig, ClientTls},
 };
 use rwxnfs_server::Shutdown;
-use rwxnfs_testbed::{Pki, free_port};
-
-/// Publishes `files` as the kubelet updates a mounted Secret: a new directory, the `..data`
-/// symlink swapped to it in one rename, each file a symlink through `..data`.
-fn publish(dir: &Path, version: u32, files: &[(&str, &str)]) {
-    let data = dir.join(format!("..v{version}"));
-    std::fs::create_dir_all(&data).unwrap();
-    for (name, text) in files {
-        std::fs::write(data.join(name), text).unwrap();
-    }
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for (name, _) in files {
-        let link = dir.join(name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(name), link).unwrap();
-        }
-    }
-}
+use rwxnfs_testbed::{Pki, free_port, publish_secret as publish};
 
 /// An agent on `port` with these files (CA bundle, certificate, key), until the sender fires.
 async fn agent(
