@@ -107,6 +107,19 @@ pub fn merge(all: impl IntoIterator<Item = Traffic>) -> Traffic {
     out
 }
 
+impl Traffic {
+    /// The value of `traffic.sidecar.istio.io/excludeOutboundPorts`: the TCP ports, comma
+    /// separated (what Istio's injector passes to its rule generator as `-o`).
+    pub fn excluded_ports(&self) -> String {
+        join(&self.tcp_ports)
+    }
+
+    /// The value of `traffic.sidecar.istio.io/excludeOutboundIPRanges` (`-x`).
+    pub fn excluded_ranges(&self) -> String {
+        join(&self.ranges)
+    }
+}
+
 fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
     items
         .into_iter()
@@ -124,13 +137,13 @@ pub fn controller_pod_annotations(t: &Traffic) -> String {
     let _ = writeln!(
         y,
         "    traffic.sidecar.istio.io/excludeOutboundPorts: \"{}\"",
-        join(&t.tcp_ports)
+        t.excluded_ports()
     );
     if !t.ranges.is_empty() {
         let _ = writeln!(
             y,
             "    traffic.sidecar.istio.io/excludeOutboundIPRanges: \"{}\"",
-            join(&t.ranges)
+            t.excluded_ranges()
         );
     }
     y.push_str("    proxy.istio.io/config: '{\"holdApplicationUntilProxyStarts\": true}'\n");

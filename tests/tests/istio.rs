@@ -54,14 +54,6 @@ fn derived_traffic(objects: &[Value]) -> Traffic {
     traffic
 }
 
-fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
-    items
-        .into_iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The pod template of the workload `kind`/`name`.
 fn template<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     &find(objects, kind, name)["spec"]["template"]
@@ -142,8 +134,8 @@ fn the_injector_carries_our_exclusions_into_the_init_container_and_skips_the_nod
     let args = init_args(&injected, "istio-init");
     println!("istio-init args: {}", args.join(" "));
     assert_eq!(args[0], "istio-iptables", "{args:?}");
-    assert_eq!(after(&args, "-o"), Some(join(&traffic.tcp_ports).as_str()));
-    assert_eq!(after(&args, "-x"), Some(join(&traffic.ranges).as_str()));
+    assert_eq!(after(&args, "-o"), Some(traffic.excluded_ports().as_str()));
+    assert_eq!(after(&args, "-x"), Some(traffic.excluded_ranges().as_str()));
     assert_eq!(after(&args, "-i"), Some("*"), "everything else is captured");
     assert_eq!(after(&args, "-p"), Some("15001"));
 
@@ -212,12 +204,12 @@ fn with_istio_cni_the_exclusions_reach_the_plugin_through_the_injected_annotatio
     let args = init_args(&injected, "istio-validation");
     println!("istio-validation args: {}", args.join(" "));
     assert!(args.contains(&"--skip-rule-apply".to_owned()), "{args:?}");
-    assert_eq!(after(&args, "-o"), Some(join(&traffic.tcp_ports).as_str()));
-    assert_eq!(after(&args, "-x"), Some(join(&traffic.ranges).as_str()));
+    assert_eq!(after(&args, "-o"), Some(traffic.excluded_ports().as_str()));
+    assert_eq!(after(&args, "-x"), Some(traffic.excluded_ranges().as_str()));
     let annotations =
         &template(&injected, "Deployment", "rwxnfs-controller")["metadata"]["annotations"];
-    assert_eq!(annotations[EXCLUDE_PORTS], join(&traffic.tcp_ports));
-    assert_eq!(annotations[EXCLUDE_RANGES], join(&traffic.ranges));
+    assert_eq!(annotations[EXCLUDE_PORTS], traffic.excluded_ports());
+    assert_eq!(annotations[EXCLUDE_RANGES], traffic.excluded_ranges());
 }
 
 /// The VIP the shipped configuration names, and the agent's port.
