@@ -324,15 +324,12 @@ async fn start_agent(stack: &Stack, exporter: Arc<dyn Exporter>) -> (Duration, u
     let started = Instant::now();
     let state = stack.dir.path().join("state");
     let root = stack.dir.path().join("exports");
-    let table = blocking(move || Table::open(&state)).expect("the table opens again");
+    let table =
+        tokio::task::block_in_place(move || Table::open(&state)).expect("the table opens again");
     let fs: Arc<dyn VolumeFs> = Arc::new(PlainFs::open(&root).expect("export root"));
     let agent = ExportAgent::new(Settings::default(), table, fs, exporter);
     let report = agent.reconcile().await.expect("the new agent reconciles");
     (started.elapsed(), report.activated.len())
-}
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 /// Runs every scenario against `stack` and checks that every acknowledged create is in the
