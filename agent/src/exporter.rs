@@ -6,6 +6,7 @@
 use std::{net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
+use rwxnfs_model::Transport;
 
 use crate::table::{Access, Squash};
 
@@ -43,6 +44,8 @@ pub struct ExportSpec {
     /// Clients and their access. An empty list admits nobody.
     pub clients: Vec<(Client, Access)>,
     pub squash: Squash,
+    /// RPC-with-TLS the export requires (`xprtsec=` on kernel nfsd).
+    pub transport: Transport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,20 @@ pub trait Exporter: Send + Sync + 'static {
     /// default; kernel nfsd's NFSv4 namespace is the server's real directory tree.
     fn client_path(&self, name: &str, _absolute: &std::path::Path) -> String {
         format!("/{name}")
+    }
+
+    /// Whether this server can export with `transport`; `Err` says why not (a claim asking
+    /// for it is refused with FAILED_PRECONDITION before anything is made). Plain RPC always.
+    fn supports(&self, transport: Transport) -> Result<(), String> {
+        if transport.is_tls() {
+            Err(format!(
+                "the {} exporter has no RPC-with-TLS (RFC 9289); transport {transport} needs \
+                 the kernel exporter (kernel nfsd, Linux 6.5 or later, with tlshd)",
+                self.kind()
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// Makes `spec` active with exactly its client list. Already active with the same id:

@@ -68,6 +68,7 @@ pub struct OptionsRequest {
     pub mode: Option<u32>,
     pub allowed_clients: Vec<String>,
     pub on_delete: Option<OnDelete>,
+    pub transport: rwxnfs_model::Transport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +183,7 @@ impl ExportAgent {
             pseudo_path: record.pseudo_path.clone(),
             clients,
             squash: record.options.squash,
+            transport: record.options.transport,
         }
     }
 
@@ -244,6 +246,7 @@ impl ExportAgent {
             mode,
             allowed_clients,
             on_delete: req.on_delete.unwrap_or(self.settings.default_on_delete),
+            transport: req.transport,
         })
     }
 
@@ -311,6 +314,9 @@ impl ExportAgent {
     pub async fn create_export(&self, req: CreateRequest) -> Result<ExportRecord, AgentError> {
         let name = parse_name(&req.name, "name")?;
         let options = self.resolve_options(&req.options)?;
+        self.exporter
+            .supports(options.transport)
+            .map_err(|why| AgentError::FailedPrecondition(format!("options.transport: {why}")))?;
         let source = match &req.source {
             None => None,
             Some(SourceRequest::Export(s)) => Some((parse_name(s, "source.export_name")?, false)),

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use rwxnfs_model::Transport;
 use rwxnfs_proto::agent::{
     self as pb, AccessMode, DeletePolicy,
     agent_server::{Agent, AgentServer},
@@ -83,6 +84,25 @@ fn squash_to(squash: Squash) -> pb::Squash {
     }
 }
 
+fn transport_from(raw: i32) -> Result<Transport, AgentError> {
+    match pb::Transport::try_from(raw) {
+        Ok(pb::Transport::None) => Ok(Transport::None),
+        Ok(pb::Transport::Tls) => Ok(Transport::Tls),
+        Ok(pb::Transport::Mtls) => Ok(Transport::Mtls),
+        Err(_) => Err(AgentError::InvalidArgument(format!(
+            "options.transport: unknown value {raw}"
+        ))),
+    }
+}
+
+fn transport_to(transport: Transport) -> pb::Transport {
+    match transport {
+        Transport::None => pb::Transport::None,
+        Transport::Tls => pb::Transport::Tls,
+        Transport::Mtls => pb::Transport::Mtls,
+    }
+}
+
 fn policy_from(raw: i32, field: &str) -> Result<Option<OnDelete>, AgentError> {
     match DeletePolicy::try_from(raw) {
         Ok(DeletePolicy::Unspecified) => Ok(None),
@@ -132,6 +152,7 @@ fn options_from(options: Option<pb::ExportOptions>) -> Result<OptionsRequest, Ag
         mode: o.mode,
         allowed_clients: o.allowed_clients,
         on_delete: policy_from(o.on_delete, "options.on_delete")?,
+        transport: transport_from(o.transport)?,
     })
 }
 
@@ -195,6 +216,7 @@ impl AgentService {
                     .map(|n| n.to_string())
                     .collect(),
                 on_delete: policy_to(r.options.on_delete) as i32,
+                transport: transport_to(r.options.transport) as i32,
             }),
             source: r.source.as_ref().map(|s| pb::ContentSource {
                 source: Some(match s {

@@ -19,7 +19,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use rwxnfs_model::Name;
+use rwxnfs_model::{Name, Transport};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The first export id handed out. Ganesha reserves 0 for its pseudo root, and low ids are
@@ -91,6 +91,13 @@ pub struct OptionsRecord {
     pub mode: u32,
     pub allowed_clients: Vec<IpNet>,
     pub on_delete: OnDelete,
+    /// `none` is not written, so records read back exactly as older agents wrote them.
+    #[serde(
+        default,
+        with = "transport_as_string",
+        skip_serializing_if = "transport_as_string::is_none"
+    )]
+    pub transport: Transport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +155,30 @@ mod name_as_string {
     ) -> Result<Name, D::Error> {
         let raw = String::deserialize(deserializer)?;
         Name::parse(&raw).map_err(D::Error::custom)
+    }
+}
+
+/// A transport is stored as its StorageClass spelling (`none`, `tls`, `mtls`).
+mod transport_as_string {
+    use rwxnfs_model::Transport;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(
+        transport: &Transport,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(transport.as_str())
+    }
+
+    pub(super) fn is_none(transport: &Transport) -> bool {
+        *transport == Transport::None
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Transport, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(D::Error::custom)
     }
 }
 

@@ -39,6 +39,7 @@ fn spec(id: u32, path: &Path, pseudo: &str, clients: Vec<(Client, Access)>) -> E
         pseudo_path: pseudo.into(),
         clients,
         squash: Squash::None,
+        transport: Default::default(),
     }
 }
 

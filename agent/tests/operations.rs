@@ -250,6 +250,21 @@ async fn allowed_client_networks_are_exported_read_write() {
     };
     let id = h.agent.create_export(req).await.unwrap().export_id;
     assert_eq!(h.exporter.get(id).unwrap().clients.len(), 2);
+
+    // A claim's transport reaches the record and the export (xprtsec= on kernel nfsd).
+    let req = CreateRequest {
+        options: OptionsRequest {
+            transport: rwxnfs_model::Transport::Mtls,
+            ..Default::default()
+        },
+        ..create("tls", 0)
+    };
+    let record = h.agent.create_export(req).await.unwrap();
+    assert_eq!(record.options.transport, rwxnfs_model::Transport::Mtls);
+    assert_eq!(
+        h.exporter.get(record.export_id).unwrap().transport,
+        rwxnfs_model::Transport::Mtls
+    );
 }
 
 #[tokio::test]
@@ -454,6 +469,7 @@ async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
             pseudo_path: "/x".into(),
             clients: vec![],
             squash: Default::default(),
+            transport: Default::default(),
         })
         .await
         .unwrap();

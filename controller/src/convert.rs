@@ -84,6 +84,7 @@ pub fn volume_context(
         share: export.pseudo_path.clone(),
         nfs_version: params.nfs_version,
         mount_options: params.mount_options.clone(),
+        transport: params.transport,
     }
     .to_map()
 }
@@ -141,6 +142,11 @@ pub fn export_options(params: &Params) -> pb::ExportOptions {
             Some(OnDeleteParam::Delete) => pb::DeletePolicy::Delete,
             Some(OnDeleteParam::Retain) => pb::DeletePolicy::Retain,
             Some(OnDeleteParam::Archive) => pb::DeletePolicy::Archive,
+        } as i32,
+        transport: match params.transport {
+            rwxnfs_model::Transport::None => pb::Transport::None,
+            rwxnfs_model::Transport::Tls => pb::Transport::Tls,
+            rwxnfs_model::Transport::Mtls => pb::Transport::Mtls,
         } as i32,
     }
 }

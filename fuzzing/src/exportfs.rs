@@ -31,6 +31,7 @@ pub fn exportfs(data: &[u8]) {
                     pseudo_path: "/a".into(),
                     clients: vec![(client.clone(), access)],
                     squash: Squash::Root,
+                    transport: Default::default(),
                 });
             }
         }

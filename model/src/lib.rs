@@ -16,7 +16,7 @@ pub use driver_name::{DriverName, DriverNameError};
 pub use id::{IdError, STATIC_VOLUME_PREFIX, SnapshotId, VolumeId, is_static_volume};
 pub use mount_options::{MountOptionError, MountOptions};
 pub use name::{Name, NameError};
-pub use params::{NfsVersion, ParamError, Params, render_sub_dir};
+pub use params::{NfsVersion, ParamError, Params, Transport, render_sub_dir};
 
 /// The driver name used when none is configured.
 pub const DEFAULT_DRIVER_NAME: &str = "rwxnfs.csi.io";

@@ -11,11 +11,12 @@
 //! A user's option replaces the default of the same kind (`vers=4.1` replaces `vers=4.2`,
 //! `soft` replaces `hard`); unknown or contradictory options are errors naming the option.
 //! `addr=` is set by the node plugin (the mount system call does not resolve names) and is
-//! refused from users.
+//! refused from users; so is `xprtsec=`, which comes from the StorageClass's `transport`
+//! ([`MountOptions::with_transport`]) so that the export and the mount always agree.
 
 use std::fmt;
 
-use crate::params::NfsVersion;
+use crate::params::{NfsVersion, Transport};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MountOptionError {
@@ -159,7 +160,7 @@ fn parse_one(raw: &str) -> Result<MountOption, MountOptionError> {
         Some((n, v)) => (n.trim(), Some(v.trim().to_owned())),
         None => (raw, None),
     };
-    if name == "addr" {
+    if name == "addr" || name == "xprtsec" {
         return Err(MountOptionError::Reserved(raw.to_owned()));
     }
     let valued = VALUED.iter().find(|(n, _)| *n == name);
@@ -259,6 +260,18 @@ impl MountOptions {
         Ok(Self { options: merged })
     }
 
+    /// Adds `xprtsec=tls` or `xprtsec=mtls` for an encrypted transport; `none` adds nothing
+    /// (the kernel's default).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        if transport.is_tls() {
+            self.options.push(MountOption {
+                name: "xprtsec".to_owned(),
+                value: Some(transport.as_str().to_owned()),
+            });
+        }
+        self
+    }
+
     /// The NFS version these options mount with ("3", "4", "4.1", ...).
     pub fn version(&self) -> &str {
         self.options
@@ -321,6 +334,25 @@ mod tests {
         assert_eq!(
             o.data("10.0.0.1".parse().unwrap()),
             "vers=4.2,hard,timeo=600,retrans=2,noresvport,addr=10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn the_transport_is_rwxnfs_s_to_set_not_the_user_s() {
+        let o = MountOptions::merge(NfsVersion::V4_2, [])
+            .unwrap()
+            .with_transport(Transport::Mtls);
+        assert_eq!(
+            o.data("10.0.0.1".parse().unwrap()),
+            "vers=4.2,hard,timeo=600,retrans=2,noresvport,xprtsec=mtls,addr=10.0.0.1"
+        );
+        let plain = MountOptions::merge(NfsVersion::V4_2, [])
+            .unwrap()
+            .with_transport(Transport::None);
+        assert!(!plain.data("10.0.0.1".parse().unwrap()).contains("xprtsec"));
+        assert_eq!(
+            MountOptions::merge(NfsVersion::V4_2, ["xprtsec=none"]).unwrap_err(),
+            MountOptionError::Reserved("xprtsec=none".into())
         );
     }
 

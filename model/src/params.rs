@@ -11,6 +11,7 @@
 //! | `mode` | octal permission bits of the volume's root directory, e.g. `2775` | the agent's default |
 //! | `subDir` | subdir backend: directory template with `${pvc.metadata.namespace}`, `${pvc.metadata.name}`, `${pv.metadata.name}` | `${pv.metadata.name}` |
 //! | `mountOptions` | comma-separated NFS mount options passed to the node (in addition to the StorageClass's own `mountOptions`) | none |
+//! | `transport` | `none`, `tls` (RPC-with-TLS, RFC 9289: encrypted), `mtls` (encrypted, and each node presents a client certificate the NFS hosts trust) | `none` |
 //!
 //! Keys under `csi.storage.k8s.io/` (the external-provisioner's extra metadata and secret
 //! references) are accepted and used where they mean something.
@@ -20,7 +21,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr};
 use crate::name::Name;
 
 /// The keys accepted, in the order they are documented.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "backend",
     "nfsVersion",
     "onDelete",
@@ -31,6 +32,7 @@ pub const KEYS: [&str; 10] = [
     "mode",
     "subDir",
     "mountOptions",
+    "transport",
 ];
 
 /// The external-provisioner's metadata keys (`--extra-create-metadata`).
@@ -70,6 +72,52 @@ impl FromStr for NfsVersion {
 }
 
 impl fmt::Display for NfsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How NFS traffic between a node and its export is protected (RFC 9289, RPC-with-TLS): the
+/// server's export option and the client's mount option `xprtsec=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Plain RPC over TCP (the export still admits TLS: a node's mounts share one transport).
+    #[default]
+    None,
+    /// TLS: encrypted, the server authenticated by its certificate.
+    Tls,
+    /// Mutual TLS: as `tls`, and the node presents a client certificate the server trusts.
+    Mtls,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::None => "none",
+            Transport::Tls => "tls",
+            Transport::Mtls => "mtls",
+        }
+    }
+
+    /// Whether the traffic is encrypted.
+    pub fn is_tls(self) -> bool {
+        self != Transport::None
+    }
+}
+
+impl FromStr for Transport {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, ParamError> {
+        match s {
+            "none" => Ok(Self::None),
+            "tls" => Ok(Self::Tls),
+            "mtls" => Ok(Self::Mtls),
+            other => Err(ParamError::bad("transport", other, "none, tls or mtls")),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -138,6 +186,7 @@ pub struct Params {
     pub mode: Option<u32>,
     pub sub_dir: Option<String>,
     pub mount_options: Vec<String>,
+    pub transport: Transport,
     pub pvc_name: Option<String>,
     pub pvc_namespace: Option<String>,
     pub pv_name: Option<String>,
@@ -234,6 +283,7 @@ impl Params {
                         .map(str::to_owned)
                         .collect()
                 }
+                "transport" => p.transport = value.parse()?,
                 PVC_NAME => p.pvc_name = Some(value.clone()),
                 PVC_NAMESPACE => p.pvc_namespace = Some(value.clone()),
                 PV_NAME => p.pv_name = Some(value.clone()),
@@ -366,6 +416,7 @@ mod tests {
             ("mode", "0770"),
             ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}"),
             ("mountOptions", "nconnect=4,noatime"),
+            ("transport", "mtls"),
             (PVC_NAME, "data"),
             ("csi.storage.k8s.io/provisioner-secret-name", "x"),
         ])
@@ -376,6 +427,8 @@ mod tests {
         assert_eq!(p.mode, Some(0o770));
         assert_eq!(p.mount_options, ["nconnect=4", "noatime"]);
         assert_eq!(p.pvc_name.as_deref(), Some("data"));
+        assert_eq!(p.transport, Transport::Mtls);
+        assert_eq!(params(&[]).unwrap().transport, Transport::None);
     }
 
     #[test]
@@ -397,6 +450,7 @@ mod tests {
             ("uid", "-1"),
             ("mode", "0999"),
             ("backend", "../x"),
+            ("transport", "TLS"),
         ] {
             let err = params(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{k}={v}: {err}");

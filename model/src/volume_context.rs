@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::{NfsVersion, ParamError};
+use crate::{NfsVersion, ParamError, Transport};
 
 /// The address (or name) nodes mount from.
 const SERVER: &str = "server";
@@ -15,6 +15,9 @@ const SHARE: &str = "share";
 const NFS_VERSION: &str = "nfsVersion";
 /// Comma-separated mount options; absent when there are none.
 const MOUNT_OPTIONS: &str = "mountOptions";
+/// `none`, `tls` or `mtls`; absent means `none`. With TLS the node mounts by `server`'s name,
+/// the one the NFS hosts' certificate carries.
+const TRANSPORT: &str = "transport";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeContext {
@@ -23,6 +26,7 @@ pub struct VolumeContext {
     pub nfs_version: NfsVersion,
     /// One option a string, as `mount -o` takes them (`nconnect=4`, `noatime`).
     pub mount_options: Vec<String>,
+    pub transport: Transport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +39,8 @@ pub enum VolumeContextError {
     NoShare,
     #[error(transparent)]
     NfsVersion(#[from] ParamError),
+    #[error(transparent)]
+    Transport(ParamError),
 }
 
 impl VolumeContext {
@@ -47,6 +53,9 @@ impl VolumeContext {
         ]);
         if !self.mount_options.is_empty() {
             map.insert(MOUNT_OPTIONS.to_owned(), self.mount_options.join(","));
+        }
+        if self.transport != Transport::None {
+            map.insert(TRANSPORT.to_owned(), self.transport.to_string());
         }
         map
     }
@@ -75,11 +84,16 @@ impl VolumeContext {
                     .collect()
             })
             .unwrap_or_default();
+        let transport = match map.get(TRANSPORT) {
+            Some(t) => t.parse().map_err(VolumeContextError::Transport)?,
+            None => Transport::None,
+        };
         Ok(Self {
             server: server.clone(),
             share: share.clone(),
             nfs_version,
             mount_options,
+            transport,
         })
     }
 }
@@ -99,15 +113,20 @@ mod tests {
 
     #[test]
     fn a_rendered_context_parses_back_to_itself() {
-        for mount_options in [
-            vec![],
-            vec!["nconnect=4".to_string(), "noatime".to_string()],
+        for (mount_options, transport) in [
+            (vec![], Transport::None),
+            (
+                vec!["nconnect=4".to_string(), "noatime".to_string()],
+                Transport::Mtls,
+            ),
+            (vec![], Transport::Tls),
         ] {
             let context = VolumeContext {
                 server: "192.0.2.1".into(),
                 share: "/pvc-1".into(),
                 nfs_version: NfsVersion::V4_1,
                 mount_options,
+                transport,
             };
             assert_eq!(VolumeContext::parse(&context.to_map()).unwrap(), context);
         }
@@ -121,6 +140,7 @@ mod tests {
             share: "/exports/team-a".into(),
             nfs_version: NfsVersion::V3,
             mount_options: vec!["nconnect=4".into(), "noatime".into()],
+            transport: Transport::None,
         };
         assert_eq!(
             context.to_map(),
@@ -137,6 +157,12 @@ mod tests {
             ..context
         };
         assert!(!bare.to_map().contains_key("mountOptions"));
+        assert!(!bare.to_map().contains_key("transport"));
+        let tls = VolumeContext {
+            transport: Transport::Mtls,
+            ..bare.clone()
+        };
+        assert_eq!(tls.to_map()["transport"], "mtls");
         assert_eq!(
             bare.to_map()["nfsVersion"],
             NfsVersion::default().to_string()
@@ -185,6 +211,14 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, VolumeContextError::NfsVersion(_)), "{err:?}");
         assert!(err.to_string().contains("nfsVersion"), "{err}");
+        let err = VolumeContext::parse(&map(&[
+            ("server", "10.0.0.5"),
+            ("share", "/pvc-1"),
+            ("transport", "ssl"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(err, VolumeContextError::Transport(_)), "{err:?}");
+        assert!(err.to_string().contains("none, tls or mtls"), "{err}");
         assert!(
             VolumeContextError::NoServer
                 .to_string()

@@ -57,6 +57,11 @@ impl FakeExporter {
 
 #[tonic::async_trait]
 impl Exporter for FakeExporter {
+    /// The fake plays a TLS-capable server, so the agent's TLS plumbing is testable.
+    fn supports(&self, _transport: rwxnfs_model::Transport) -> Result<(), String> {
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "fake"
     }

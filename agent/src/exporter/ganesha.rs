@@ -686,6 +686,7 @@ mod tests {
             pseudo_path: "/pvc-1".into(),
             clients,
             squash: Squash::Root,
+            transport: rwxnfs_model::Transport::None,
         }
     }
 

@@ -7,7 +7,9 @@
 //! next one ([`GroupCommit`]), so N concurrent creates cost two commits, and reconcile puts
 //! 10,000 exports back with one file and one process, where a process per client and export
 //! would take minutes. Each export line gives every client its options,
-//! `rw|ro,sync,no_subtree_check,insecure,fsid=<export id>,<squash>,sec=sys`:
+//! `rw|ro,sync,no_subtree_check,insecure,fsid=<export id>,<squash>,sec=sys`, and for a claim
+//! with an encrypted transport `xprtsec=tls:mtls` (`tls`: any RPC-with-TLS client) or
+//! `xprtsec=mtls` (only clients whose certificate the host's `tlshd` trusts):
 //!
 //! - `fsid=` pins the file handle's filesystem id to the export id, which is the same on every
 //!   NFS host, so handles stay valid after a failover;
@@ -35,6 +37,7 @@ use crate::{
     group_commit::GroupCommit,
     table::{Access, Squash},
 };
+use rwxnfs_model::Transport;
 
 /// Runs a helper program; faked in tests.
 #[tonic::async_trait]
@@ -371,10 +374,36 @@ pub fn options(spec: &ExportSpec, access: Access) -> String {
         Access::Rw => "rw",
         Access::Ro => "ro",
     };
+    // `tls` admits mutual-TLS transports too: a node's mounts of one server share one
+    // connection, so a node that also mounts an `mtls` claim reaches a `tls` one over mTLS.
+    // `none` sets nothing: the kernel then admits every transport, for the same reason.
+    let xprtsec = match spec.transport {
+        Transport::None => "",
+        Transport::Tls => ",xprtsec=tls:mtls",
+        Transport::Mtls => ",xprtsec=mtls",
+    };
     format!(
-        "{rw},sync,no_subtree_check,insecure,fsid={},{squash},sec=sys",
+        "{rw},sync,no_subtree_check,insecure,fsid={},{squash},sec=sys{xprtsec}",
         spec.export_id
     )
+}
+
+/// Whether a kernel of this release (`uname -r`) has RPC-with-TLS: Linux 6.5 added it to
+/// nfsd and the client (with the `tlshd` handshake daemon doing the TLS handshake).
+pub fn rpc_tls_support(release: &str) -> Result<(), String> {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) if (major, minor) >= (6, 5) => Ok(()),
+        (Some(_), Some(_)) => Err(format!(
+            "this NFS host runs Linux {release}, which has no RPC-with-TLS (RFC 9289): it \
+             needs 6.5 or later, nfs-utils 2.6.3 or later and tlshd (ktls-utils)"
+        )),
+        _ => Err(format!(
+            "cannot tell whether Linux {release:?} has RPC-with-TLS"
+        )),
+    }
 }
 
 /// How exportfs names a client: IPv6 in brackets so the ':' before the path is unambiguous.
@@ -423,6 +452,15 @@ pub fn parse_active(listing: &str) -> Vec<u32> {
 impl Exporter for KernelExporter {
     fn kind(&self) -> &'static str {
         "kernel"
+    }
+
+    fn supports(&self, transport: Transport) -> Result<(), String> {
+        if !transport.is_tls() {
+            return Ok(());
+        }
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_err(|e| format!("/proc/sys/kernel/osrelease: {e}"))?;
+        rpc_tls_support(release.trim())
     }
 
     fn client_path(&self, _name: &str, absolute: &Path) -> String {

@@ -25,6 +25,7 @@ fn record(name: &str, export_id: u32) -> ExportRecord {
             mode: 0o2775,
             allowed_clients: vec![],
             on_delete: OnDelete::Delete,
+            transport: rwxnfs_model::Transport::None,
         },
         source: None,
         created_unix_ms: 1,

@@ -37,6 +37,9 @@ fn vfs_flags(options: &MountOptions) -> MsFlags {
 struct Wanted {
     server: String,
     share: String,
+    /// RPC-with-TLS: the mount names the server as its certificate does (tlshd checks the
+    /// certificate against the mount's host name, not the address).
+    tls: bool,
     options: MountOptions,
 }
 
@@ -47,10 +50,12 @@ fn wanted(req: &NodeStageVolumeRequest, cap: &VolumeCapability) -> Result<Wanted
         .into_iter()
         .chain(context.mount_options)
         .collect();
-    let options = MountOptions::merge(context.nfs_version, user.iter().map(String::as_str))?;
+    let options = MountOptions::merge(context.nfs_version, user.iter().map(String::as_str))?
+        .with_transport(context.transport);
     Ok(Wanted {
         server: context.server,
         share: context.share,
+        tls: context.transport.is_tls(),
         options,
     })
 }
@@ -64,10 +69,13 @@ impl NodeService {
         let Wanted {
             server,
             share,
+            tls,
             options,
         } = wanted(req, cap)?;
         let addr = resolve(&server).await?;
-        let host = if addr.is_ipv6() {
+        let host = if tls {
+            server.clone()
+        } else if addr.is_ipv6() {
             format!("[{addr}]")
         } else {
             addr.to_string()

@@ -56,6 +56,7 @@ fn spec(id: u32, clients: Vec<(Client, Access)>) -> ExportSpec {
         pseudo_path: format!("/pvc-{id}"),
         clients,
         squash: Squash::Root,
+        transport: rwxnfs_model::Transport::None,
     }
 }
 
@@ -293,6 +294,32 @@ fn squash_options_map_to_exportfs_words() {
         options(&s, Access::Ro).starts_with("ro,")
             && options(&s, Access::Ro).contains("all_squash")
     );
+}
+
+#[test]
+fn a_transport_becomes_the_export_s_xprtsec() {
+    use rwxnfs_model::Transport;
+    let mut s = spec(7, vec![]);
+    assert!(!options(&s, Access::Rw).contains("xprtsec"));
+    s.transport = Transport::Tls;
+    assert!(options(&s, Access::Rw).ends_with(",sec=sys,xprtsec=tls:mtls"));
+    s.transport = Transport::Mtls;
+    assert!(options(&s, Access::Ro).ends_with(",sec=sys,xprtsec=mtls"));
+}
+
+#[test]
+fn rpc_with_tls_needs_linux_6_5() {
+    for release in ["6.5.0", "6.12.48+deb13-amd64", "6.18.44-fc-v1045", "7.0"] {
+        assert_eq!(rpc_tls_support(release), Ok(()), "{release}");
+    }
+    for release in ["6.1.0-40-amd64", "5.15.0"] {
+        let err = rpc_tls_support(release).unwrap_err();
+        assert!(
+            err.contains("6.5 or later") && err.contains(release),
+            "{err}"
+        );
+    }
+    assert!(rpc_tls_support("weird").is_err());
 }
 
 #[test]
