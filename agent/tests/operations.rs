@@ -250,8 +250,12 @@ async fn allowed_client_networks_are_exported_read_write() {
     };
     let id = h.agent.create_export(req).await.unwrap().export_id;
     assert_eq!(h.exporter.get(id).unwrap().clients.len(), 2);
+}
 
-    // A claim's transport reaches the record and the export (xprtsec= on kernel nfsd).
+/// A claim's transport reaches the record and the export (xprtsec= on kernel nfsd).
+#[tokio::test]
+async fn a_transport_reaches_the_record_and_the_export() {
+    let h = harness();
     let req = CreateRequest {
         options: OptionsRequest {
             transport: rwxnfs_model::Transport::Mtls,

@@ -458,9 +458,15 @@ impl Exporter for KernelExporter {
         if !transport.is_tls() {
             return Ok(());
         }
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_err(|e| format!("/proc/sys/kernel/osrelease: {e}"))?;
-        rpc_tls_support(release.trim())
+        // The running kernel does not change: read and judge it once, not on every create.
+        static SUPPORT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        SUPPORT
+            .get_or_init(|| {
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .map_err(|e| format!("/proc/sys/kernel/osrelease: {e}"))?;
+                rpc_tls_support(release.trim())
+            })
+            .clone()
     }
 
     fn client_path(&self, _name: &str, absolute: &Path) -> String {
