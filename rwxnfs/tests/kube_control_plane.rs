@@ -3,7 +3,9 @@
 //! CSI sidecars (csi-provisioner, -attacher, -resizer, -snapshotter and the snapshot
 //! controller, built from the Go module proxy at the versions `manifests/` names) started with
 //! exactly the arguments of the applied `rwxnfs-controller` Deployment, acting as its service
-//! account under its RBAC, and `rwxnfs controller` resolving nodes through the API. The backend
+//! account under its RBAC, and `rwxnfs controller` resolving nodes through the API. Both of
+//! the Deployment's replicas run, each in a UTS namespace named after its pod: the leader
+//! serves every scenario, then its node is lost and the standby takes over. The backend
 //! is `rwxnfs dev`'s agent on NFS-Ganesha; what the NFS server holds is read from the agent's
 //! export table and Ganesha's export files.
 //!
@@ -142,6 +144,8 @@ impl Drop for Backend {
 struct Cluster {
     plane: ControlPlane,
     backend: Backend,
+    /// The controller Deployment's replicas, the leader first.
+    replicas: Vec<Replica>,
 }
 
 fn set_of(items: &[&str]) -> BTreeSet<String> {
@@ -154,7 +158,11 @@ fn rwxnfs_under_a_real_control_plane_with_the_real_sidecars() {
     let (dir, _short) = work_dir();
     let plane = ControlPlane::start(&dir.join("plane"));
     let backend = Backend::start(&dir.join("dev"));
-    let mut cluster = Cluster { plane, backend };
+    let mut cluster = Cluster {
+        plane,
+        backend,
+        replicas: Vec::new(),
+    };
     manifests_apply(&cluster);
     install(&mut cluster, &dir);
     println!("cluster up in {:?}", started.elapsed());
@@ -170,6 +178,7 @@ fn rwxnfs_under_a_real_control_plane_with_the_real_sidecars() {
     attach_many(&cluster, 30);
     self_check_event(&cluster);
     doctor_live(&cluster);
+    leader_lost(&mut cluster);
     delete_everything(&cluster);
     println!("all scenarios passed in {:?}", started.elapsed());
 }
@@ -234,8 +243,9 @@ fn manifests_apply(cluster: &Cluster) {
     println!("manifests/: applied");
 }
 
-/// The snapshot controller, `rwxnfs controller` and the sidecars, as the applied Deployment
-/// starts them, and the Nodes.
+/// The snapshot controller, the Deployment's two replicas of `rwxnfs controller` and the
+/// sidecars as the applied Deployment starts them, and the Nodes. The first replica starts
+/// alone and takes every sidecar's lease; the second is the standby.
 fn install(cluster: &mut Cluster, dir: &Path) {
     let deployment: Value = serde_json::from_str(&cluster.plane.kubectl_ok(&[
         "get",
@@ -247,10 +257,89 @@ fn install(cluster: &mut Cluster, dir: &Path) {
         "json",
     ]))
     .unwrap();
+    assert_eq!(
+        deployment["spec"]["replicas"], 2,
+        "the shipped Deployment runs a leader and a standby"
+    );
     let containers = deployment["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap()
         .clone();
+    // The self-check reads "its" Pod: one the Deployment's ReplicaSet made (never scheduled),
+    // in a namespace labelled for sidecar injection, where the pod template's exclusions
+    // (the shipped VIP) do not cover this configuration's server (127.0.0.1): a finding the
+    // check must record as an Event. The label goes again before `rwxnfs doctor` runs.
+    let pods = wait_for_controller_pods(&cluster.plane);
+    cluster.plane.kubectl_ok(&[
+        "label",
+        "namespace",
+        "rwxnfs",
+        "istio-injection=enabled",
+        "--overwrite",
+    ]);
+    let leader = start_replica(cluster, dir, &containers, &pods[0], "");
+    let started = Instant::now();
+    wait_for("the first replica's sidecars to lead", STEP, || {
+        lease_holders(&cluster.plane) == vec![pods[0].clone(); SIDECARS.len()]
+    });
+    println!(
+        "{}: every sidecar leads ({} leases) after {:?}",
+        pods[0],
+        SIDECARS.len(),
+        started.elapsed()
+    );
+    let standby = start_replica(cluster, dir, &containers, &pods[1], "-b");
+    cluster.replicas = vec![leader, standby];
+
+    // The snapshot controller is the cluster's, not the driver's: it runs as the admin.
+    cluster.plane.spawn(
+        "snapshot-controller",
+        Command::new(upstream::tool("csi-snapshotter", "snapshot-controller")).args([
+            format!("--kubeconfig={}", cluster.plane.kubeconfig.display()),
+            "--leader-election=false".into(),
+        ]),
+    );
+    for (name, ip, annotation) in NODES {
+        create_node(&cluster.plane, name, ip, *annotation);
+    }
+}
+
+/// The sidecars of the controller Deployment: the upstream tool and the container's name.
+const SIDECARS: [(&str, &str); 4] = [
+    ("csi-provisioner", "csi-provisioner"),
+    ("csi-attacher", "csi-attacher"),
+    ("csi-resizer", "csi-resizer"),
+    ("csi-snapshotter", "csi-snapshotter"),
+];
+
+/// One replica of the controller Deployment: its containers' processes.
+struct Replica {
+    pod: String,
+    processes: Vec<Process>,
+}
+
+impl Replica {
+    /// SIGKILL to every container at once, as when the replica's node is lost: nothing is
+    /// released, so the standby takes over only when the leases run out.
+    fn kill(&mut self) {
+        for process in &mut self.processes {
+            process.kill();
+        }
+    }
+}
+
+/// Starts one replica of the Deployment, `pod`: `rwxnfs controller` and the sidecars with the
+/// pod template's arguments (the paths and ports rewritten to this test's), acting as the
+/// Deployment's service account, in a UTS namespace of their own whose host name is the
+/// pod's name, as in the pod: the sidecars' leader-election identity is the host name.
+/// Their logs are `<container><suffix>.log` beside the control plane's.
+fn start_replica(
+    cluster: &Cluster,
+    dir: &Path,
+    containers: &[Value],
+    pod: &str,
+    suffix: &str,
+) -> Replica {
     let args = |name: &str| -> Vec<String> {
         containers
             .iter()
@@ -262,12 +351,27 @@ fn install(cluster: &mut Cluster, dir: &Path) {
             .map(|a| a.as_str().unwrap().to_owned())
             .collect()
     };
-    let csi = dir.join("csi");
+    let in_pod = |program: &Path| {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--uts",
+                "--",
+                "sh",
+                "-c",
+                r#"hostname "$0" && exec "$@""#,
+                pod,
+            ])
+            .arg(program);
+        command
+    };
+    let csi = dir.join(format!("csi{suffix}"));
     std::fs::create_dir_all(&csi).unwrap();
     let socket = csi.join("csi.sock");
     let account = cluster
         .plane
         .service_account_kubeconfig("rwxnfs", "rwxnfs-controller");
+    let mut processes = Vec::new();
 
     // The controller, as the pod's first container: its configuration names this test's
     // agent, and it has no node map, so it asks the API for each node's address.
@@ -290,40 +394,25 @@ fn install(cluster: &mut Cluster, dir: &Path) {
             *a = format!("--metrics-address=127.0.0.1:{}", free_port());
         }
     }
-    let health = liveness_address(&containers, &mut controller_args);
-    // The self-check reads "its" Pod: one the Deployment's ReplicaSet made (never scheduled),
-    // in a namespace labelled for sidecar injection, where the pod template's exclusions
-    // (the shipped VIP) do not cover this configuration's server (127.0.0.1): a finding the
-    // check must record as an Event. The label goes again before `rwxnfs doctor` runs.
-    let pod = wait_for_controller_pod(&cluster.plane);
-    cluster.plane.kubectl_ok(&[
-        "label",
-        "namespace",
-        "rwxnfs",
-        "istio-injection=enabled",
-        "--overwrite",
-    ]);
-    cluster.plane.spawn(
-        "rwxnfs-controller",
-        Command::new(env!("CARGO_BIN_EXE_rwxnfs"))
-            .args(["--log-format", "text"])
-            .args(&controller_args)
-            .env("KUBECONFIG", &account)
-            .env("POD_NAME", &pod)
-            .env("POD_NAMESPACE", "rwxnfs")
-            .env("RUST_LOG", "info"),
+    let health = liveness_address(containers, &mut controller_args);
+    processes.push(
+        cluster.plane.start_process(
+            &format!("rwxnfs-controller{suffix}"),
+            in_pod(Path::new(env!("CARGO_BIN_EXE_rwxnfs")))
+                .args(["--log-format", "text"])
+                .args(&controller_args)
+                .env("KUBECONFIG", &account)
+                .env("POD_NAME", pod)
+                .env("POD_NAMESPACE", "rwxnfs")
+                .env("RUST_LOG", "info"),
+        ),
     );
     wait_for("the controller's socket", Duration::from_secs(30), || {
         socket.exists()
     });
     controller_is_live(health);
 
-    for (tool, container) in [
-        ("csi-provisioner", "csi-provisioner"),
-        ("csi-attacher", "csi-attacher"),
-        ("csi-resizer", "csi-resizer"),
-        ("csi-snapshotter", "csi-snapshotter"),
-    ] {
+    for (tool, container) in SIDECARS {
         let mut sidecar = Vec::new();
         for a in args(container) {
             if a == "--csi-address=/csi/csi.sock" {
@@ -344,26 +433,31 @@ fn install(cluster: &mut Cluster, dir: &Path) {
         }
         sidecar.push(format!("--kubeconfig={}", account.display()));
         println!(
-            "{container} {}: {}",
+            "{pod}: {container} {}: {}",
             upstream::version(tool),
             sidecar.join(" ")
         );
-        cluster.plane.spawn(
-            container,
-            Command::new(upstream::tool(tool, container)).args(&sidecar),
-        );
+        processes.push(cluster.plane.start_process(
+            &format!("{container}{suffix}"),
+            in_pod(&upstream::tool(tool, container)).args(&sidecar),
+        ));
     }
-    // The snapshot controller is the cluster's, not the driver's: it runs as the admin.
-    cluster.plane.spawn(
-        "snapshot-controller",
-        Command::new(upstream::tool("csi-snapshotter", "snapshot-controller")).args([
-            format!("--kubeconfig={}", cluster.plane.kubeconfig.display()),
-            "--leader-election=false".into(),
-        ]),
-    );
-    for (name, ip, annotation) in NODES {
-        create_node(&cluster.plane, name, ip, *annotation);
+    Replica {
+        pod: pod.to_owned(),
+        processes,
     }
+}
+
+/// The holder of each sidecar's lease in the driver's namespace, in the leases' order.
+fn lease_holders(plane: &ControlPlane) -> Vec<String> {
+    plane
+        .jsonpath(
+            &["get", "leases", "-n", "rwxnfs"],
+            "{range .items[*]}{.spec.holderIdentity}{\"\\n\"}{end}",
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Where the kubelet's liveness probe would reach the controller, in the test: the
@@ -426,7 +520,8 @@ fn controller_is_live(addr: std::net::SocketAddr) {
     panic!("controller /healthz on {addr} did not answer 200 ok within {STEP:?}; last: {last:?}");
 }
 
-fn wait_for_controller_pod(plane: &ControlPlane) -> String {
+/// The names of the Deployment's two pods, once its ReplicaSet has made them.
+fn wait_for_controller_pods(plane: &ControlPlane) -> Vec<String> {
     let args = [
         "get",
         "pods",
@@ -435,8 +530,15 @@ fn wait_for_controller_pod(plane: &ControlPlane) -> String {
         "-l",
         "app.kubernetes.io/component=controller",
     ];
-    plane.wait_jsonpath(&args, "{.items[0].metadata.name}", STEP, |v| !v.is_empty());
-    plane.jsonpath(&args, "{.items[0].metadata.name}")
+    let names = "{.items[*].metadata.name}";
+    plane.wait_jsonpath(&args, names, STEP, |v| v.split_whitespace().count() == 2);
+    let mut pods: Vec<String> = plane
+        .jsonpath(&args, names)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    pods.sort();
+    pods
 }
 
 fn create_node(plane: &ControlPlane, name: &str, ip: &str, override_address: Option<&str>) {
@@ -887,6 +989,61 @@ fn doctor_live(cluster: &Cluster) {
     assert_eq!(out.status.code(), Some(0), "{text}");
 }
 
+/// How long the standby may take to provision after the leader's loss: the Deployment's
+/// lease (`--leader-election-lease-duration=60s`) must run out, the standby retries every
+/// 10 s (`--leader-election-retry-period`), then it provisions as the leader did.
+const HANDOVER: Duration = Duration::from_secs(60 + 10 + 90);
+
+/// The leader replica's node is lost: every one of its containers SIGKILLed at once, no lease
+/// released. The standby's sidecars take every lease when it runs out, and then provision,
+/// attach and detach (and, in the next step, delete everything). The time from the loss to a
+/// new claim Bound is the longest a user waits for provisioning after a node's loss.
+fn leader_lost(cluster: &mut Cluster) {
+    let standby = cluster.replicas[1].pod.clone();
+    cluster.replicas[0].kill();
+    let lost = Instant::now();
+    let plane = &cluster.plane;
+    plane.apply(&claim("after-loss", "rwxnfs", "1Gi", ""));
+    plane.wait_jsonpath(
+        &["get", "pvc", "after-loss", "-n", "default"],
+        "{.status.phase}",
+        HANDOVER,
+        |v| v == "Bound",
+    );
+    let bound = lost.elapsed();
+    // Each sidecar's lease runs out 60 s after its own last renewal, and each candidate
+    // retries on its own 10 s period: the four move over within about 10 s of each other.
+    wait_for(
+        "every sidecar lease to be the standby's",
+        HANDOVER.saturating_sub(lost.elapsed()),
+        || lease_holders(plane) == vec![standby.clone(); SIDECARS.len()],
+    );
+    println!(
+        "{} lost (SIGKILL, no lease released): a new claim Bound by {standby} {bound:.1?} after \
+         the loss, all four sidecar leases its own after {:.1?}",
+        cluster.replicas[0].pod,
+        lost.elapsed()
+    );
+    let pv = plane.jsonpath(
+        &["get", "pvc", "after-loss", "-n", "default"],
+        "{.spec.volumeName}",
+    );
+    let started = Instant::now();
+    plane.apply(&pod("app-c", "node-c", "after-loss"));
+    wait_for("the standby attaches to node-c", STEP, || {
+        attached(plane, &pv) == set_of(&["node-c"])
+            && cluster.backend.clients(&pv) == set_of(&["10.0.0.13"])
+    });
+    delete_pod(plane, "app-c");
+    wait_for("the standby detaches from node-c", STEP, || {
+        attached(plane, &pv).is_empty() && cluster.backend.clients(&pv).is_empty()
+    });
+    println!(
+        "{standby}: attached to node-c and detached again in {:.1?}",
+        started.elapsed()
+    );
+}
+
 /// Every claim and snapshot deleted: no PV, no export record, no Ganesha export left.
 fn delete_everything(cluster: &Cluster) {
     let plane = &cluster.plane;
@@ -927,13 +1084,10 @@ fn delete_everything(cluster: &Cluster) {
     );
     // The sidecars and the controller ran as the Deployment's service account all along:
     // whatever the shipped RBAC lacked would show here.
-    for log in [
-        "csi-provisioner",
-        "csi-attacher",
-        "csi-resizer",
-        "csi-snapshotter",
-        "rwxnfs-controller",
-    ] {
+    let containers = ["rwxnfs-controller"]
+        .into_iter()
+        .chain(SIDECARS.iter().map(|(_, container)| *container));
+    for log in containers.flat_map(|c| [c.to_owned(), format!("{c}-b")]) {
         let text =
             std::fs::read_to_string(plane.dir().join(format!("{log}.err.log"))).unwrap_or_default();
         let forbidden: Vec<&str> = text.lines().filter(|l| l.contains("forbidden")).collect();

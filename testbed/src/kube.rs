@@ -302,14 +302,20 @@ impl ControlPlane {
     /// Starts a process whose output goes to `<dir>/<name>.log`; it is killed when the control
     /// plane drops.
     pub fn spawn(&mut self, name: &str, command: &mut Command) {
-        let process = Process::spawn(
+        let process = self.start_process(name, command);
+        self.processes.push(process);
+    }
+
+    /// Starts a process whose output goes to `<dir>/<name>.log` (stderr to `<name>.err.log`),
+    /// owned by the caller: for one that a test kills on its own.
+    pub fn start_process(&self, name: &str, command: &mut Command) -> Process {
+        Process::spawn(
             name,
             command
                 .stdin(Stdio::null())
                 .stdout(log(&self.dir, name))
                 .stderr(log(&self.dir, &format!("{name}.err"))),
-        );
-        self.processes.push(process);
+        )
     }
 
     /// Writes a kubeconfig for this cluster with `user` (the lines of a `user:` block).
