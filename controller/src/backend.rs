@@ -31,6 +31,10 @@ pub trait Backend: Send + Sync + 'static {
     fn has_sub_dirs(&self) -> bool {
         false
     }
+    /// The name TLS claims mount this backend by (`serverName`), if configured.
+    fn server_name(&self) -> Option<&str> {
+        None
+    }
     /// Where nodes mount this backend's exports from. Asked on every CreateVolume, GetVolume
     /// and ListVolumes page: a backend that must ask its server keeps the answer
     /// ([`ServerAddress`]).
@@ -81,6 +85,7 @@ pub struct AgentBackend {
     /// Where the agent is, as configured (for messages).
     endpoint: String,
     server: ServerAddress,
+    server_name: Option<String>,
     client: AgentClient<Channel>,
     /// Every call's time limit (`timeoutSeconds`).
     timeout: Duration,
@@ -166,6 +171,7 @@ impl AgentBackend {
             name,
             endpoint: agent.endpoint.clone(),
             server: ServerAddress::new(config.server),
+            server_name: config.server_name.clone(),
             client: AgentClient::new(channel),
             timeout,
         })
@@ -237,6 +243,10 @@ impl AgentBackend {
 impl Backend for AgentBackend {
     fn name(&self) -> &Name {
         &self.name
+    }
+
+    fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
     }
 
     async fn server_address(&self) -> Result<IpAddr, ControllerError> {

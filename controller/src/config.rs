@@ -7,6 +7,7 @@
 //!       endpoint: tcp://192.168.222.25:9820
 //!       tls: {ca: /tls/ca.crt, cert: /tls/tls.crt, key: /tls/tls.key, serverName: rwxnfs-agent}
 //!     server: 192.168.222.25           # where nodes mount from (default: the agent's VIPs)
+//!     serverName: nfs.example.com      # for NFS over TLS: the name in the NFS hosts' certificate
 //! nodes:                               # node id -> addresses, when not resolved through Kubernetes
 //!   node-a: [10.0.0.11]
 //! ```
@@ -57,6 +58,11 @@ pub struct BackendConfig {
     /// backend: its `server`).
     #[serde(default)]
     pub server: Option<IpAddr>,
+    /// The NFS hosts' name for NFS over TLS (StorageClass `transport: tls|mtls`): the name
+    /// their certificate carries. Nodes mount TLS claims by this name at `server`'s address
+    /// (they need not resolve it); without it such claims are refused.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -128,6 +134,14 @@ impl ControllerConfig {
                     b.name
                 )));
             }
+            if let Some(name) = &b.server_name
+                && !rwxnfs_model::volume_context::is_host_name(name)
+            {
+                return Err(invalid(format!(
+                    "backends[{i}].serverName: {name:?} is not a host name (the name in the NFS \
+                     hosts' certificate, e.g. nfs.example.com)"
+                )));
+            }
             match (&b.agent, &b.subdir) {
                 (Some(agent), None) => {
                     let endpoint: rwxnfs_server::Endpoint = agent
@@ -176,9 +190,13 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let text = "backends:\n  - name: ha1\n    agent:\n      endpoint: tcp://192.168.222.25:9820\n      tls: {ca: /tls/ca.crt, cert: /tls/tls.crt, key: /tls/tls.key, serverName: rwxnfs-agent}\n    server: 192.168.222.25\nnodes:\n  node-a: [10.0.0.11]\n";
+        let text = "backends:\n  - name: ha1\n    agent:\n      endpoint: tcp://192.168.222.25:9820\n      tls: {ca: /tls/ca.crt, cert: /tls/tls.crt, key: /tls/tls.key, serverName: rwxnfs-agent}\n    server: 192.168.222.25\n    serverName: nfs.example.com\nnodes:\n  node-a: [10.0.0.11]\n";
         let config = parse(text).unwrap();
         assert_eq!(config.backends[0].name, "ha1");
+        assert_eq!(
+            config.backends[0].server_name.as_deref(),
+            Some("nfs.example.com")
+        );
         assert_eq!(
             config.nodes["node-a"],
             vec!["10.0.0.11".parse::<IpAddr>().unwrap()]
@@ -196,6 +214,10 @@ mod tests {
             (
                 "backends:\n  - name: a/b\n    agent: {endpoint: \"unix:///a\"}\n",
                 "backends[0].name",
+            ),
+            (
+                "backends:\n  - name: a\n    agent: {endpoint: \"unix:///a\"}\n    serverName: 192.0.2.1\n",
+                "backends[0].serverName: \"192.0.2.1\" is not a host name",
             ),
             (
                 "backends:\n  - name: a\n    agent: {endpoint: \"tcp://h:1\"}\n",

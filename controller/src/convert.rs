@@ -73,9 +73,11 @@ pub fn snapshot_id(raw: &str) -> Result<SnapshotId, ControllerError> {
         })
 }
 
-/// The volume context: everything the node needs to mount it.
+/// The volume context: everything the node needs to mount it; with TLS, the name the mount
+/// names the server by (`server_name`, the backend's `serverName`).
 pub fn volume_context(
     server: &str,
+    server_name: Option<&str>,
     export: &pb::Export,
     params: &Params,
 ) -> HashMap<String, String> {
@@ -85,6 +87,9 @@ pub fn volume_context(
         nfs_version: params.nfs_version,
         mount_options: params.mount_options.clone(),
         transport: params.transport,
+        server_name: server_name
+            .filter(|_| params.transport.is_tls())
+            .map(str::to_owned),
     }
     .to_map()
 }

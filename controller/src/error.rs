@@ -46,6 +46,15 @@ pub enum ControllerError {
     )]
     SubDirOnAgentBackend { backend: Name },
     #[error(
+        "parameter transport: {transport} checks the NFS server's certificate against the name \
+         nodes mount by, and backend {backend} has none: set serverName (the name in the NFS \
+         hosts' certificate) in its entry of the controller's configuration"
+    )]
+    NoServerName {
+        backend: Name,
+        transport: rwxnfs_model::Transport,
+    },
+    #[error(
         "the content source is in backend {source_backend}, but the volume is asked for in \
          backend {backend}; snapshots and clones stay within one backend"
     )]
@@ -135,7 +144,9 @@ impl ControllerError {
             | E::NoSuchSnapshot { .. }
             | E::NodeNotConfigured { .. }
             | E::NodeNotInCluster { .. } => Code::NotFound,
-            E::NodeAddresses { .. } | E::NoServerAddress { .. } => Code::FailedPrecondition,
+            E::NodeAddresses { .. } | E::NoServerAddress { .. } | E::NoServerName { .. } => {
+                Code::FailedPrecondition
+            }
             E::ForeignPageToken { .. } | E::Busy { .. } => Code::Aborted,
             E::NodeLookup { .. } | E::Unreachable { .. } => Code::Unavailable,
             E::AgentTimeout { .. } => Code::DeadlineExceeded,

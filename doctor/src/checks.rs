@@ -9,6 +9,7 @@ pub mod peer_authentication;
 pub mod service_ports;
 pub mod sockets;
 pub mod storage_class;
+pub mod transport;
 
 use crate::{context::Context, finding::Finding};
 
@@ -22,6 +23,7 @@ pub const ALL: &[Check] = &[
     service_ports::check,
     network_policy::check,
     storage_class::check,
+    transport::check,
     host_network::check,
     driver_names::check,
     sockets::check,

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, StatefulSet},
-    core::v1::{ConfigMap, Namespace, PersistentVolume, Pod, Service},
+    core::v1::{ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service},
     networking::v1::NetworkPolicy,
     storage::v1::{CSIDriver, StorageClass},
 };
@@ -84,6 +84,8 @@ pub async fn collect(client: &Client) -> Result<Objects, LiveError> {
         storage_classes: list::<StorageClass>(client, "storageclasses").await?,
         csi_drivers: list::<CSIDriver>(client, "csidrivers").await?,
         persistent_volumes: list::<PersistentVolume>(client, "persistentvolumes").await?,
+        persistent_volume_claims: list::<PersistentVolumeClaim>(client, "persistentvolumeclaims")
+            .await?,
         ..Objects::default()
     };
     objects.peer_authentications = peer_authentications(client, &mut objects.notes).await?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, StatefulSet},
-    core::v1::{ConfigMap, Namespace, PersistentVolume, Pod, Service},
+    core::v1::{ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service},
     networking::v1::NetworkPolicy,
     storage::v1::{CSIDriver, StorageClass},
 };
@@ -60,6 +60,7 @@ pub struct Objects {
     pub storage_classes: Vec<StorageClass>,
     pub csi_drivers: Vec<CSIDriver>,
     pub persistent_volumes: Vec<PersistentVolume>,
+    pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
     pub config_maps: Vec<ConfigMap>,
     /// Findings about the reading itself (a check that could not run).
     pub notes: Vec<Finding>,
@@ -127,6 +128,9 @@ impl Objects {
             ("StorageClass", _) => self.storage_classes.push(parse(value).map_err(err)?),
             ("CSIDriver", _) => self.csi_drivers.push(parse(value).map_err(err)?),
             ("PersistentVolume", _) => self.persistent_volumes.push(parse(value).map_err(err)?),
+            ("PersistentVolumeClaim", _) => self
+                .persistent_volume_claims
+                .push(parse(value).map_err(err)?),
             ("ConfigMap", _) => self.config_maps.push(parse(value).map_err(err)?),
             _ => {}
         }

@@ -78,6 +78,7 @@ fn the_good_manifests_are_clean_and_every_kind_was_read() {
     let objects = load(&[fixtures().join("good")]).unwrap();
     assert_eq!(objects.namespaces.len(), 3);
     assert_eq!(objects.persistent_volumes.len(), 1, "the List is flattened");
+    assert_eq!(objects.persistent_volume_claims.len(), 1);
     assert_eq!(objects.peer_authentications.as_ref().map(Vec::len), Some(2));
     let report = analyze(&objects);
     assert_eq!(report.exit_code(), 0, "{}", report.to_text());
@@ -302,5 +303,51 @@ fn exit_codes_follow_the_worst_severity() {
     assert_eq!(
         run(&[fixtures().join("bad/RWX050-node-plugin-off-host-network.yaml")]).exit_code(),
         2
+    );
+}
+
+#[test]
+fn plaintext_claims_under_strict_mtls_are_named_with_their_policy_and_the_fix_is_mtls() {
+    let report = run(&[fixtures().join("bad/RWX012-plaintext-claims-under-strict-mtls.yaml")]);
+    let found: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "RWX012")
+        .collect();
+    assert_eq!(found.len(), 1, "{}", report.to_text());
+    let f = found[0];
+    assert_eq!(f.object.to_string(), "StorageClass/rwxnfs");
+    assert!(
+        f.problem.contains(
+            "shop/carts (PeerAuthentication istio-system/default), shop/uploads \
+             (PeerAuthentication istio-system/default);"
+        ),
+        "{}",
+        f.problem
+    );
+    for not_listed in ["sealed", "scratch", "legacy/old"] {
+        assert!(!f.problem.contains(not_listed), "{}", f.problem);
+    }
+    assert_eq!(
+        f.fix.patch,
+        Some(serde_json::json!({"parameters": {"transport": "mtls"}}))
+    );
+    assert!(
+        f.fix
+            .command
+            .ends_with("--dry-run=client -o yaml | kubectl replace --force -f -"),
+        "{}",
+        f.fix.command
+    );
+}
+
+#[test]
+fn a_transport_the_driver_does_not_know_is_an_error_with_the_value_it_meant() {
+    let report = run(&[fixtures().join("bad/RWX041-transport-value.yaml")]);
+    let f = finding(&report, "RWX041", "transport is \"TLS\"");
+    assert_eq!(f.severity, Severity::Error);
+    assert_eq!(
+        f.fix.patch,
+        Some(serde_json::json!({"parameters": {"transport": "tls"}}))
     );
 }

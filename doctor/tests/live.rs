@@ -81,6 +81,10 @@ fn cluster(peer: (StatusCode, serde_json::Value)) -> Answers {
             get("/api/v1/persistentvolumes"),
             list("PersistentVolume", vec![]),
         ),
+        (
+            get("/api/v1/persistentvolumeclaims"),
+            list("PersistentVolumeClaim", vec![]),
+        ),
         (get("/apis/security.istio.io/v1/peerauthentications"), peer),
         (
             get("/api/v1/namespaces/rwxnfs/configmaps/rwxnfs-controller"),

@@ -15,9 +15,12 @@ const SHARE: &str = "share";
 const NFS_VERSION: &str = "nfsVersion";
 /// Comma-separated mount options; absent when there are none.
 const MOUNT_OPTIONS: &str = "mountOptions";
-/// `none`, `tls` or `mtls`; absent means `none`. With TLS the node mounts by `server`'s name,
-/// the one the NFS hosts' certificate carries.
+/// `none`, `tls` or `mtls`; absent means `none`.
 const TRANSPORT: &str = "transport";
+/// With TLS: the name the node mounts by, the one the NFS hosts' certificate carries (TLS
+/// checks the certificate against the name in the mount's source, not its address); `server`
+/// stays the address mounted. Absent: `server`, which must then be a name.
+const SERVER_NAME: &str = "serverName";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeContext {
@@ -27,6 +30,8 @@ pub struct VolumeContext {
     /// One option a string, as `mount -o` takes them (`nconnect=4`, `noatime`).
     pub mount_options: Vec<String>,
     pub transport: Transport,
+    /// The server's name for TLS ([`SERVER_NAME`]).
+    pub server_name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +46,18 @@ pub enum VolumeContextError {
     NfsVersion(#[from] ParamError),
     #[error(transparent)]
     Transport(ParamError),
+    #[error("volume context: serverName {0:?} is not a host name")]
+    BadServerName(String),
+    #[error(
+        "volume context: transport {transport} checks the NFS server's certificate against the \
+         name the node mounts by, and the server is given only by its address {server}: set \
+         serverName to the name its certificate carries (the controller's serverName for the \
+         backend; volumeAttributes serverName for a static PV)"
+    )]
+    TlsByAddress {
+        transport: Transport,
+        server: String,
+    },
 }
 
 impl VolumeContext {
@@ -57,7 +74,15 @@ impl VolumeContext {
         if self.transport != Transport::None {
             map.insert(TRANSPORT.to_owned(), self.transport.to_string());
         }
+        if let Some(name) = &self.server_name {
+            map.insert(SERVER_NAME.to_owned(), name.clone());
+        }
         map
+    }
+
+    /// The host name a TLS mount names the server by: `serverName`, else `server`.
+    pub fn tls_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.server)
     }
 
     /// Reads a volume context, as the controller renders it or a static PV gives it. Keys it
@@ -88,14 +113,43 @@ impl VolumeContext {
             Some(t) => t.parse().map_err(VolumeContextError::Transport)?,
             None => Transport::None,
         };
-        Ok(Self {
+        let server_name = match map.get(SERVER_NAME).filter(|n| !n.is_empty()) {
+            Some(name) if is_host_name(name) => Some(name.clone()),
+            Some(name) => return Err(VolumeContextError::BadServerName(name.clone())),
+            None => None,
+        };
+        let context = Self {
             server: server.clone(),
             share: share.clone(),
             nfs_version,
             mount_options,
             transport,
-        })
+            server_name,
+        };
+        if transport.is_tls() && !is_host_name(context.tls_name()) {
+            return Err(VolumeContextError::TlsByAddress {
+                transport,
+                server: server.clone(),
+            });
+        }
+        Ok(context)
     }
+}
+
+/// A DNS name (not an address): labels of letters, digits and `-`, joined by dots, with a
+/// letter somewhere (an IPv4 address is digits and dots only).
+pub fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.bytes().any(|b| b.is_ascii_alphabetic())
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -127,6 +181,7 @@ mod tests {
                 nfs_version: NfsVersion::V4_1,
                 mount_options,
                 transport,
+                server_name: transport.is_tls().then(|| "nfs.example.com".into()),
             };
             assert_eq!(VolumeContext::parse(&context.to_map()).unwrap(), context);
         }
@@ -141,6 +196,7 @@ mod tests {
             nfs_version: NfsVersion::V3,
             mount_options: vec!["nconnect=4".into(), "noatime".into()],
             transport: Transport::None,
+            server_name: None,
         };
         assert_eq!(
             context.to_map(),
@@ -163,10 +219,52 @@ mod tests {
             ..bare.clone()
         };
         assert_eq!(tls.to_map()["transport"], "mtls");
+        let named = VolumeContext {
+            server: "192.0.2.1".into(),
+            server_name: Some("nfs.example.com".into()),
+            ..tls.clone()
+        };
+        assert_eq!(named.to_map()["serverName"], "nfs.example.com");
+        assert_eq!(named.tls_name(), "nfs.example.com");
+        assert_eq!(tls.tls_name(), "nfs.example.com", "server is a name there");
         assert_eq!(
             bare.to_map()["nfsVersion"],
             NfsVersion::default().to_string()
         );
+    }
+
+    #[test]
+    fn a_tls_context_needs_a_name_to_mount_by() {
+        let err = VolumeContext::parse(&map(&[
+            ("server", "192.0.2.1"),
+            ("share", "/pvc-1"),
+            ("transport", "mtls"),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(err, VolumeContextError::TlsByAddress { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("set serverName"), "{err}");
+        for bad in ["nfs.example.com:/x", "-nfs", "a..b", "nfs/x"] {
+            let err = VolumeContext::parse(&map(&[
+                ("server", "192.0.2.1"),
+                ("share", "/pvc-1"),
+                ("serverName", bad),
+            ]))
+            .unwrap_err();
+            assert_eq!(err, VolumeContextError::BadServerName(bad.into()));
+        }
+        let by_name = VolumeContext::parse(&map(&[
+            ("server", "192.0.2.1"),
+            ("share", "/pvc-1"),
+            ("transport", "tls"),
+            ("serverName", "nfs-1.storage.example"),
+        ]))
+        .unwrap();
+        assert_eq!(by_name.tls_name(), "nfs-1.storage.example");
+        assert!(!is_host_name("10.0.0.5"));
+        assert!(!is_host_name("fd00::1"));
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 use std::{io, path::PathBuf};
 
-use rwxnfs_model::{MountOptionError, volume_context::VolumeContextError};
+use rwxnfs_model::{MountOptionError, Transport, volume_context::VolumeContextError};
 use tonic::Status;
 
-use crate::bounded::BoundedError;
+use crate::{bounded::BoundedError, tls::TlsUnready};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -74,6 +74,23 @@ pub enum NodeError {
         #[from]
         step: BoundedError,
     },
+    /// A TLS claim on a node that lacks the handshake daemon or its certificate.
+    #[error(transparent)]
+    TlsUnready(#[from] TlsUnready),
+    /// The mount of a TLS claim failed: the handshake, or the export, refused this node.
+    #[error(
+        "{step} (transport {transport}: the TLS handshake with {server:?} or its export refused \
+         this node: the NFS hosts' certificate must carry the name {server:?} and chain to a CA \
+         in this node's tlshd trust store; with mtls, this node's certificate must chain to a CA \
+         the NFS hosts' tlshd trusts; and the volume must be published to this node. tlshd's log \
+         on either side (journalctl -u tlshd) says which)"
+    )]
+    TlsRefused {
+        transport: Transport,
+        server: String,
+        #[source]
+        step: BoundedError,
+    },
     #[error(
         "NodeExpandVolume is not supported: NFS volumes are expanded on the server and need no node-side step"
     )]
@@ -106,9 +123,10 @@ impl From<NodeError> for Status {
             NodeError::StagingTaken { .. } | NodeError::TargetTaken { .. } => {
                 Status::already_exists(message)
             }
-            NodeError::NotStaged { .. } | NodeError::SingleWriter { .. } => {
-                Status::failed_precondition(message)
-            }
+            NodeError::NotStaged { .. }
+            | NodeError::SingleWriter { .. }
+            | NodeError::TlsUnready(_) => Status::failed_precondition(message),
+            NodeError::TlsRefused { .. } => Status::permission_denied(message),
             NodeError::NotMounted { .. } | NodeError::OtherMount { .. } => {
                 Status::not_found(message)
             }

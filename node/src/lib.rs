@@ -7,6 +7,7 @@ pub mod mounter;
 mod nodeserver;
 mod probe;
 pub mod registration;
+pub mod tls;
 
 pub use nodeserver::{NodeConfig, NodeService, STEP_LIMIT};
 pub use probe::NfsClientCheck;

@@ -38,6 +38,7 @@ use crate::{
     bounded::Bounded,
     error::NodeError,
     mounter::{Mounter, SystemMounter},
+    tls::{DEFAULT_TLSHD_CONFIG, Handshake, Tlshd},
 };
 
 mod mounts;
@@ -61,6 +62,8 @@ pub struct NodeService {
     config: NodeConfig,
     mounter: Arc<dyn Mounter>,
     bounded: Bounded,
+    /// Whether a TLS claim's handshake can happen here, asked before its mount.
+    handshake: Arc<dyn Handshake>,
     /// Held by (volume, target path) in publish and unpublish, (volume, staging path) in
     /// stage, unstage and re-staging.
     inflight: InFlight<String, PathBuf>,
@@ -113,8 +116,16 @@ impl NodeService {
             config,
             mounter,
             bounded,
+            handshake: Arc::new(Tlshd::new(DEFAULT_TLSHD_CONFIG)),
             inflight: InFlight::default(),
         }
+    }
+
+    /// The same service with another check of the TLS handshake's prerequisites (the real
+    /// one with another tlshd configuration, or a fake).
+    pub fn with_handshake(mut self, handshake: Arc<dyn Handshake>) -> Self {
+        self.handshake = handshake;
+        self
     }
 
     /// Holds (volume, path) for one operation, or says another operation on them is in

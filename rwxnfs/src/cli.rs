@@ -172,6 +172,24 @@ pub(crate) struct NodeArgs {
     #[arg(long, requires = "registration_socket")]
     pub kubelet_registration_path: Option<PathBuf>,
 
+    /// The node's TLS handshake daemon's configuration (ktls-utils' tlshd), as this process
+    /// sees it: a claim with transport mtls is refused with FAILED_PRECONDITION before its
+    /// mount when it names no readable client certificate and key in [authenticate.client].
+    #[arg(long, default_value = rwxnfs_node::tls::DEFAULT_TLSHD_CONFIG, env = "RWXNFS_TLSHD_CONFIG")]
+    pub tlshd_config: PathBuf,
+
+    /// Hand this node's TLS identity to the host's tlshd: copy tls.crt, tls.key and ca.crt
+    /// from this directory (a cert-manager CSI volume or a Secret, whose files are links) to
+    /// --tls-identity-to as regular files node.pem, node.key and ca.pem, at start and whenever
+    /// they change (a renewal), for tlshd's [authenticate.client] to name.
+    #[arg(long, requires = "tls_identity_to")]
+    pub tls_identity_from: Option<PathBuf>,
+
+    /// With --tls-identity-from: the host directory tlshd reads the identity from, e.g.
+    /// /run/rwxnfs/tls (a tmpfs: the key stays off disk).
+    #[arg(long, requires = "tls_identity_from")]
+    pub tls_identity_to: Option<PathBuf>,
+
     #[command(flatten)]
     pub csi: CsiArgs,
 

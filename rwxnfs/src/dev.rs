@@ -171,6 +171,7 @@ fn controller_config(l: &Layout, node_id: &str, server: IpAddr) -> ControllerCon
             }),
             subdir: None,
             server: Some(server),
+            server_name: None,
         }],
         nodes: BTreeMap::from([(node_id.to_owned(), vec![IpAddr::from([127, 0, 0, 1])])]),
     }

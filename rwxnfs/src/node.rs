@@ -4,18 +4,33 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use rwxnfs_model::DriverName;
-use rwxnfs_node::{NfsClientCheck, NodeConfig, NodeService, RegistrationService};
+use rwxnfs_node::{
+    NfsClientCheck, NodeConfig, NodeService, RegistrationService,
+    tls::{Tlshd, identity::IdentityCopy},
+};
 use rwxnfs_server::{Endpoint, IdentityService, Readiness};
 use tokio::sync::oneshot;
 
 use crate::cli::{CsiArgs, NodeArgs};
+
+/// How often the node's TLS identity is compared with what the host's tlshd has.
+const IDENTITY_PERIOD: Duration = Duration::from_secs(30);
 
 /// How long the kubelet may take to register the driver before that is logged as a warning.
 /// Only logged: liveness does not wait for the kubelet.
 const REGISTRATION_PATIENCE: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let (router, readiness) = plugin(&args.node_id, &args.csi)?;
+    let service =
+        service(&args.node_id)?.with_handshake(Arc::new(Tlshd::new(args.tlshd_config.clone())));
+    let (router, readiness) = plugin(service, &args.csi)?;
+    if let (Some(from), Some(to)) = (&args.tls_identity_from, &args.tls_identity_to) {
+        let copy = IdentityCopy {
+            from: from.clone(),
+            to: to.clone(),
+        };
+        tokio::spawn(keep_identity(copy));
+    }
     let registration = match &args.registration_socket {
         Some(socket) => Some((socket.clone(), registration_endpoint(&args)?)),
         None => None,
@@ -48,6 +63,26 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         task.await.context("the registration server failed")??;
     }
     Ok(())
+}
+
+/// Keeps the host's copy of the node's TLS identity up to date, for as long as the plugin runs.
+/// A failure is logged and tried again: claims without TLS do not need it, and TLS claims are
+/// refused at NodeStageVolume with the reason while it is missing.
+async fn keep_identity(copy: IdentityCopy) {
+    loop {
+        let round = copy.clone();
+        match tokio::task::spawn_blocking(move || round.sync()).await {
+            Ok(Ok(written)) if written.is_empty() => {}
+            Ok(Ok(written)) => tracing::info!(
+                to = %copy.to.display(),
+                files = ?written,
+                "copied the node's TLS identity for tlshd"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot copy the node's TLS identity"),
+            Err(e) => tracing::warn!(error = %e, "the TLS identity copy failed"),
+        }
+        tokio::time::sleep(IDENTITY_PERIOD).await;
+    }
 }
 
 /// Where the kubelet is told the CSI endpoint is: the flag, else the endpoint's own path.
@@ -111,7 +146,7 @@ async fn serve_registration(
 /// The node endpoint's services (Identity, Node and reflection), and the readiness its Probe
 /// reports, which /healthz answers with too.
 pub(crate) fn plugin(
-    node_id: &str,
+    service: NodeService,
     csi: &CsiArgs,
 ) -> anyhow::Result<(tonic::transport::server::Router, Arc<dyn Readiness>)> {
     let name = DriverName::parse(&csi.driver_name)?;
@@ -119,7 +154,7 @@ pub(crate) fn plugin(
     let identity = IdentityService::new(name, crate::version(), vec![], readiness.clone());
     let router = rwxnfs_server::builder()
         .add_service(identity.into_server())
-        .add_service(service(node_id)?.into_server())
+        .add_service(service.into_server())
         .add_service(rwxnfs_server::reflection().context("cannot build gRPC reflection")?);
     Ok((router, readiness))
 }
@@ -130,7 +165,7 @@ pub(crate) fn router(
     node_id: &str,
     csi: &CsiArgs,
 ) -> anyhow::Result<tonic::transport::server::Router> {
-    Ok(plugin(node_id, csi)?.0)
+    Ok(plugin(service(node_id)?, csi)?.0)
 }
 
 /// The Node service for `node_id` (the Kubernetes node name).

@@ -78,6 +78,7 @@ impl Stack {
             }),
             subdir: None,
             server: Some(IpAddr::from([127, 0, 0, 1])),
+            server_name: None,
         })
         .expect("backend");
         let nodes = StaticNodes(

@@ -118,6 +118,7 @@ async fn the_controllers_renewed_certificates_are_used_without_a_restart_and_exp
         }),
         subdir: None,
         server: Some([127, 0, 0, 1].into()),
+        server_name: None,
     })
     .unwrap();
 

@@ -413,6 +413,11 @@ fn the_ha_files_parse_and_start_in_the_documented_order() {
 }
 
 #[test]
+fn the_nfs_hosts_start_tlshd_before_nfsd() {
+    ha::tlshd_before_nfsd();
+}
+
+#[test]
 fn drbdadm_accepts_the_shipped_drbd_resource() {
     ha_tools::drbd_resource_parses();
 }

@@ -33,6 +33,8 @@ pub struct FakeBackend {
     /// their own first (after they are recorded).
     gates: Mutex<BTreeMap<String, Arc<Semaphore>>>,
     server: ServerAddress,
+    /// `serverName`, for TLS claims.
+    server_name: Option<String>,
 }
 
 impl FakeBackend {
@@ -56,7 +58,14 @@ impl FakeBackend {
             gate: Mutex::default(),
             gates: Mutex::default(),
             server: ServerAddress::new(server),
+            server_name: None,
         }
+    }
+
+    /// The same backend with `serverName` configured.
+    pub fn with_server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(name.to_owned());
+        self
     }
 
     /// Holds every following `call` (as named in `calls`) until the returned semaphore is
@@ -116,6 +125,10 @@ impl FakeBackend {
 impl Backend for FakeBackend {
     fn name(&self) -> &Name {
         &self.name
+    }
+
+    fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
     }
 
     async fn server_address(&self) -> Result<IpAddr, ControllerError> {

@@ -190,6 +190,20 @@ async fn invalid_requests_are_refused_in_field_order_and_never_reach_the_backend
             ),
         ),
         refused(
+            "[Error] CreateVolume over TLS on a backend without serverName",
+            Code::FailedPrecondition,
+            "parameter transport: mtls checks the NFS server's certificate against the name \
+             nodes mount by, and backend ha has none: set serverName",
+            call!(
+                svc,
+                create_volume,
+                csi::CreateVolumeRequest {
+                    parameters: [("transport".into(), "mtls".into())].into(),
+                    ..create("pvc-1")
+                }
+            ),
+        ),
+        refused(
             "[Error] DeleteVolume without an id",
             Code::InvalidArgument,
             "Volume ID missing in request",
@@ -646,3 +660,29 @@ async fn a_delete_while_a_publish_is_in_flight_is_aborted_and_the_other_way_roun
 }
 
 mod server_address;
+
+/// A TLS claim's context names the server as its certificate does, beside the address; a
+/// claim without TLS carries no name.
+#[tokio::test]
+async fn a_tls_claim_carries_the_backends_server_name() {
+    let backend = Arc::new(FakeBackend::new("ha").with_server_name("nfs.example.com"));
+    let svc = ControllerService::new(vec![backend], Arc::new(StaticNodes(BTreeMap::new())));
+    for (name, transport, server_name) in [
+        ("pvc-1", "mtls", Some("nfs.example.com")),
+        ("pvc-2", "none", None),
+    ] {
+        let created = svc
+            .create_volume(Request::new(csi::CreateVolumeRequest {
+                parameters: [("transport".into(), transport.into())].into(),
+                ..create(name)
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        let context = &created.volume_context;
+        assert_eq!(context["server"], "192.0.2.1");
+        assert_eq!(context.get("serverName").map(String::as_str), server_name);
+    }
+}

@@ -45,6 +45,12 @@ impl ControllerService {
         let (required, limit) = capacity(req.capacity_range.as_ref())?;
         let name = Name::parse(&req.name).map_err(ControllerError::BadName)?;
         let backend = self.backend_for(&params)?;
+        if params.transport.is_tls() && backend.server_name().is_none() {
+            return Err(ControllerError::NoServerName {
+                backend: backend.name().clone(),
+                transport: params.transport,
+            });
+        }
         let name = export_name(backend.as_ref(), &params, name, &parameters)?;
         let source = content_source(req.volume_content_source.as_ref(), backend.name())?;
         Ok(CreatePlan {
@@ -118,7 +124,7 @@ fn list_entry(
 ) -> Option<csi::list_volumes_response::Entry> {
     let name = Name::parse(&export.name).ok()?;
     let id = VolumeId::new(backend.clone(), name);
-    let context = convert::volume_context(server, export, &Params::default());
+    let context = convert::volume_context(server, None, export, &Params::default());
     Some(csi::list_volumes_response::Entry {
         volume: Some(convert::volume(&id, export, context)),
         status: Some(csi::list_volumes_response::VolumeStatus {
@@ -196,7 +202,12 @@ async fn context_for(
     params: &Params,
 ) -> Result<HashMap<String, String>, ControllerError> {
     let server = backend.server_address().await?;
-    Ok(convert::volume_context(&server.to_string(), export, params))
+    Ok(convert::volume_context(
+        &server.to_string(),
+        backend.server_name(),
+        export,
+        params,
+    ))
 }
 
 /// The content source of a CreateVolume, resolved to the agent's form.

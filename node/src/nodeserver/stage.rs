@@ -1,11 +1,14 @@
 //! NodeStageVolume's work: the one NFS mount of a volume on this node, at the staging path.
 
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use super::{NodeService, resolve::resolve};
 use crate::error::NodeError;
 use nix::mount::MsFlags;
-use rwxnfs_model::{MountOptions, volume_context::VolumeContext};
+use rwxnfs_model::{MountOptions, Transport, volume_context::VolumeContext};
 use rwxnfs_proto::csi::{NodeStageVolumeRequest, VolumeCapability, volume_capability};
 
 fn mount_flags(cap: &VolumeCapability) -> Vec<String> {
@@ -37,15 +40,17 @@ fn vfs_flags(options: &MountOptions) -> MsFlags {
 struct Wanted {
     server: String,
     share: String,
-    /// RPC-with-TLS: the mount names the server as its certificate does (tlshd checks the
-    /// certificate against the mount's host name, not the address).
-    tls: bool,
+    transport: Transport,
+    /// With TLS, the mount's source names the server as its certificate does (tlshd checks
+    /// the certificate against the source's host name, not the address mounted).
+    tls_name: String,
     options: MountOptions,
 }
 
 /// Reads the volume context and the capability's mount flags into what to mount.
 fn wanted(req: &NodeStageVolumeRequest, cap: &VolumeCapability) -> Result<Wanted, NodeError> {
     let context = VolumeContext::parse(&req.volume_context)?;
+    let tls_name = context.tls_name().to_owned();
     let user: Vec<String> = mount_flags(cap)
         .into_iter()
         .chain(context.mount_options)
@@ -53,9 +58,10 @@ fn wanted(req: &NodeStageVolumeRequest, cap: &VolumeCapability) -> Result<Wanted
     let options = MountOptions::merge(context.nfs_version, user.iter().map(String::as_str))?
         .with_transport(context.transport);
     Ok(Wanted {
+        tls_name,
         server: context.server,
         share: context.share,
-        tls: context.transport.is_tls(),
+        transport: context.transport,
         options,
     })
 }
@@ -69,12 +75,13 @@ impl NodeService {
         let Wanted {
             server,
             share,
-            tls,
+            transport,
+            tls_name,
             options,
         } = wanted(req, cap)?;
         let addr = resolve(&server).await?;
-        let host = if tls {
-            server.clone()
+        let host = if transport.is_tls() {
+            tls_name.clone()
         } else if addr.is_ipv6() {
             format!("[{addr}]")
         } else {
@@ -94,6 +101,7 @@ impl NodeService {
                 wanted: source,
             });
         }
+        self.handshake_ready(transport, &staging).await?;
         self.mkdir(&staging).await?;
         let fs_type = if options.is_v3() { "nfs" } else { "nfs4" };
         let data = options.data(addr);
@@ -108,8 +116,36 @@ impl NodeService {
             .run("NFS mount", &staging, move || {
                 mounter.mount_nfs(&src, &target, fs_type, flags, &data)
             })
-            .await?;
+            .await
+            .map_err(|step| match (transport.is_tls(), step.raw_os_error()) {
+                (true, Some(libc::EACCES | libc::EPERM | libc::EIO | libc::ECONNREFUSED)) => {
+                    NodeError::TlsRefused {
+                        transport,
+                        server: tls_name.clone(),
+                        step,
+                    }
+                }
+                _ => NodeError::Step { step },
+            })?;
         tracing::info!(volume_id = %req.volume_id, %source, staging = %staging.display(), ms = started.elapsed().as_millis() as u64, "staged");
+        Ok(())
+    }
+}
+
+impl NodeService {
+    /// A TLS claim is refused before its mount when this node lacks the handshake daemon or,
+    /// for mtls, a client certificate (see [`crate::tls`]): the kernel's own error after a
+    /// failed handshake would not say why.
+    async fn handshake_ready(&self, transport: Transport, staging: &Path) -> Result<(), NodeError> {
+        if !transport.is_tls() {
+            return Ok(());
+        }
+        let handshake = self.handshake.clone();
+        self.bounded
+            .run("TLS handshake check", staging, move || {
+                Ok(handshake.ready(transport))
+            })
+            .await??;
         Ok(())
     }
 }

@@ -419,3 +419,4 @@ async fn a_publish_before_stage_names_the_volume_and_the_staging_path() {
 
 mod inflight;
 mod served;
+mod tls;

@@ -424,3 +424,28 @@ fn pacemaker_group_follows_the_same_order(kernel: &Chain) {
         );
     }
 }
+
+/// NFS over TLS on the NFS hosts: nfsd is started after tlshd (a handshake nobody answers
+/// fails the client's connection), and tlshd presents the server certificate and trusts the
+/// nodes' CA, from files of its own.
+pub(crate) fn tlshd_before_nfsd() {
+    let rel = "systemd/nfs-server.service.d/tlshd.conf";
+    let dropin = unit(rel);
+    assert_eq!(one(&dropin, rel, "Unit", "Wants"), "tlshd.service");
+    assert_eq!(one(&dropin, rel, "Unit", "After"), "tlshd.service");
+    let rel = "tlshd/tlshd.conf";
+    let conf = unit(rel);
+    assert!(
+        !conf.contains_key("authenticate.client"),
+        "{rel}: the NFS hosts are servers only"
+    );
+    let paths: Vec<&str> = ["x509.truststore", "x509.certificate", "x509.private_key"]
+        .iter()
+        .map(|key| one(&conf, rel, "authenticate.server", key))
+        .collect();
+    for path in &paths {
+        assert!(path.starts_with("/etc/rwxnfs/nfs-tls/"), "{rel}: {path}");
+    }
+    let unique: std::collections::BTreeSet<_> = paths.iter().collect();
+    assert_eq!(unique.len(), 3, "{rel}: {paths:?}");
+}
