@@ -248,10 +248,12 @@ impl Agent for AgentService {
         let agent = &self.agent;
         let fs = agent.fs().clone();
         let root_ok = blocking(move || fs.space()).await;
-        let reason = match (agent.exporter().probe().await, root_ok) {
-            (Ok(()), Ok(_)) => String::new(),
-            (Err(e), _) => format!("NFS server ({}): {e}", agent.exporter().kind()),
-            (_, Err(e)) => format!("export root: {e}"),
+        let state_ok = agent.check_state().await;
+        let reason = match (agent.exporter().probe().await, root_ok, state_ok) {
+            (Ok(()), Ok(_), Ok(())) => String::new(),
+            (Err(e), _, _) => format!("NFS server ({}): {e}", agent.exporter().kind()),
+            (_, Err(e), _) => format!("export root: {e}"),
+            (_, _, Err(e)) => e.to_string(),
         };
         if !reason.is_empty() {
             tracing::warn!(%reason, "Probe: not ready");

@@ -499,3 +499,38 @@ async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
 }
 
 use rwxnfs_agent::exporter::Exporter as _;
+
+#[tokio::test]
+async fn a_retried_create_or_snapshot_after_a_crash_redoes_what_the_crash_interrupted() {
+    let h = harness();
+    h.agent.create_export(create("src", 0)).await.unwrap();
+    let made = h.agent.create_export(create("half", 0)).await.unwrap();
+    h.agent.create_snapshot("snap", "src").await.unwrap();
+    // What a kill between the first and the last write of each leaves.
+    let table = Table::open(&h.state).unwrap();
+    let mut half = made.clone();
+    half.state = RecordState::Creating;
+    table.put_export(&half).unwrap();
+    let mut snap = table
+        .snapshot(&Name::parse("snap").unwrap())
+        .unwrap()
+        .unwrap();
+    snap.state = RecordState::Creating;
+    table.put_snapshot(&snap).unwrap();
+    let agent = ExportAgent::new(
+        Settings::default(),
+        table,
+        h.fs.clone(),
+        Arc::new(h.exporter.clone()),
+    );
+
+    // The callers' retries, before any reconcile: both succeed, the export with a new id.
+    let again = agent.create_export(create("half", 0)).await.unwrap();
+    assert_eq!(again.state, RecordState::Ready);
+    assert_ne!(again.export_id, made.export_id, "ids are never reused");
+    assert!(h.exporter.get(again.export_id).is_some());
+    let snap = agent.create_snapshot("snap", "src").await.unwrap();
+    assert_eq!(snap.state, RecordState::Ready);
+    let (snapshots, _) = agent.list_snapshots(0, "", "", "").await.unwrap();
+    assert_eq!(snapshots.len(), 1);
+}
