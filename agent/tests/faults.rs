@@ -70,61 +70,73 @@ fn from(source: &str) -> Option<pb::ContentSource> {
     })
 }
 
+/// One RPC of the agent's service, whose answer the test does not need.
+macro_rules! call {
+    ($bed:expr, $rpc:ident, $request:expr) => {
+        $bed.service.$rpc(Request::new($request)).await.map(drop)
+    };
+}
+
 impl Bed {
     async fn create(&self, name: &str, source: Option<&str>) -> Result<(), Status> {
-        self.service
-            .create_export(Request::new(pb::CreateExportRequest {
+        call!(
+            self,
+            create_export,
+            pb::CreateExportRequest {
                 name: name.into(),
                 required_bytes: 1 << 20,
                 source: source.and_then(from),
                 ..Default::default()
-            }))
-            .await
-            .map(drop)
+            }
+        )
     }
 
     async fn snapshot(&self, name: &str, source: &str) -> Result<(), Status> {
-        self.service
-            .create_snapshot(Request::new(pb::CreateSnapshotRequest {
+        call!(
+            self,
+            create_snapshot,
+            pb::CreateSnapshotRequest {
                 name: name.into(),
                 source_export: source.into(),
-            }))
-            .await
-            .map(drop)
+            }
+        )
     }
 
     async fn grant(&self, name: &str, node: &str, address: &str) -> Result<(), Status> {
-        self.service
-            .grant_access(Request::new(pb::GrantAccessRequest {
+        call!(
+            self,
+            grant_access,
+            pb::GrantAccessRequest {
                 name: name.into(),
                 client: Some(pb::ClientAccess {
                     client_id: node.into(),
                     addresses: vec![address.into()],
                     mode: pb::AccessMode::ReadWrite as i32,
                 }),
-            }))
-            .await
-            .map(drop)
+            }
+        )
     }
 
     async fn revoke(&self, name: &str, node: &str) -> Result<(), Status> {
-        self.service
-            .revoke_access(Request::new(pb::RevokeAccessRequest {
+        call!(
+            self,
+            revoke_access,
+            pb::RevokeAccessRequest {
                 name: name.into(),
                 client_id: node.into(),
-            }))
-            .await
-            .map(drop)
+            }
+        )
     }
 
     async fn delete(&self, name: &str) -> Result<(), Status> {
-        self.service
-            .delete_export(Request::new(pb::DeleteExportRequest {
+        call!(
+            self,
+            delete_export,
+            pb::DeleteExportRequest {
                 name: name.into(),
                 policy: 0,
-            }))
-            .await
-            .map(drop)
+            }
+        )
     }
 
     async fn listed(&self) -> Vec<String> {
@@ -161,6 +173,25 @@ impl Bed {
         )
         .unwrap();
         self.snapshot(snapshot, name).await.unwrap();
+    }
+
+    /// Frees the space `filler` took; the create, snapshot, clone and restore refused before
+    /// then succeed.
+    async fn freed_the_refused_succeed(&self, filler: PathBuf) {
+        std::fs::remove_dir_all(filler).unwrap();
+        rwxnfs_testbed::loopfs_run("sync", &[]);
+        let recovering = Instant::now();
+        self.create("new", None).await.unwrap();
+        self.snapshot("snap", "kept").await.unwrap();
+        self.create("clone", Some("kept")).await.unwrap();
+        self.create("restored", Some("snapshot:before"))
+            .await
+            .unwrap();
+        println!(
+            "space freed: the four refused requests succeeded {:?} after",
+            recovering.elapsed()
+        );
+        assert_eq!(self.listed().await, ["clone", "kept", "new", "restored"]);
     }
 
     /// Nothing of `names` (exports or snapshots never acknowledged) exists anywhere, no
@@ -218,11 +249,6 @@ fn refused(result: Result<(), Status>, code: Code, words: &[&str]) -> String {
     status.message().to_owned()
 }
 
-fn free(filler: PathBuf) {
-    std::fs::remove_dir_all(filler).unwrap();
-    rwxnfs_testbed::loopfs_run("sync", &[]);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_export_root_refuses_creates_snapshots_and_clones_and_leaves_nothing_half_made() {
     let bed = bed("fullx");
@@ -255,25 +281,13 @@ async fn a_full_export_root_refuses_creates_snapshots_and_clones_and_leaves_noth
     let probe = bed.probe().await;
     assert!(probe.ready, "{}", probe.reason);
 
-    free(filler);
-    let recovering = Instant::now();
-    bed.create("new", None).await.unwrap();
-    bed.snapshot("snap", "kept").await.unwrap();
-    bed.create("clone", Some("kept")).await.unwrap();
-    bed.create("restored", Some("snapshot:before"))
-        .await
-        .unwrap();
-    println!(
-        "after space was freed, the four refused requests succeeded in {:?}",
-        recovering.elapsed()
-    );
+    bed.freed_the_refused_succeed(filler).await;
     for name in ["clone", "restored"] {
         assert_eq!(
             std::fs::read(bed.exports.mount.join("volumes").join(name).join("data")).unwrap(),
             vec![7u8; 64 << 10]
         );
     }
-    assert_eq!(bed.listed().await, ["clone", "kept", "new", "restored"]);
     bed.nothing_half_made(&[]).await;
 }
 
@@ -324,19 +338,7 @@ async fn a_full_state_directory_refuses_new_records_and_still_grants_revokes_and
     assert!(probe.ready, "{}", probe.reason);
     bed.nothing_half_made(&["doomed"]).await;
 
-    free(filler);
-    let recovering = Instant::now();
-    bed.create("new", None).await.unwrap();
-    bed.snapshot("snap", "kept").await.unwrap();
-    bed.create("clone", Some("kept")).await.unwrap();
-    bed.create("restored", Some("snapshot:before"))
-        .await
-        .unwrap();
-    println!(
-        "after space was freed, the four refused requests succeeded in {:?}",
-        recovering.elapsed()
-    );
-    assert_eq!(bed.listed().await, ["clone", "kept", "new", "restored"]);
+    bed.freed_the_refused_succeed(filler).await;
     assert_eq!(
         std::fs::metadata(bed.state.mount.join(".reserve"))
             .unwrap()
