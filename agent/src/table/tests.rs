@@ -263,3 +263,17 @@ fn full_and_read_only_filesystems_are_told_apart_from_other_failures() {
     );
     assert_eq!(Failure::of(&rewrapped), Failure::NoSpace);
 }
+
+#[test]
+fn leftover_temporaries_of_one_file_go_and_other_files_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join(".rwxnfs.exports.77-3.tmp");
+    let theirs = dir.path().join(".other.exports.77-3.tmp");
+    let file = dir.path().join("rwxnfs.exports");
+    for path in [&ours, &theirs, &file] {
+        std::fs::write(path, b"x").unwrap();
+    }
+    remove_leftover_temporaries(dir.path(), "rwxnfs.exports.");
+    assert!(!ours.exists());
+    assert!(theirs.exists() && file.exists());
+}
