@@ -2,7 +2,11 @@
 
 use tonic::Status;
 
-use crate::{exporter::ExportError, fs::FsError, table::TableError};
+use crate::{
+    exporter::ExportError,
+    fs::FsError,
+    table::{Failure, TableError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -45,20 +49,44 @@ impl From<AgentError> for Status {
             AgentError::FailedPrecondition(_) => Status::failed_precondition(message),
             AgentError::ResourceExhausted(_) => Status::resource_exhausted(message),
             AgentError::Aborted(_) => Status::aborted(message),
-            AgentError::Table(_) | AgentError::Internal(_) => Status::internal(message),
+            AgentError::Internal(_) => Status::internal(message),
+            AgentError::Table(table) => match table {
+                TableError::NoSpace { .. } | TableError::IdsExhausted { .. } => {
+                    Status::resource_exhausted(message)
+                }
+                // A state directory that cannot be written (remounted read-only, an XFS
+                // shutdown, a DRBD resource without quorum) is this host's condition, not the
+                // request's: the HA manager fails the agent over, or the filesystem comes
+                // back, and the same call then succeeds. That is UNAVAILABLE ("retry"), not
+                // FAILED_PRECONDITION, which tells the caller to change something first.
+                TableError::Unwritable { .. } => Status::unavailable(message),
+                TableError::Io { .. } | TableError::Corrupt { .. } => Status::internal(message),
+            },
             AgentError::Fs(fs) => match fs {
                 FsError::NoSpace(_) => Status::resource_exhausted(message),
                 FsError::NotFound { .. } => Status::not_found(message),
                 FsError::Escape { .. } | FsError::Conflict { .. } => {
                     Status::failed_precondition(message)
                 }
-                FsError::Io { .. } | FsError::Quota { .. } => Status::internal(message),
+                FsError::Io { source, .. } => io_status(&source, message),
+                FsError::Quota { .. } => Status::internal(message),
             },
             AgentError::Export(export) => match export {
                 ExportError::Unavailable(_) => Status::unavailable(message),
-                ExportError::Refused { .. } | ExportError::Io { .. } => Status::internal(message),
+                ExportError::Io { source, .. } => io_status(&source, message),
+                ExportError::Refused { .. } => Status::internal(message),
             },
         }
+    }
+}
+
+/// An I/O error on a file the agent writes (an NFS server's export file in the state
+/// directory, a volume on the export root): the same codes as for the table's files.
+fn io_status(source: &std::io::Error, message: String) -> Status {
+    match Failure::of(source) {
+        Failure::NoSpace => Status::resource_exhausted(message),
+        Failure::Unwritable => Status::unavailable(message),
+        Failure::Other => Status::internal(message),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::{
     error::{AgentError, blocking},
-    exporter::{Client, ExportSpec, Exporter},
+    exporter::{Client, ExportError, ExportSpec, Exporter},
     fs::{Ownership, RelPath, VolumeFs, round_up},
     locks::{NameGuard, NameLocks},
     table::{
@@ -205,6 +205,12 @@ impl ExportAgent {
         blocking(move || table.export(&name)).await
     }
 
+    /// Whether the table can be written ([`Table::check_writable`]); Probe asks.
+    pub async fn check_state(&self) -> Result<(), AgentError> {
+        let table = self.table.clone();
+        blocking(move || table.check_writable()).await
+    }
+
     async fn allocate_export_id(&self) -> Result<u32, AgentError> {
         let mut ids = self.ids.lock().await;
         if ids.is_empty() {
@@ -342,10 +348,26 @@ impl ExportAgent {
                 SourceRecord::Export(s.to_string())
             }
         });
-        if let Some(existing) = self.get_record(&name).await? {
-            return self
-                .existing_export(existing, &req, &options, &source_record)
-                .await;
+        match self.get_record(&name).await? {
+            // This call holds the name's lock, so no create of it is in flight here: a
+            // `creating` record is what a killed agent (or a roll-back that failed) left.
+            // Rolling it back now, as reconcile would, lets the caller's retry succeed
+            // without waiting for reconcile.
+            Some(leftover) if leftover.state == RecordState::Creating => {
+                tracing::info!(export = %name, export_id = leftover.export_id, "rolling back an interrupted create before creating again");
+                self.roll_back_create(&leftover).await;
+                if self.get_record(&name).await?.is_some() {
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "export {name}: an interrupted create could not be rolled back (see the agent's log); retry shortly"
+                    )));
+                }
+            }
+            Some(existing) => {
+                return self
+                    .existing_export(existing, &req, &options, &source_record)
+                    .await;
+            }
+            None => {}
         }
         let (source_path, floor) = self.resolve_source(&source).await?;
         let capacity = self.capacity_for(req.required_bytes, req.limit_bytes, floor)?;
@@ -392,8 +414,25 @@ impl ExportAgent {
             }
         }
         record.state = RecordState::Ready;
-        let record = self.put_export(record).await?;
-        self.exporter.apply(&self.spec(&record)).await?;
+        let record = match self.put_export(record.clone()).await {
+            Ok(record) => record,
+            Err(e) => {
+                self.roll_back_create(&record).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.exporter.apply(&self.spec(&record)).await {
+            // An unreachable server keeps the export: a retry, or reconcile when the server
+            // is back, activates it. A refusal, or a state directory too full or broken for
+            // the server's export file, is undone, so nothing half-made stays behind.
+            if !matches!(e, ExportError::Unavailable(_)) {
+                if let Err(removing) = self.exporter.remove(record.export_id).await {
+                    tracing::warn!(export = %name, error = %removing, "removing a failed export from the NFS server failed");
+                }
+                self.roll_back_create(&record).await;
+            }
+            return Err(e.into());
+        }
         tracing::info!(export = %name, export_id = record.export_id, capacity = record.capacity_bytes, "export created");
         Ok(record)
     }

@@ -104,7 +104,8 @@ pub enum FsError {
     Conflict { path: PathBuf },
     #[error("{path} does not exist")]
     NotFound { path: PathBuf },
-    #[error("no space: {0}")]
+    /// ENOSPC or EDQUOT beneath the export root; the message names the path.
+    #[error("no space left on the export root's filesystem: {0}; free space there")]
     NoSpace(String),
     #[error("quota on {path}: {message}")]
     Quota { path: PathBuf, message: String },

@@ -54,6 +54,11 @@ pub fn start(
     exporter: Arc<dyn Exporter>,
 ) -> Result<Arc<ExportAgent>, RunError> {
     let table = Table::open(&config.state_dir)?;
+    // Kept in memory from here on, so reads go on being answered if the state directory's
+    // filesystem fails. An unreadable record is not fatal here: reconcile reports it.
+    if let Err(e) = table.load() {
+        tracing::warn!(error = %e, "the export table could not be read whole; reading it from disk until it can");
+    }
     let agent = Arc::new(ExportAgent::new(settings(config), table, fs, exporter));
     agent.spawn_purger();
     let reconciling = agent.clone();

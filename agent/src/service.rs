@@ -170,6 +170,23 @@ fn used_bytes_to(used: Option<u64>) -> i64 {
 }
 
 impl AgentService {
+    /// Runs a call that changes something in a task of its own. A caller that goes away (a
+    /// killed controller, a deadline) drops its RPC, never the change half-way, which would
+    /// leave a `creating` or `deleting` record and no export until the next reconcile; its
+    /// retry finds the change made.
+    async fn detached<T, Fut>(
+        &self,
+        call: impl FnOnce(Arc<ExportAgent>) -> Fut,
+    ) -> Result<T, AgentError>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
+    {
+        tokio::spawn(call(self.agent.clone()))
+            .await
+            .map_err(|e| AgentError::Internal(format!("a call's task failed: {e}")))?
+    }
+
     /// The records as answered, each with its usage (read in one blocking task).
     async fn exports_to(&self, records: &[ExportRecord]) -> Vec<pb::Export> {
         let usage = self.agent.usage(records).await;
@@ -248,10 +265,12 @@ impl Agent for AgentService {
         let agent = &self.agent;
         let fs = agent.fs().clone();
         let root_ok = blocking(move || fs.space()).await;
-        let reason = match (agent.exporter().probe().await, root_ok) {
-            (Ok(()), Ok(_)) => String::new(),
-            (Err(e), _) => format!("NFS server ({}): {e}", agent.exporter().kind()),
-            (_, Err(e)) => format!("export root: {e}"),
+        let state_ok = agent.check_state().await;
+        let reason = match (agent.exporter().probe().await, root_ok, state_ok) {
+            (Ok(()), Ok(_), Ok(())) => String::new(),
+            (Err(e), _, _) => format!("NFS server ({}): {e}", agent.exporter().kind()),
+            (_, Err(e), _) => format!("export root: {e}"),
+            (_, _, Err(e)) => e.to_string(),
         };
         if !reason.is_empty() {
             tracing::warn!(%reason, "Probe: not ready");
@@ -303,7 +322,9 @@ impl Agent for AgentService {
                 options: options_from(r.options)?,
                 source: source_from(r.source),
             };
-            let record = self.agent.create_export(req).await?;
+            let record = self
+                .detached(|a| async move { a.create_export(req).await })
+                .await?;
             Ok(pb::CreateExportResponse {
                 export: Some(self.one_export_to(&record).await),
             })
@@ -320,7 +341,9 @@ impl Agent for AgentService {
         rpc::volume_id(&r.name);
         let result = async {
             let policy = policy_from(r.policy, "policy")?;
-            self.agent.delete_export(&r.name, policy).await?;
+            let name = r.name;
+            self.detached(|a| async move { a.delete_export(&name, policy).await })
+                .await?;
             Ok(pb::DeleteExportResponse {})
         }
         .await;
@@ -333,9 +356,9 @@ impl Agent for AgentService {
     ) -> Reply<pb::ExpandExportResponse> {
         let r = request.into_inner();
         rpc::volume_id(&r.name);
+        let (name, required, limit) = (r.name, r.required_bytes, r.limit_bytes);
         let result = self
-            .agent
-            .expand_export(&r.name, r.required_bytes, r.limit_bytes)
+            .detached(|a| async move { a.expand_export(&name, required, limit).await })
             .await
             .map(|c| pb::ExpandExportResponse {
                 capacity_bytes: c as i64,
@@ -359,7 +382,9 @@ impl Agent for AgentService {
                 addresses: client.addresses,
                 access: access_from(client.mode)?,
             };
-            let record = self.agent.grant_access(req).await?;
+            let record = self
+                .detached(|a| async move { a.grant_access(req).await })
+                .await?;
             Ok(pb::GrantAccessResponse {
                 export: Some(self.one_export_to(&record).await),
             })
@@ -374,9 +399,9 @@ impl Agent for AgentService {
     ) -> Reply<pb::RevokeAccessResponse> {
         let r = request.into_inner();
         rpc::volume_id(&r.name);
+        let (name, client) = (r.name, r.client_id);
         let result = self
-            .agent
-            .revoke_access(&r.name, &r.client_id)
+            .detached(|a| async move { a.revoke_access(&name, &client).await })
             .await
             .map(|()| pb::RevokeAccessResponse {});
         reply(result)
@@ -422,9 +447,9 @@ impl Agent for AgentService {
     ) -> Reply<pb::CreateSnapshotResponse> {
         let r = request.into_inner();
         rpc::volume_id(&r.name);
+        let (name, source) = (r.name, r.source_export);
         let result = self
-            .agent
-            .create_snapshot(&r.name, &r.source_export)
+            .detached(|a| async move { a.create_snapshot(&name, &source).await })
             .await
             .map(|s| pb::CreateSnapshotResponse {
                 snapshot: Some(snapshot_to(&s)),
@@ -438,9 +463,9 @@ impl Agent for AgentService {
     ) -> Reply<pb::DeleteSnapshotResponse> {
         let r = request.into_inner();
         rpc::volume_id(&r.name);
+        let name = r.name;
         let result = self
-            .agent
-            .delete_snapshot(&r.name)
+            .detached(|a| async move { a.delete_snapshot(&name).await })
             .await
             .map(|()| pb::DeleteSnapshotResponse {});
         reply(result)

@@ -28,16 +28,23 @@ impl ExportAgent {
         let table = self.table.clone();
         let key = name.clone();
         if let Some(existing) = blocking(move || table.snapshot(&key)).await? {
-            return if existing.source_export == source.as_str()
-                && existing.state == RecordState::Ready
-            {
-                Ok(existing)
-            } else {
-                Err(AgentError::AlreadyExists(format!(
-                    "snapshot {name} exists with source export {}",
-                    existing.source_export
-                )))
-            };
+            match existing.state {
+                _ if existing.source_export != source.as_str() => {
+                    return Err(AgentError::AlreadyExists(format!(
+                        "snapshot {name} exists with source export {}",
+                        existing.source_export
+                    )));
+                }
+                RecordState::Ready => return Ok(existing),
+                // What an interrupted attempt left (this call holds the name's lock): taken
+                // again below, its leftover data trashed first.
+                RecordState::Creating => {}
+                RecordState::Deleting => {
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "snapshot {name} is being deleted; retry shortly"
+                    )));
+                }
+            }
         }
         let source_record = match self.get_record(&source).await? {
             Some(r) if r.state == RecordState::Ready => r,
@@ -79,7 +86,13 @@ impl ExportAgent {
             }
         }
         record.state = RecordState::Ready;
-        self.put_snapshot(record).await
+        match self.put_snapshot(record.clone()).await {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                self.drop_snapshot(&record).await;
+                Err(e)
+            }
+        }
     }
 
     /// DeleteSnapshot. Already gone: success.

@@ -5,17 +5,31 @@
 //! <state>/exports/<name>.json     one record per export
 //! <state>/snapshots/<name>.json   one record per snapshot
 //! <state>/next-export-id          the next export id to hand out (never reused)
+//! <state>/.reserve                 1 MiB held back for when the filesystem fills up
 //! ```
 //!
 //! Every write is atomic and durable: write a temporary file, fsync it, rename it over the
 //! record, fsync the directory. A crash leaves either the old record or the new one, never half
-//! of one; leftover temporary files are ignored and cleaned up on load.
+//! of one; leftover temporary files are ignored and cleaned up on load. A write that fails
+//! (a full or read-only filesystem) removes its temporary file and leaves the record as it was.
+//!
+//! Once a directory has been read whole, its records are kept in memory and every write goes
+//! through to both, so reads (List, Get, the records a call starts from) are served from memory
+//! and go on being served when the filesystem below stops answering (an XFS shutdown, a DRBD
+//! device that lost quorum), while writes are refused with the cause.
+//!
+//! When the filesystem is full, a new record is refused (RESOURCE_EXHAUSTED), but a change to
+//! an existing one (a grant or revoke, a delete: the ways out of a full disk) may use the
+//! reserve: the agent gives it up and writes again. It takes the reserve back once the
+//! filesystem has room again.
 
 use std::{
+    collections::BTreeMap,
     fs::{self, File},
     io::{self, Write},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
 };
 
 use ipnet::IpNet;
@@ -26,10 +40,30 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// often used by hand-written exports on the same server.
 pub const FIRST_EXPORT_ID: u32 = 100;
 
+/// What `<state>/.reserve` holds back.
+const RESERVE_BYTES: u64 = 1 << 20;
+/// The reserve is taken back only with this much more free, so it is not given up and taken
+/// back on every write of a nearly full filesystem.
+const RESERVE_AGAIN_BYTES: u64 = 16 * RESERVE_BYTES;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("export table {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// ENOSPC or EDQUOT: the filesystem holding the state directory is full.
+    #[error(
+        "the agent's state directory is full: writing {path}: {source}; free space on the \
+         filesystem that holds it"
+    )]
+    NoSpace { path: PathBuf, source: io::Error },
+    /// EROFS or EIO: the filesystem holding the state directory was remounted read-only, shut
+    /// down after an error (XFS), or lost its device (a DRBD resource without quorum).
+    #[error(
+        "the agent's state directory cannot be written: {path}: {source}; its filesystem is \
+         read-only or has failed (on DRBD: has the resource quorum?); nothing can change until \
+         it is writable again or the agent fails over"
+    )]
+    Unwritable { path: PathBuf, source: io::Error },
     #[error("export table record {path} is unreadable: {source}")]
     Corrupt {
         path: PathBuf,
@@ -37,6 +71,40 @@ pub enum TableError {
     },
     #[error("export ids are exhausted (the counter in {path} reached its maximum)")]
     IdsExhausted { path: PathBuf },
+}
+
+impl TableError {
+    /// An I/O error on `path`, told apart by what the operator must do about it.
+    pub fn io(path: PathBuf, source: io::Error) -> Self {
+        match Failure::of(&source) {
+            Failure::NoSpace => TableError::NoSpace { path, source },
+            Failure::Unwritable => TableError::Unwritable { path, source },
+            Failure::Other => TableError::Io { path, source },
+        }
+    }
+}
+
+/// What a failed write to a filesystem means for whoever asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// ENOSPC, EDQUOT: full; freeing space fixes it.
+    NoSpace,
+    /// EROFS, EIO: read-only or failed (an XFS shutdown, a DRBD device without quorum).
+    Unwritable,
+    Other,
+}
+
+impl Failure {
+    pub fn of(e: &io::Error) -> Self {
+        match (e.raw_os_error(), e.kind()) {
+            (Some(libc::ENOSPC | libc::EDQUOT), _)
+            | (_, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => Failure::NoSpace,
+            (Some(libc::EROFS | libc::EIO), _) | (_, io::ErrorKind::ReadOnlyFilesystem) => {
+                Failure::Unwritable
+            }
+            _ => Failure::Other,
+        }
+    }
 }
 
 /// Where a record is in its life. Anything but `Ready` found at start-up is the trace of an
@@ -190,12 +258,109 @@ pub fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The table on disk. Methods block: call them from `spawn_blocking`.
+/// The table on disk. Methods block: call them from `spawn_blocking`. Clones share the
+/// records kept in memory; the agent's writes all go through one table, so its memory and the
+/// disk agree (a second [`Table::open`] of the same directory is another table: tests use one
+/// to look at the disk).
 #[derive(Clone, Debug)]
 pub struct Table {
     exports: PathBuf,
     snapshots: PathBuf,
     counter: PathBuf,
+    reserve: PathBuf,
+    memory: Arc<Memory>,
+}
+
+/// Each directory's records by name, once read whole (None before). A whole read holds its
+/// lock while it reads, and a write updates memory after its disk write, so a record written
+/// during the read is in memory in its newest version either way.
+#[derive(Debug, Default)]
+struct Memory {
+    exports: Mutex<Option<BTreeMap<String, ExportRecord>>>,
+    snapshots: Mutex<Option<BTreeMap<String, SnapshotRecord>>>,
+    /// Whether `<state>/.reserve` is allocated.
+    reserve_held: std::sync::atomic::AtomicBool,
+}
+
+/// A poisoned lock only means another thread panicked holding it; the map is still whole (each
+/// update is one insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+trait Named {
+    fn key(&self) -> &str;
+}
+
+impl Named for ExportRecord {
+    fn key(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
+impl Named for SnapshotRecord {
+    fn key(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
+/// One record by name: from memory once the directory was read whole, else from disk.
+fn get<T: Clone + DeserializeOwned>(
+    memory: &Mutex<Option<BTreeMap<String, T>>>,
+    dir: &Path,
+    name: &Name,
+) -> Result<Option<T>, TableError> {
+    if let Some(records) = lock(memory).as_ref() {
+        return Ok(records.get(name.as_str()).cloned());
+    }
+    read_record(&dir.join(format!("{name}.json")))
+}
+
+/// Every record, sorted by name: from memory, reading the directory the first time.
+fn all<T: Clone + DeserializeOwned + Named>(
+    memory: &Mutex<Option<BTreeMap<String, T>>>,
+    dir: &Path,
+) -> Result<Vec<T>, TableError> {
+    let mut kept = lock(memory);
+    if kept.is_none() {
+        let records = read_all::<T>(dir)?;
+        *kept = Some(
+            records
+                .into_iter()
+                .map(|r| (r.key().to_owned(), r))
+                .collect(),
+        );
+    }
+    Ok(kept
+        .as_ref()
+        .map(|records| records.values().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// Writes `record` durably, then into memory (if the directory is kept there).
+fn put<T: Clone + Serialize + Named>(
+    memory: &Mutex<Option<BTreeMap<String, T>>>,
+    dir: &Path,
+    record: &T,
+) -> Result<(), TableError> {
+    write_record(dir, record.key(), record)?;
+    if let Some(records) = lock(memory).as_mut() {
+        records.insert(record.key().to_owned(), record.clone());
+    }
+    Ok(())
+}
+
+/// Removes the record durably, then from memory.
+fn remove<T>(
+    memory: &Mutex<Option<BTreeMap<String, T>>>,
+    dir: &Path,
+    name: &Name,
+) -> Result<(), TableError> {
+    remove_record(dir, name.as_str())?;
+    if let Some(records) = lock(memory).as_mut() {
+        records.remove(name.as_str());
+    }
+    Ok(())
 }
 
 impl Table {
@@ -205,27 +370,104 @@ impl Table {
             exports: state_dir.join("exports"),
             snapshots: state_dir.join("snapshots"),
             counter: state_dir.join("next-export-id"),
+            reserve: state_dir.join(".reserve"),
+            memory: Arc::default(),
         };
         for dir in [&table.exports, &table.snapshots] {
-            fs::create_dir_all(dir).map_err(|source| TableError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            remove_leftover_temporaries(dir);
+            fs::create_dir_all(dir).map_err(|source| TableError::io(dir.clone(), source))?;
+            remove_leftover_temporaries(dir, "");
         }
+        table.hold_reserve();
         Ok(table)
     }
 
+    /// Allocates the reserve (best effort: a full filesystem leaves it for later).
+    fn hold_reserve(&self) {
+        use std::os::fd::AsFd;
+        let allocated = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.reserve)
+            .and_then(|file| {
+                nix::fcntl::fallocate(
+                    file.as_fd(),
+                    nix::fcntl::FallocateFlags::empty(),
+                    0,
+                    RESERVE_BYTES as i64,
+                )
+                .map_err(io::Error::from)
+            });
+        match allocated {
+            Ok(()) => self.memory.reserve_held.store(true, Relaxed),
+            Err(e) => {
+                // Part of it may have been allocated: leave the space to the records.
+                let _ = fs::remove_file(&self.reserve);
+                tracing::debug!(error = %e, reserve = %self.reserve.display(), "the table's reserve is not held");
+            }
+        }
+    }
+
+    /// Gives the reserve up so a change to an existing record can be written; whether there
+    /// was one to give.
+    fn release_reserve(&self) -> bool {
+        if !self.memory.reserve_held.swap(false, Relaxed) {
+            return false;
+        }
+        let released = fs::remove_file(&self.reserve).is_ok();
+        tracing::warn!(reserve = %self.reserve.display(), "the state directory is full: its reserve was given up to write a change to an existing record");
+        released
+    }
+
+    /// After a write: takes the reserve back once the filesystem has room again.
+    fn take_reserve_back(&self) {
+        if self.memory.reserve_held.load(Relaxed) {
+            return;
+        }
+        let room = nix::sys::statvfs::statvfs(&self.reserve)
+            .map(|st| st.blocks_available().saturating_mul(st.fragment_size()));
+        if room.is_ok_and(|bytes| bytes >= RESERVE_AGAIN_BYTES) {
+            self.hold_reserve();
+        }
+    }
+
+    /// Runs `write`; a change to an existing record (`existing`) that finds the filesystem
+    /// full gives up the reserve and writes again.
+    fn write_with_reserve(
+        &self,
+        existing: impl FnOnce() -> bool,
+        write: impl Fn() -> Result<(), TableError>,
+    ) -> Result<(), TableError> {
+        let result = match write() {
+            Err(TableError::NoSpace { .. }) if existing() && self.release_reserve() => write(),
+            other => other,
+        };
+        if result.is_ok() {
+            self.take_reserve_back();
+        }
+        result
+    }
+
+    /// Reads both directories whole, so every later read is served from memory (also when
+    /// the filesystem stops answering). The agent calls it at start.
+    pub fn load(&self) -> Result<(), TableError> {
+        self.exports()?;
+        self.snapshots().map(drop)
+    }
+
     pub fn export(&self, name: &Name) -> Result<Option<ExportRecord>, TableError> {
-        read_record(&self.exports.join(format!("{name}.json")))
+        get(&self.memory.exports, &self.exports, name)
     }
 
     pub fn put_export(&self, record: &ExportRecord) -> Result<(), TableError> {
-        write_record(&self.exports, record.name.as_str(), record)
+        self.write_with_reserve(
+            || self.export(&record.name).is_ok_and(|r| r.is_some()),
+            || put(&self.memory.exports, &self.exports, record),
+        )
     }
 
     pub fn remove_export(&self, name: &Name) -> Result<(), TableError> {
-        remove_record(&self.exports, name.as_str())
+        remove(&self.memory.exports, &self.exports, name)
     }
 
     /// The names of all export records, sorted, without reading them. A file whose name is
@@ -234,9 +476,11 @@ impl Table {
         let mut names = Vec::new();
         for file in record_files(&self.exports)? {
             let stem = file.trim_end_matches(".json");
-            let name = Name::parse(stem).map_err(|e| TableError::Io {
-                path: self.exports.join(&file),
-                source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            let name = Name::parse(stem).map_err(|e| {
+                TableError::io(
+                    self.exports.join(&file),
+                    io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                )
             })?;
             names.push(name);
         }
@@ -246,26 +490,49 @@ impl Table {
         Ok(names)
     }
 
+    /// Whether the state directory can be written now, without writing: its filesystem is not
+    /// mounted read-only and still answers (an XFS that shut down fails every directory read
+    /// with EIO, though statvfs still answers). For Probe, which runs every few seconds.
+    pub fn check_writable(&self) -> Result<(), TableError> {
+        let dir = &self.exports;
+        let st = nix::sys::statvfs::statvfs(dir)
+            .map_err(|e| TableError::io(dir.clone(), io::Error::from(e)))?;
+        if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return Err(TableError::io(
+                dir.clone(),
+                io::Error::from_raw_os_error(libc::EROFS),
+            ));
+        }
+        let mut entries = fs::read_dir(dir).map_err(|e| TableError::io(dir.clone(), e))?;
+        match entries.next() {
+            Some(Err(e)) => Err(TableError::io(dir.clone(), e)),
+            _ => Ok(()),
+        }
+    }
+
     /// All export records, sorted by name.
     pub fn exports(&self) -> Result<Vec<ExportRecord>, TableError> {
-        read_all(&self.exports)
+        all(&self.memory.exports, &self.exports)
     }
 
     pub fn snapshot(&self, name: &Name) -> Result<Option<SnapshotRecord>, TableError> {
-        read_record(&self.snapshots.join(format!("{name}.json")))
+        get(&self.memory.snapshots, &self.snapshots, name)
     }
 
     pub fn put_snapshot(&self, record: &SnapshotRecord) -> Result<(), TableError> {
-        write_record(&self.snapshots, record.name.as_str(), record)
+        self.write_with_reserve(
+            || self.snapshot(&record.name).is_ok_and(|r| r.is_some()),
+            || put(&self.memory.snapshots, &self.snapshots, record),
+        )
     }
 
     pub fn remove_snapshot(&self, name: &Name) -> Result<(), TableError> {
-        remove_record(&self.snapshots, name.as_str())
+        remove(&self.memory.snapshots, &self.snapshots, name)
     }
 
     /// All snapshot records, sorted by name.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>, TableError> {
-        read_all(&self.snapshots)
+        all(&self.memory.snapshots, &self.snapshots)
     }
 
     /// Hands out the next export id and durably advances the counter before returning it, so
@@ -279,10 +546,7 @@ impl Table {
     /// reserved but not used before a crash are skipped, never reused. The caller serialises
     /// calls.
     pub fn reserve_export_ids(&self, count: u32) -> Result<std::ops::Range<u32>, TableError> {
-        let io_err = |source| TableError::Io {
-            path: self.counter.clone(),
-            source,
-        };
+        let io_err = |source| TableError::io(self.counter.clone(), source);
         let current = match fs::read_to_string(&self.counter) {
             Ok(text) => text
                 .trim()
@@ -314,15 +578,16 @@ impl Table {
     }
 }
 
-/// Temporary files of writes a crash interrupted (the records they were replacing are intact).
-/// Only at open: while the agent runs, a temporary file may be another call's write in flight.
-fn remove_leftover_temporaries(dir: &Path) {
+/// Temporary files that [`atomic_write`]s a crash interrupted left in `dir` (the files they were
+/// replacing are intact), of the files whose names start with `of` ("" for any). Only at
+/// start: while the agent runs, a temporary file may be another call's write in flight.
+pub fn remove_leftover_temporaries(dir: &Path, of: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if name.starts_with(&format!(".{of}")) && name.ends_with(".tmp") {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -339,19 +604,13 @@ fn read_record<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, TableError
                 })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TableError::Io {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(TableError::io(path.to_owned(), source)),
     }
 }
 
 /// The record files in `dir`, sorted (temporary files of writes in flight left out).
 fn record_files(dir: &Path) -> Result<Vec<String>, TableError> {
-    let io_err = |source| TableError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+    let io_err = |source| TableError::io(dir.to_owned(), source);
     let mut names: Vec<String> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let name = entry
@@ -380,20 +639,15 @@ fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
 
 fn write_record<T: Serialize>(dir: &Path, name: &str, record: &T) -> Result<(), TableError> {
     let path = dir.join(format!("{name}.json"));
-    let mut bytes = serde_json::to_vec_pretty(record).map_err(|e| TableError::Io {
-        path: path.clone(),
-        source: io::Error::other(e),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(record)
+        .map_err(|e| TableError::io(path.clone(), io::Error::other(e)))?;
     bytes.push(b'\n');
-    atomic_write(dir, &path, &bytes).map_err(|source| TableError::Io { path, source })
+    atomic_write(dir, &path, &bytes).map_err(|source| TableError::io(path, source))
 }
 
 fn remove_record(dir: &Path, name: &str) -> Result<(), TableError> {
     let path = dir.join(format!("{name}.json"));
-    let io_err = |source| TableError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io_err = |source| TableError::io(path.clone(), source);
     match fs::remove_file(&path) {
         Ok(()) => fsync_dir(dir).map_err(io_err),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -415,11 +669,16 @@ pub fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
         file_name.to_string_lossy(),
         std::process::id()
     ));
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
+    let written = File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        // A full or failing filesystem must not collect half-written temporaries (ENOENT
+        // when even the create failed).
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fsync_dir(dir)
 }
 

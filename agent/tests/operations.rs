@@ -499,3 +499,98 @@ async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
 }
 
 use rwxnfs_agent::exporter::Exporter as _;
+
+#[tokio::test]
+async fn a_retried_create_or_snapshot_after_a_crash_redoes_what_the_crash_interrupted() {
+    let h = harness();
+    h.agent.create_export(create("src", 0)).await.unwrap();
+    let made = h.agent.create_export(create("half", 0)).await.unwrap();
+    h.agent.create_snapshot("snap", "src").await.unwrap();
+    // What a kill between the first and the last write of each leaves.
+    let table = Table::open(&h.state).unwrap();
+    let mut half = made.clone();
+    half.state = RecordState::Creating;
+    table.put_export(&half).unwrap();
+    let mut snap = table
+        .snapshot(&Name::parse("snap").unwrap())
+        .unwrap()
+        .unwrap();
+    snap.state = RecordState::Creating;
+    table.put_snapshot(&snap).unwrap();
+    let agent = ExportAgent::new(
+        Settings::default(),
+        table,
+        h.fs.clone(),
+        Arc::new(h.exporter.clone()),
+    );
+
+    // The callers' retries, before any reconcile: both succeed, the export with a new id.
+    let again = agent.create_export(create("half", 0)).await.unwrap();
+    assert_eq!(again.state, RecordState::Ready);
+    assert_ne!(again.export_id, made.export_id, "ids are never reused");
+    assert!(h.exporter.get(again.export_id).is_some());
+    let snap = agent.create_snapshot("snap", "src").await.unwrap();
+    assert_eq!(snap.state, RecordState::Ready);
+    let (snapshots, _) = agent.list_snapshots(0, "", "", "").await.unwrap();
+    assert_eq!(snapshots.len(), 1);
+}
+
+/// The fake NFS server, 200 ms slow to take an export.
+struct Slow(FakeExporter);
+
+#[tonic::async_trait]
+impl rwxnfs_agent::exporter::Exporter for Slow {
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+    async fn apply(
+        &self,
+        spec: &rwxnfs_agent::exporter::ExportSpec,
+    ) -> Result<(), rwxnfs_agent::exporter::ExportError> {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.0.apply(spec).await
+    }
+    async fn remove(&self, id: u32) -> Result<(), rwxnfs_agent::exporter::ExportError> {
+        self.0.remove(id).await
+    }
+    async fn active(&self) -> Result<Vec<u32>, rwxnfs_agent::exporter::ExportError> {
+        self.0.active().await
+    }
+    async fn probe(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_create_whose_caller_went_away_is_finished_all_the_same() {
+    use rwxnfs_agent::exporter::Exporter as _;
+    use rwxnfs_proto::agent::{CreateExportRequest, agent_server::Agent};
+    let h = harness();
+    let exporter = FakeExporter::new();
+    let agent = ExportAgent::new(
+        Settings::default(),
+        Table::open(&h.state).unwrap(),
+        h.fs.clone(),
+        Arc::new(Slow(exporter.clone())),
+    );
+    let service = rwxnfs_agent::AgentService::new(Arc::new(agent));
+    let call = service.create_export(tonic::Request::new(CreateExportRequest {
+        name: "v".into(),
+        ..Default::default()
+    }));
+    // The caller gives up while the NFS server is taking the export.
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), call).await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        exporter.active().await.unwrap().len(),
+        1,
+        "the export was made"
+    );
+    let record = Table::open(&h.state)
+        .unwrap()
+        .export(&Name::parse("v").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, RecordState::Ready);
+}

@@ -145,3 +145,35 @@ pub fn dump(label: &str, path: &Path) {
         }
     }
 }
+
+/// The names of the entries of `dir`, sorted (none when it does not exist).
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// What the agent must never leave behind: a temporary file of a table record or an export
+/// file in its state directory, or anything in the export root's trash once its purger had
+/// `limit` to empty it. Blocks (call it from `spawn_blocking` in async tests).
+pub fn assert_nothing_left(state: &Path, root: &Path, limit: Duration) {
+    for dir in ["exports", "snapshots", "ganesha"] {
+        let temporaries: Vec<String> = names_in(&state.join(dir))
+            .into_iter()
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(
+            temporaries.is_empty(),
+            "{}: {temporaries:?} left behind",
+            state.join(dir).display()
+        );
+    }
+    let trash = root.join(".trash");
+    wait_for("the trash emptied", limit, || names_in(&trash).is_empty());
+}

@@ -46,6 +46,70 @@ impl LoopFs {
     }
 }
 
+impl LoopFs {
+    /// `mount -o remount,<options>` (e.g. `ro`, `rw`).
+    pub fn remount(&self, options: &str) {
+        run(
+            "mount",
+            &[
+                "-o",
+                &format!("remount,{options}"),
+                &self.mount.to_string_lossy(),
+            ],
+        );
+    }
+
+    /// Unmounts and mounts again (after an XFS shutdown: the log is replayed).
+    pub fn cycle(&self) {
+        run("umount", &[&self.mount.to_string_lossy()]);
+        run("mount", &[&self.device, &self.mount.to_string_lossy()]);
+    }
+
+    /// Fills the filesystem to the last block and inode with files under `<mount>/filler`
+    /// (ever smaller preallocated files, then empty ones and directories), so that creating anything fails
+    /// with ENOSPC; removing that directory frees it all again.
+    pub fn fill(&self) -> PathBuf {
+        use std::os::fd::AsFd;
+        let filler = self.mount.join("filler");
+        std::fs::create_dir_all(&filler).expect("filler directory");
+        let mut n = 0u32;
+        for size in [64 << 20, 1 << 20, 64 << 10, 4 << 10, 0i64] {
+            // Bounded: a 300 MiB filesystem takes at most a few hundred files of each size.
+            for _ in 0..20_000 {
+                n += 1;
+                let file = match std::fs::File::create(filler.join(n.to_string())) {
+                    Ok(file) => file,
+                    Err(_) => break,
+                };
+                if size > 0
+                    && nix::fcntl::fallocate(
+                        file.as_fd(),
+                        nix::fcntl::FallocateFlags::empty(),
+                        0,
+                        size,
+                    )
+                    .is_err()
+                {
+                    drop(file);
+                    let _ = std::fs::remove_file(filler.join(n.to_string()));
+                    break;
+                }
+            }
+        }
+        // The last free inodes: a chain of directories, each entry held in its parent's inode
+        // (at most the inodes of one allocation chunk are left by now).
+        let mut dir = filler.join("d");
+        for _ in 0..256 {
+            if std::fs::create_dir(&dir).is_err() {
+                break;
+            }
+            dir = dir.join("d");
+        }
+        run("sync", &[]);
+        filler
+    }
+}
+
 impl Drop for LoopFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.mount).status();

@@ -24,6 +24,12 @@ pub struct GaneshaServer {
 impl GaneshaServer {
     /// Starts everything under `dir`; `prefix` tells this Ganesha apart on the bus.
     pub fn start(dir: &Path, prefix: &str) -> Self {
+        Self::with_conf_dir(dir, prefix, &dir.join(format!("{prefix}-exports")))
+    }
+
+    /// As [`GaneshaServer::start`], with the export files in `conf_dir` (the agent keeps them
+    /// in its state directory: `<state>/ganesha`).
+    pub fn with_conf_dir(dir: &Path, prefix: &str, conf_dir: &Path) -> Self {
         require(&[
             "ip",
             "nsenter",
@@ -35,7 +41,7 @@ impl GaneshaServer {
         ]);
         let bus = Dbus::start(dir);
         let netns = Netns::new(prefix);
-        let conf_dir = dir.join(format!("{prefix}-exports"));
+        let conf_dir = conf_dir.to_owned();
         std::fs::create_dir_all(&conf_dir).expect("export file directory");
         let ganesha = Ganesha::start(
             &netns,

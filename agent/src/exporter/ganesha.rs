@@ -93,7 +93,7 @@ pub struct GaneshaExporter {
     /// slower one never overwrites a newer one with a stale listing), and shared: every export
     /// file written before a rebuild lists the directory is in it. Tickets count the files
     /// written and removed.
-    include: GroupCommit<Result<(), Arc<String>>>,
+    include: GroupCommit<Result<(), Arc<std::io::Error>>>,
     include_changes: Arc<AtomicU64>,
     /// AddExport and UpdateExport calls made, for tests and benchmarks.
     activations: AtomicU64,
@@ -234,6 +234,8 @@ impl GaneshaExporter {
             source,
         };
         std::fs::create_dir_all(&settings.conf_dir).map_err(io)?;
+        // Every file there is this exporter's: what a killed agent was writing goes.
+        crate::table::remove_leftover_temporaries(&settings.conf_dir, "");
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -392,13 +394,17 @@ impl GaneshaExporter {
     }
 
     async fn write_file(path: PathBuf, text: String, export_id: u32) -> Result<(), ExportError> {
+        let target = path.clone();
         tokio::task::spawn_blocking(move || {
-            let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
-            crate::table::atomic_write(&dir, &path, text.as_bytes())
+            let dir = target.parent().unwrap_or(Path::new("/")).to_owned();
+            crate::table::atomic_write(&dir, &target, text.as_bytes())
         })
         .await
         .map_err(unavailable)?
-        .map_err(|source| ExportError::Io { export_id, source })
+        .map_err(|e| ExportError::Io {
+            export_id,
+            source: writing(&path, &e),
+        })
     }
 
     /// Rewrites the include file from the export files present, once for every caller whose
@@ -412,14 +418,15 @@ impl GaneshaExporter {
             let result = tokio::task::spawn_blocking(move || rebuild_include(&dir))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            (covered, result.map_err(|e| Arc::new(e.to_string())))
+            (covered, result.map_err(Arc::new))
         };
+        let dir = &self.settings.conf_dir;
         self.include
             .wait(ticket, rebuild)
             .await
-            .map_err(|message| ExportError::Io {
+            .map_err(|e| ExportError::Io {
                 export_id: 0,
-                source: std::io::Error::other(format!("rewriting {INCLUDE_FILE}: {message}")),
+                source: writing(&dir.join(INCLUDE_FILE), &e),
             })
     }
 
@@ -485,10 +492,16 @@ fn write_if_changed(
     let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
     crate::table::atomic_write(&dir, path, text.as_bytes())
         .map(|()| Unchanged(None))
-        .map_err(|source| ExportError::Io {
+        .map_err(|e| ExportError::Io {
             export_id: id,
-            source,
+            source: writing(path, &e),
         })
+}
+
+/// `e`, met writing `path`, with the path in its message and its kind kept (a full or read-only
+/// state directory is told apart by kind: [`crate::table::Failure`]).
+fn writing(path: &Path, e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
 }
 
 /// When the process `pid` started, from `/proc` (its start in clock ticks after boot; the

@@ -119,6 +119,11 @@ struct CommitFailure {
 
 impl KernelExporter {
     pub fn new(exportfs: PathBuf, exports_file: PathBuf, runner: Arc<dyn CommandRunner>) -> Self {
+        // What a killed agent was writing (only this file's: the directory is shared).
+        if let (Some(dir), Some(name)) = (exports_file.parent(), exports_file.file_name()) {
+            let of = format!("{}.", name.to_string_lossy());
+            crate::table::remove_leftover_temporaries(dir, &of);
+        }
         Self {
             inner: Arc::new(Inner {
                 exportfs,

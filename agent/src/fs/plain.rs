@@ -32,8 +32,14 @@ pub struct PlainFs {
 
 impl PlainFs {
     pub fn open(root: &Path) -> Result<Self, FsError> {
+        let root = Root::open(root)?;
+        // Made now, while there is room, so that rolling back a create or a copy that found
+        // the filesystem full (a rename into the trash) never needs a new directory.
+        if let Err(e) = root.mkdir(Path::new(TRASH), 0o700) {
+            tracing::debug!(error = %e, "no trash directory yet");
+        }
         Ok(Self {
-            root: Root::open(root)?,
+            root,
             counter: AtomicU64::new(0),
         })
     }
@@ -52,9 +58,10 @@ impl PlainFs {
 
     fn tree_error(&self, (path, source): (PathBuf, std::io::Error)) -> FsError {
         match source.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT) => {
-                FsError::NoSpace(format!("{}: {source}", path.display()))
-            }
+            Some(libc::ENOSPC | libc::EDQUOT) => FsError::NoSpace(format!(
+                "{}: {source}",
+                self.root.path().join(path).display()
+            )),
             _ => FsError::Io {
                 path: self.root.path().join(path),
                 source,

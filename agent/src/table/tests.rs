@@ -200,3 +200,80 @@ fn snapshot_records_keep_their_format_and_an_invalid_name_is_reported_with_its_p
     assert!(matches!(err, TableError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("snapshots/s1.json"), "{err}");
 }
+
+#[test]
+fn records_come_in_name_order_so_pages_by_name_skip_none() {
+    // "a-b.json" sorts before "a.json", but the name "a" before "a-b".
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    for n in ["a-b", "a", "b"] {
+        table.put_export(&record(n, 100)).unwrap();
+    }
+    let names: Vec<String> = Table::open(dir.path())
+        .unwrap()
+        .exports()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(names, ["a", "a-b", "b"]);
+}
+
+#[test]
+fn once_read_whole_the_table_answers_from_memory_and_writes_reach_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    table.put_export(&record("a", 100)).unwrap();
+    table.load().unwrap();
+    table.put_export(&record("b", 101)).unwrap();
+    table.remove_export(&name("a")).unwrap();
+    let on_disk = Table::open(dir.path()).unwrap().exports().unwrap();
+    assert_eq!(on_disk, vec![record("b", 101)], "writes reach the disk");
+
+    // The directory gone (as when its filesystem fails): reads are still answered.
+    std::fs::rename(dir.path().join("exports"), dir.path().join("gone")).unwrap();
+    assert_eq!(table.exports().unwrap(), vec![record("b", 101)]);
+    assert_eq!(table.export(&name("b")).unwrap(), Some(record("b", 101)));
+    assert_eq!(table.export(&name("a")).unwrap(), None);
+    let err = table.put_export(&record("c", 102)).unwrap_err();
+    assert!(err.to_string().contains("c.json"), "{err}");
+    assert_eq!(
+        table.export(&name("c")).unwrap(),
+        None,
+        "a failed write changes nothing"
+    );
+}
+
+#[test]
+fn full_and_read_only_filesystems_are_told_apart_from_other_failures() {
+    let full = TableError::io("x".into(), io::Error::from_raw_os_error(libc::ENOSPC));
+    assert!(matches!(full, TableError::NoSpace { .. }), "{full:?}");
+    let quota = TableError::io("x".into(), io::Error::from_raw_os_error(libc::EDQUOT));
+    assert!(matches!(quota, TableError::NoSpace { .. }), "{quota:?}");
+    for errno in [libc::EROFS, libc::EIO] {
+        let err = TableError::io("x".into(), io::Error::from_raw_os_error(errno));
+        assert!(matches!(err, TableError::Unwritable { .. }), "{err:?}");
+    }
+    let other = TableError::io("x".into(), io::Error::from_raw_os_error(libc::EACCES));
+    assert!(matches!(other, TableError::Io { .. }), "{other:?}");
+    // The kind alone (an error rewrapped with a message) still tells.
+    let rewrapped = io::Error::new(
+        io::Error::from_raw_os_error(libc::ENOSPC).kind(),
+        "writing x: no space",
+    );
+    assert_eq!(Failure::of(&rewrapped), Failure::NoSpace);
+}
+
+#[test]
+fn leftover_temporaries_of_one_file_go_and_other_files_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join(".rwxnfs.exports.77-3.tmp");
+    let theirs = dir.path().join(".other.exports.77-3.tmp");
+    let file = dir.path().join("rwxnfs.exports");
+    for path in [&ours, &theirs, &file] {
+        std::fs::write(path, b"x").unwrap();
+    }
+    remove_leftover_temporaries(dir.path(), "rwxnfs.exports.");
+    assert!(!ours.exists());
+    assert!(theirs.exists() && file.exists());
+}
