@@ -5,6 +5,15 @@
 /// 4), `rwxnfs agent` with the kernel exporter and XFS project quotas on a unix socket, and
 /// `rwxnfs controller` serving CSI on TCP 7001 with `nodes` as its node map (id, address).
 pub fn nfs_server_boot(nodes: &[(&str, &str)]) -> String {
+    nfs_server_boot_named(nodes, None)
+}
+
+/// [`nfs_server_boot`], with the backend's `serverName` (the name TLS claims mount by) when
+/// given.
+pub fn nfs_server_boot_named(nodes: &[(&str, &str)], server_name: Option<&str>) -> String {
+    let server_name = server_name
+        .map(|name| format!("    serverName: {name}\n"))
+        .unwrap_or_default();
     let node_map: String = nodes
         .iter()
         .map(|(id, address)| format!("  {id}: [{address}]\n"))
@@ -20,7 +29,7 @@ backends:
     agent:
       endpoint: unix:///run/rwxnfs/agent.sock
     server: 10.99.0.1
-nodes:
+{server_name}nodes:
 {node_map}END
 setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/agent.log 2>&1 &
 setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --config /etc/rwxnfs/controller.yaml > /work/controller.log 2>&1 &
