@@ -42,36 +42,6 @@ use tonic::Code;
 /// The name clients mount by, the one the server certificate's SAN carries.
 const SERVER_NAME: &str = "nfs.rwxnfs.test";
 
-/// Kernel TLS with its ciphers loaded, and `tlshd`: its configuration has
-/// `[authenticate.server]` or `[authenticate.client]` with the trust store and, where given,
-/// the certificate and key presented (files, not symlinks: `tlshd` refuses those; it warns
-/// unless certificates are mode 644 and keys 600). Logs to `/work/tlshd.log`.
-fn tlshd(side: &str, own: bool) -> String {
-    let own = if own {
-        "x509.certificate=/etc/tlshd/own.pem\nx509.private_key=/etc/tlshd/own.key\n"
-    } else {
-        ""
-    };
-    format!(
-        r#"for m in tls gcm ghash_generic chacha20poly1305 ccm; do modprobe $m; done
-mkdir -p /etc/tlshd
-cp /work/pki/* /etc/tlshd/
-chmod 644 /etc/tlshd/*.pem
-chmod 600 /etc/tlshd/*.key 2>/dev/null || true
-cat > /etc/tlshd.conf <<'END'
-[debug]
-loglevel=2
-tls=0
-nl=0
-
-[authenticate.{side}]
-x509.truststore=/etc/tlshd/ca.pem
-{own}END
-setsid tlshd -s > /work/tlshd.log 2>&1 &
-"#
-    )
-}
-
 /// nfs1: kernel nfsd, its `tlshd`, and two exports of its own on tmpfs for the mechanism
 /// (`/srv/tls` only over mutual TLS, `/srv/plain` without); then the driver's agent (kernel
 /// exporter, XFS with project quotas on `/dev/vda`) and controller (CSI on TCP 7001, the
@@ -93,7 +63,7 @@ cat > /etc/exports <<'END'
 END
 exportfs -ra
 "#,
-        tlshd = tlshd("server", true),
+        tlshd = recipes::tlshd("server", true),
         driver = recipes::nfs_server_boot_named(&nodes, Some(SERVER_NAME)),
     )
 }
@@ -105,19 +75,9 @@ exportfs -ra
 fn client_boot(name: &str, own: bool) -> String {
     format!(
         "modprobe nfsv4\nmodprobe netlink_diag\n{}echo '10.99.0.1 {SERVER_NAME}' >> /etc/hosts\n{}",
-        tlshd("client", own),
+        recipes::tlshd("client", own),
         recipes::node_boot(name)
     )
-}
-
-/// `pki/` files of a VM: the CA its `tlshd` trusts and, where given, its own certificate.
-fn pki_files(ca: &str, own: Option<(String, String)>) -> Vec<(String, String)> {
-    let mut files = vec![("pki/ca.pem".to_string(), ca.to_string())];
-    if let Some((cert, key)) = own {
-        files.push(("pki/own.pem".into(), cert));
-        files.push(("pki/own.key".into(), key));
-    }
-    files
 }
 
 /// Mounts `source` at `/mnt/<dir>` with NFSv4.2 and `options`; the kernel's answer (the mount
@@ -163,7 +123,7 @@ async fn nfs_over_tls_with_the_kernel_alone_and_through_the_driver() {
         forwards: vec![7001],
         disks_mb: vec![1024],
         boot: server_boot(),
-        files: pki_files(&pki.ca_pem, Some(server_cert)),
+        files: recipes::tlshd_files(&pki.ca_pem, Some(server_cert)),
         ..VmSpec::new("nfs1")
     });
     let clients = [
@@ -178,7 +138,7 @@ async fn nfs_over_tls_with_the_kernel_alone_and_through_the_driver() {
                 lan: Some(lan),
                 forwards: vec![7000],
                 boot: client_boot(name, own.is_some()),
-                files: pki_files(&pki.ca_pem, own),
+                files: recipes::tlshd_files(&pki.ca_pem, own),
                 // The lab network is a hub: node1 sees every node's frames.
                 capture: name == "node1",
                 ..VmSpec::new(name)
