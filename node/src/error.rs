@@ -77,6 +77,19 @@ pub enum NodeError {
     /// A TLS claim on a node that lacks the handshake daemon or its certificate.
     #[error(transparent)]
     TlsUnready(#[from] TlsUnready),
+    /// A TLS claim of a server this node already mounts without TLS.
+    #[error(
+        "transport {transport}: this node already mounts NFS server {addr} without TLS at {}; \
+         a node's mounts of one server share one connection, so this mount would ride the \
+         plaintext one and be refused by its export: unstage those volumes first (on one node, \
+         the claims of one server use TLS all or none), or give TLS claims a backend of their own",
+        .mounts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    PlaintextBeside {
+        transport: Transport,
+        addr: std::net::IpAddr,
+        mounts: Vec<PathBuf>,
+    },
     /// The mount of a TLS claim failed: the handshake, or the export, refused this node.
     #[error(
         "{step} (transport {transport}: the TLS handshake with {server:?} or its export refused \
@@ -125,7 +138,8 @@ impl From<NodeError> for Status {
             }
             NodeError::NotStaged { .. }
             | NodeError::SingleWriter { .. }
-            | NodeError::TlsUnready(_) => Status::failed_precondition(message),
+            | NodeError::TlsUnready(_)
+            | NodeError::PlaintextBeside { .. } => Status::failed_precondition(message),
             NodeError::TlsRefused { .. } => Status::permission_denied(message),
             NodeError::NotMounted { .. } | NodeError::OtherMount { .. } => {
                 Status::not_found(message)

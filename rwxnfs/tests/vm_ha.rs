@@ -16,7 +16,10 @@
 //! fsync'd line must be there, no call may have failed (no ESTALE), and the export id and
 //! client list must be those from before. It runs on both kernels users run, Debian
 //! bookworm's 6.1 and trixie's 6.12 (the kernel's DRBD 8.4 with that release's drbd-utils),
-//! one after the other.
+//! one after the other; on 6.12 the claim is `transport: mtls` (NFS over TLS): both hosts run
+//! `tlshd` with the certificate of the name the client mounts by (the backend's
+//! `serverName`), the client its own, and after the takeover the client's connection is a new
+//! handshake with nfs-b.
 //!
 //! At scale: `RWXNFS_HA_EXPORTS=10000 cargo test -p rwxnfs --test vm_ha -- --nocapture`
 //! first creates that many more volumes (32 at a time) and publishes each to three nodes, so
@@ -227,7 +230,12 @@ async fn ha_failover_with_drbd_keeps_every_fsynced_write_and_every_handle_on_6_1
     failover(Kernel::Trixie).await;
 }
 
+/// The name in the NFS hosts' certificate, for the claim over mutual TLS on 6.12.
+const SERVER_NAME: &str = "nfs.rwxnfs.test";
+
 async fn failover(kernel: Kernel) {
+    // NFS over TLS needs 6.5: bookworm's pair serves the claim in plaintext.
+    let mtls = kernel == Kernel::Trixie;
     let _one = ONE_LAB.lock().await;
     let started = Instant::now();
     let pki = Pki::new("rwxnfs test CA");
@@ -242,21 +250,46 @@ async fn failover(kernel: Kernel) {
         kernel,
     );
     let (cert, key) = pki.issue("rwxnfs-agent");
-    let boot = recipes::ha_storage_boot(&pki.ca_pem, &cert, &key, VIP, VIP_PREFIX, &[]);
+    let mut boot = recipes::ha_storage_boot(&pki.ca_pem, &cert, &key, VIP, VIP_PREFIX, &[]);
+    let mut storage_files = Vec::new();
+    if mtls {
+        boot = recipes::tlshd("server", true) + &boot;
+        let server = pki.issue_for(SERVER_NAME, None, &[SERVER_NAME]);
+        storage_files = recipes::tlshd_files(&pki.ca_pem, Some(server));
+    }
     let storage = |name: &str, n: u8| VmSpec {
         memory_mb: 448,
         lan: Some(n),
         disks_mb: vec![512],
         boot: boot.clone(),
+        files: storage_files.clone(),
         ..VmSpec::new(name)
     };
     let mut a = lab.start(storage("nfs-a", 1));
     let mut b = lab.start(storage("nfs-b", 2));
+    let client_spec = if mtls {
+        VmSpec {
+            boot: format!(
+                "modprobe netlink_diag\n{}{}",
+                recipes::tlshd("client", true),
+                CLIENT_BOOT.replace(
+                    "    server: 10.99.0.100\n",
+                    &format!("    server: 10.99.0.100\n    serverName: {SERVER_NAME}\n")
+                )
+            ),
+            files: recipes::tlshd_files(&pki.ca_pem, Some(pki.issue("client"))),
+            ..VmSpec::new("client")
+        }
+    } else {
+        VmSpec {
+            boot: CLIENT_BOOT.into(),
+            ..VmSpec::new("client")
+        }
+    };
     let client_spec = VmSpec {
         lan: Some(3),
         forwards: vec![7000, 7001],
-        boot: CLIENT_BOOT.into(),
-        ..VmSpec::new("client")
+        ..client_spec
     };
     let tls = lab.dir().join("client/tls");
     std::fs::create_dir_all(&tls).unwrap();
@@ -295,10 +328,18 @@ async fn failover(kernel: Kernel) {
     let mut csi = Csi::connect(client.port(7001), client.port(7000), "client")
         .await
         .unwrap();
+    let transport = if mtls { "mtls" } else { "none" };
     let m = csi
-        .create_and_mount("ha", &[("squash", "none")], 64 * MIB)
+        .create_and_mount(
+            "ha",
+            &[("squash", "none"), ("transport", transport)],
+            64 * MIB,
+        )
         .await
         .unwrap();
+    let mounted = client.sh(&format!("grep ' {} ' /proc/mounts", m.staging));
+    println!("client: {}", mounted.trim());
+    assert_eq!(mounted.contains("xprtsec=mtls"), mtls, "{mounted}");
     let before = exported(&a.sh("exportfs -v"), &m.context["share"]);
     println!("on nfs-a: {} {before}", m.context["share"]);
     let extra: usize = std::env::var("RWXNFS_HA_EXPORTS")
@@ -358,10 +399,17 @@ async fn failover(kernel: Kernel) {
         .map(|w| w[1].1 - w[0].1)
         .fold(0.0, f64::max);
     println!(
-        "client-visible stall: {stall:.1} s (longest gap between two acknowledged lines; \
-         100 ms apart otherwise), {} lines",
+        "client-visible stall ({transport}): {stall:.1} s (longest gap between two acknowledged \
+         lines; 100 ms apart otherwise), {} lines",
         lines.len()
     );
+    if mtls {
+        // The connection to nfs-b is a new handshake: nfs-b's tlshd served it.
+        let log = std::fs::read_to_string(b.work().join("tlshd.log")).unwrap_or_default();
+        println!("nfs-b tlshd after the takeover:\n{log}");
+        let mounted = client.sh(&format!("grep ' {} ' /proc/mounts", m.staging));
+        assert!(mounted.contains("xprtsec=mtls"), "{mounted}");
+    }
 
     // Every acknowledged line is there, in order, read back through the mount.
     let content = client.sh(&format!("cat {}/log.txt", m.target));

@@ -51,6 +51,10 @@ pub struct VmSpec {
     pub files: Vec<(String, String)>,
     /// Virtual CPUs; more than one uses more host threads (MTTCG).
     pub cpus: u8,
+    /// Records every frame of its lab network interface, as QEMU passes it (a `filter-dump`
+    /// on the netdev: no tool in the guest), to `lan.pcap` in its work directory
+    /// ([`crate::pcap`] reads it).
+    pub capture: bool,
 }
 
 impl VmSpec {
@@ -68,6 +72,7 @@ impl VmSpec {
             shares: Vec::new(),
             files: Vec::new(),
             cpus: 1,
+            capture: false,
         }
     }
 }
@@ -219,6 +224,12 @@ impl Lab {
                     "socket,id=lan0,connect=127.0.0.1:{}",
                     self.hub.port()
                 ));
+            if spec.capture {
+                cmd.arg("-object").arg(format!(
+                    "filter-dump,id=lancap,netdev=lan0,file={}",
+                    work.join("lan.pcap").display()
+                ));
+            }
         }
         for disk in &disks {
             cmd.arg("-drive")

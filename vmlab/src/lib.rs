@@ -8,6 +8,7 @@ mod hub;
 mod image;
 mod lab;
 pub mod oci;
+pub mod pcap;
 pub mod recipes;
 mod tap;
 

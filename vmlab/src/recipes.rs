@@ -5,6 +5,15 @@
 /// 4), `rwxnfs agent` with the kernel exporter and XFS project quotas on a unix socket, and
 /// `rwxnfs controller` serving CSI on TCP 7001 with `nodes` as its node map (id, address).
 pub fn nfs_server_boot(nodes: &[(&str, &str)]) -> String {
+    nfs_server_boot_named(nodes, None)
+}
+
+/// [`nfs_server_boot`], with the backend's `serverName` (the name TLS claims mount by) when
+/// given.
+pub fn nfs_server_boot_named(nodes: &[(&str, &str)], server_name: Option<&str>) -> String {
+    let server_name = server_name
+        .map(|name| format!("    serverName: {name}\n"))
+        .unwrap_or_default();
     let node_map: String = nodes
         .iter()
         .map(|(id, address)| format!("  {id}: [{address}]\n"))
@@ -20,7 +29,7 @@ backends:
     agent:
       endpoint: unix:///run/rwxnfs/agent.sock
     server: 10.99.0.1
-nodes:
+{server_name}nodes:
 {node_map}END
 setsid rwxnfs --log-format text agent --config /etc/rwxnfs/agent.yaml > /work/agent.log 2>&1 &
 setsid rwxnfs --log-format text controller --endpoint tcp://0.0.0.0:7001 --config /etc/rwxnfs/controller.yaml > /work/controller.log 2>&1 &
@@ -247,6 +256,48 @@ pub fn node_boot(node_id: &str) -> String {
         "modprobe nfsv4\nmodprobe nfsv3\nsetsid rwxnfs --log-format text node --endpoint tcp://0.0.0.0:7000 \
          --node-id {node_id} > /work/node.log 2>&1 &\n"
     )
+}
+
+/// Kernel TLS with its ciphers loaded, and `tlshd` (RPC-with-TLS's handshake daemon) with the
+/// files [`tlshd_files`] put in `/work/pki`: its configuration has
+/// `[authenticate.server]` or `[authenticate.client]` with the trust store and, where given,
+/// the certificate and key presented (files, not symlinks: `tlshd` refuses those; it warns
+/// unless certificates are mode 644 and keys 600). Logs to `/work/tlshd.log`.
+pub fn tlshd(side: &str, own: bool) -> String {
+    let own = if own {
+        "x509.certificate=/etc/tlshd/own.pem\nx509.private_key=/etc/tlshd/own.key\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"for m in tls gcm ghash_generic chacha20poly1305 ccm; do modprobe $m; done
+mkdir -p /etc/tlshd
+cp /work/pki/* /etc/tlshd/
+chmod 644 /etc/tlshd/*.pem
+chmod 600 /etc/tlshd/*.key 2>/dev/null || true
+cat > /etc/tlshd.conf <<'END'
+[debug]
+loglevel=2
+tls=0
+nl=0
+
+[authenticate.{side}]
+x509.truststore=/etc/tlshd/ca.pem
+{own}END
+setsid tlshd -s > /work/tlshd.log 2>&1 &
+"#
+    )
+}
+
+/// A VM's files for [`tlshd`] (`VmSpec::files`): the CA its `tlshd` trusts and, where given,
+/// its own certificate and key.
+pub fn tlshd_files(ca: &str, own: Option<(String, String)>) -> Vec<(String, String)> {
+    let mut files = vec![("pki/ca.pem".to_string(), ca.to_string())];
+    if let Some((cert, key)) = own {
+        files.push(("pki/own.pem".into(), cert));
+        files.push(("pki/own.key".into(), key));
+    }
+    files
 }
 
 /// What a Kubernetes node VM needs to know of its cluster.

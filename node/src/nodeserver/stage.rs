@@ -1,6 +1,7 @@
 //! NodeStageVolume's work: the one NFS mount of a volume on this node, at the staging path.
 
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -102,6 +103,9 @@ impl NodeService {
             });
         }
         self.handshake_ready(transport, &staging).await?;
+        if transport.is_tls() {
+            self.no_plaintext_mount_of(addr, transport).await?;
+        }
         self.mkdir(&staging).await?;
         let fs_type = if options.is_v3() { "nfs" } else { "nfs4" };
         let data = options.data(addr);
@@ -133,6 +137,37 @@ impl NodeService {
 }
 
 impl NodeService {
+    /// A node's NFSv4 mounts of one server share one client and connection: a TLS mount made
+    /// while a plaintext mount of the same server exists rides the plaintext connection, and
+    /// the export refuses it (EPERM, seen in the VM tier). Refused here, saying why.
+    async fn no_plaintext_mount_of(
+        &self,
+        addr: IpAddr,
+        transport: Transport,
+    ) -> Result<(), NodeError> {
+        let addr_option = format!("addr={addr}");
+        let plaintext: Vec<PathBuf> = self
+            .mounts()
+            .await?
+            .into_iter()
+            .filter(|m| {
+                let mut options = m.super_options.iter().chain(&m.options);
+                m.fs_type.starts_with("nfs")
+                    && options.clone().any(|o| *o == addr_option)
+                    && !options.any(|o| o.starts_with("xprtsec=") && o != "xprtsec=none")
+            })
+            .map(|m| m.mount_point)
+            .collect();
+        if plaintext.is_empty() {
+            return Ok(());
+        }
+        Err(NodeError::PlaintextBeside {
+            transport,
+            addr,
+            mounts: plaintext,
+        })
+    }
+
     /// A TLS claim is refused before its mount when this node lacks the handshake daemon or,
     /// for mtls, a client certificate (see [`crate::tls`]): the kernel's own error after a
     /// failed handshake would not say why.

@@ -130,3 +130,44 @@ async fn a_refused_tls_mount_names_the_handshake_and_the_certificates() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn a_tls_claim_of_a_server_this_node_mounts_in_plaintext_is_refused_before_the_mount() {
+    let (svc, mounter, dir) = service();
+    let svc = svc.with_handshake(Arc::new(FakeHandshake::ready()));
+    let plain_at = dir.path().join("other-staging");
+    let entry = |mount_point: &std::path::Path, xprtsec: Option<&str>| {
+        let mut super_options = vec!["rw".to_string(), "vers=4.2".into()];
+        super_options.extend(xprtsec.map(str::to_owned));
+        super_options.push("addr=127.0.0.1".into());
+        crate::mounter::MountEntry {
+            mount_point: mount_point.to_owned(),
+            root: "/".into(),
+            fs_type: "nfs4".into(),
+            source: "127.0.0.1:/pvc-0".into(),
+            options: vec!["rw".into()],
+            super_options,
+            major_minor: "0:50".into(),
+        }
+    };
+    mounter.table.lock().unwrap().push(entry(&plain_at, None));
+    let err = svc
+        .node_stage_volume(Request::new(tls_stage_req(dir.path(), "tls")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().starts_with(&format!(
+            "transport tls: this node already mounts NFS server 127.0.0.1 without TLS at {}; ",
+            plain_at.display()
+        )),
+        "{}",
+        err.message()
+    );
+    assert!(mounts(&mounter).is_empty());
+    // Beside a mount of that server over TLS, it mounts.
+    *mounter.table.lock().unwrap() = vec![entry(&plain_at, Some("xprtsec=mtls"))];
+    svc.node_stage_volume(Request::new(tls_stage_req(dir.path(), "tls")))
+        .await
+        .unwrap();
+}
