@@ -229,6 +229,7 @@ fn manifests_apply(cluster: &Cluster) {
         "overlays/istio-sidecar",
         "overlays/istio-ambient",
         "overlays/no-snapshots",
+        "overlays/nfs-tls",
         "examples",
     ] {
         let out = plane.kubectl(&["apply", "--dry-run=server", "-k", &m(kustomization)]);
