@@ -97,7 +97,12 @@ pub enum NfsServer {
     },
     #[serde(rename_all = "camelCase")]
     Kernel {
-        /// The exports file regenerated from the table (default /etc/exports.d/rwxnfs.exports).
+        /// How a change reaches the kernel: `etab` (default), nfs-utils' table written
+        /// directly, or `exportfs`, an exports file and `exportfs -r`.
+        #[serde(default)]
+        apply: KernelApplySetting,
+        /// With `apply: exportfs`: the exports file regenerated from the table (default
+        /// /etc/exports.d/rwxnfs.exports).
         #[serde(default)]
         exports_file: Option<PathBuf>,
     },
@@ -111,6 +116,15 @@ impl Default for NfsServer {
             dbus_name_prefix: None,
         }
     }
+}
+
+/// `nfsServer.apply` for kernel nfsd (the exporter's module documentation says why `etab`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelApplySetting {
+    #[default]
+    Etab,
+    Exportfs,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -309,7 +323,19 @@ impl AgentConfig {
             ));
         }
         if let NfsServer::Kernel {
+            apply: KernelApplySetting::Etab,
             exports_file: Some(file),
+        } = &self.nfs_server
+        {
+            return Err(format!(
+                "nfsServer.exportsFile: {} is used only with `apply: exportfs`; with the \
+                 default `apply: etab` no exports file names the agent's exports (remove the key)",
+                file.display()
+            ));
+        }
+        if let NfsServer::Kernel {
+            exports_file: Some(file),
+            ..
         } = &self.nfs_server
             && !exportfs_reads(file)
         {
@@ -438,7 +464,7 @@ mod tests {
         let config = |file: &str| {
             parse(&format!(
                 "exportRoot: /e\nstateDir: /e/.s\nlisten: [unix:///run/a.sock]\n\
-                 nfsServer: {{ kind: kernel, exportsFile: {file} }}\n"
+                 nfsServer: {{ kind: kernel, apply: exportfs, exportsFile: {file} }}\n"
             ))
         };
         config("/etc/exports.d/rwxnfs.exports").unwrap();
@@ -453,6 +479,39 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_kernel_exporter_writes_the_etab_unless_told_to_run_exportfs() {
+        let config = |server: &str| {
+            parse(&format!(
+                "exportRoot: /e\nstateDir: /e/.s\nlisten: [unix:///run/a.sock]\n\
+                 nfsServer: {server}\n"
+            ))
+        };
+        let kernel = |c: AgentConfig| match c.nfs_server {
+            NfsServer::Kernel { apply, .. } => apply,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kernel(config("{ kind: kernel }").unwrap()),
+            KernelApplySetting::Etab
+        );
+        assert_eq!(
+            kernel(config("{ kind: kernel, apply: exportfs }").unwrap()),
+            KernelApplySetting::Exportfs
+        );
+        let err = config("{ kind: kernel, exportsFile: /etc/exports.d/rwxnfs.exports }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apply: exportfs"), "{err}");
+        let err = config("{ kind: kernel, apply: sometimes }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sometimes") && err.contains("exportfs"),
+            "{err}"
+        );
     }
 
     #[test]

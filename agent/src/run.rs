@@ -1,7 +1,7 @@
 //! Running the agent: its endpoints (TCP with mutual TLS, unix sockets for local use), the
 //! reconcile at start, and the trash purger.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use rwxnfs_server::{Endpoint, Shutdown, tls::ServerTls};
 
@@ -156,10 +156,31 @@ pub async fn serve(
     first_error.map_or(Ok(()), Err)
 }
 
+/// The exports file of the `exportfs` mode, and of agents before the `etab` mode.
+const LEGACY_EXPORTS_FILE: &str = "/etc/exports.d/rwxnfs.exports";
+
+/// In the `etab` mode, an exports file an earlier agent (or the `exportfs` mode) left, if it is
+/// the agent's: every `exportfs -a` would check its exports one by one again, and an
+/// `exportfs -r` would bring back what it says, stale.
+pub fn remove_legacy_exports_file(file: &Path) {
+    let ours = std::fs::read_to_string(file)
+        .is_ok_and(|text| text.starts_with(crate::exporter::kernel::EXPORTS_FILE_HEADER));
+    if ours {
+        match std::fs::remove_file(file) {
+            Ok(()) => {
+                tracing::info!(file = %file.display(), "removed the exports file of the exportfs mode: the agent writes nfs-utils' table itself")
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot remove the exports file of the exportfs mode")
+            }
+        }
+    }
+}
+
 /// The NFS server the configuration names.
 pub fn exporter(config: &AgentConfig) -> Result<Arc<dyn Exporter>, crate::exporter::ExportError> {
     use crate::{
-        config::NfsServer,
+        config::{KernelApplySetting, NfsServer},
         exporter::{
             ganesha::{GaneshaExporter, GaneshaSettings},
             kernel::{KernelExporter, ProcessRunner},
@@ -176,12 +197,26 @@ pub fn exporter(config: &AgentConfig) -> Result<Arc<dyn Exporter>, crate::export
             conf_dir: config.state_dir.join("ganesha"),
             protocols: protocols.clone().unwrap_or_else(|| vec![4]),
         })?),
-        NfsServer::Kernel { exports_file } => Arc::new(
+        NfsServer::Kernel {
+            apply: KernelApplySetting::Etab,
+            ..
+        } => {
+            remove_legacy_exports_file(Path::new(LEGACY_EXPORTS_FILE));
+            Arc::new(KernelExporter::direct(
+                "/var/lib/nfs/etab".into(),
+                config.export_root.clone(),
+                "/proc/net/rpc".into(),
+            ))
+        }
+        NfsServer::Kernel {
+            apply: KernelApplySetting::Exportfs,
+            exports_file,
+        } => Arc::new(
             KernelExporter::new(
                 "exportfs".into(),
                 exports_file
                     .clone()
-                    .unwrap_or_else(|| "/etc/exports.d/rwxnfs.exports".into()),
+                    .unwrap_or_else(|| LEGACY_EXPORTS_FILE.into()),
                 // exportfs -r reads and applies every export: allow for 10,000 on a slow host.
                 Arc::new(ProcessRunner {
                     timeout: Duration::from_secs(120),

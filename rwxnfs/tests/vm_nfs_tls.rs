@@ -362,7 +362,7 @@ async fn claims_over_tls(server: &Vm, node: &Vm, csi: &mut Csi) {
         );
         assert!(line.contains("addr=10.99.0.1"), "{line}");
         let export = server.sh(&format!(
-            "grep -h '{}' /etc/exports.d/rwxnfs.exports",
+            "grep -h '{}' /var/lib/nfs/etab",
             m.context["share"]
         ));
         println!("nfs1 exports it: {}", export.trim());

@@ -212,9 +212,9 @@ until grep -q reconciled /work/agent.log; do
   usleep 50000
 done
 step reconciled
-# 4. nfs-server.service (exportfs -r, mountd, nfsdcld, nfsd in the cluster's server scope:
-#    manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
-exportfs -r
+# 4. nfs-server.service (exportfs -a, which keeps the agent's exports, mountd, nfsdcld, nfsd
+#    in the cluster's server scope: manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
+exportfs -a
 rpcbind -w
 nfsdcld
 rpc.mountd --no-udp -N 3

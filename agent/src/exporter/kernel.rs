@@ -1,12 +1,28 @@
-//! Kernel nfsd, driven through its exports file and `exportfs -r`.
+//! Kernel nfsd, driven through nfs-utils' export table.
 //!
-//! The exporter keeps the exports it should have in memory, writes them all to a persistent
-//! exports file (`/etc/exports.d/rwxnfs.exports`), and runs one `exportfs -r`, which brings
-//! nfs-utils' table and the kernel's to what the files say: exports added, client lists
-//! changed and exports removed in one pass. Changes that arrive while a commit runs share the
-//! next one ([`GroupCommit`]), so N concurrent creates cost two commits, and reconcile puts
-//! 10,000 exports back with one file and one process, where a process per client and export
-//! would take minutes. Each export line gives every client its options,
+//! The exporter keeps the exports it should have in memory and commits them to the NFS server
+//! in one of two ways ([`KernelApply`]):
+//!
+//! - **`etab`** (the default): the exporter writes nfs-utils' table of active exports
+//!   (`/var/lib/nfs/etab`) itself, under nfs-utils' own lock, and flushes the kernel's export
+//!   caches, as `exportfs` ends every change. `rpc.mountd` reads the new table at the kernel's
+//!   next upcall. A commit costs one write of the table and four small writes under
+//!   `/proc/net/rpc`, and no process; `exportfs -r` instead checks every export with the
+//!   kernel one by one (a `stat`, a `statfs` and a trial export each), which took 34 s with
+//!   10,000 exports in an emulated VM, at every change and every takeover. Lines of the table
+//!   whose path is not under the export root (the host's own exports) are kept as they are.
+//!   No exports file names the agent's exports, so the host's `exportfs -a` (nfs-server's
+//!   start, with the drop-in manifests/ha/systemd ships) keeps them and stays quick; an
+//!   `exportfs -r` by hand drops them, and the exporter, which watches the table, puts them
+//!   back within two seconds.
+//! - **`exportfs`**: the exporter writes every export to a persistent exports file
+//!   (`/etc/exports.d/rwxnfs.exports`) and runs one `exportfs -r`, which brings nfs-utils'
+//!   table and the kernel's to what the files say. Each commit then costs time in proportion to
+//!   every export, changed or not.
+//!
+//! Either way, changes that arrive while a commit runs share the next one ([`GroupCommit`]),
+//! so N concurrent creates cost two commits, and reconcile puts 10,000 exports back with one
+//! commit. Each export gives every client its options,
 //! `rw|ro,sync,no_subtree_check,insecure,fsid=<export id>,<squash>,sec=sys`, and for a claim
 //! with an encrypted transport `xprtsec=tls:mtls` (`tls`: any RPC-with-TLS client) or
 //! `xprtsec=mtls` (only clients whose certificate the host's `tlshd` trusts):
@@ -17,18 +33,18 @@
 //! - `insecure` because the node plugin mounts with `noresvport` (source ports above 1023),
 //!   which lets a client reconnect quickly after a failover.
 //!
-//! `exportfs -r` also removes exports that no exports file names (ones added by hand with
-//! `exportfs -o`): the NFS host's own exports belong in `/etc/exports` or another file under
-//! `/etc/exports.d`. Until reconcile has handed over the whole table
-//! ([`Exporter::apply_all`]), single changes are refused as unavailable, because a commit
-//! then would unexport everything not yet reconciled. A reboot of this host brings the same
-//! exports back from the file. The program is always run with an argument vector, never
-//! through a shell, and under a time limit.
+//! Until reconcile has handed over the whole table ([`Exporter::apply_all`]), single changes
+//! are refused as unavailable, because a commit then would unexport everything not yet
+//! reconciled. A helper program is always run with an argument vector, never through a
+//! shell, and under a time limit.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -81,16 +97,36 @@ impl CommandRunner for ProcessRunner {
 
 pub struct KernelExporter {
     inner: Arc<Inner>,
-    commits: GroupCommit<Committed>,
+}
+
+/// How a commit reaches the kernel (see the module's documentation).
+pub enum KernelApply {
+    /// Write nfs-utils' table directly and flush the kernel's export caches.
+    Etab {
+        /// The export root: the table's lines under it are the agent's, the rest the host's.
+        root: PathBuf,
+        /// `/proc/net/rpc`, where the kernel's caches are flushed.
+        proc_rpc: PathBuf,
+    },
+    /// Rewrite an exports file and run `exportfs -r`.
+    Exportfs {
+        exportfs: PathBuf,
+        exports_file: PathBuf,
+        runner: Arc<dyn CommandRunner>,
+    },
 }
 
 struct Inner {
-    exportfs: PathBuf,
-    exports_file: PathBuf,
-    runner: Arc<dyn CommandRunner>,
-    /// nfs-utils' table of active exports, created empty when missing (see `with_etab`).
+    apply: KernelApply,
+    /// nfs-utils' table of active exports: written in `etab` mode; in `exportfs` mode created
+    /// empty when missing (see `with_etab`) and read after a failed commit.
     etab: Option<PathBuf>,
     state: std::sync::Mutex<State>,
+    commits: GroupCommit<Committed>,
+    /// The inode of the table this exporter wrote last (`etab` mode): another one means
+    /// somebody else rewrote it (an `exportfs -r` by hand).
+    written_inode: AtomicU64,
+    watching: AtomicBool,
 }
 
 /// What the exports file should say. `generation` counts changes: the tickets of
@@ -118,21 +154,42 @@ struct CommitFailure {
 }
 
 impl KernelExporter {
+    /// The `exportfs` mode: `exports_file` rewritten and `exportfs -r` run at each commit.
     pub fn new(exportfs: PathBuf, exports_file: PathBuf, runner: Arc<dyn CommandRunner>) -> Self {
         // What a killed agent was writing (only this file's: the directory is shared).
         if let (Some(dir), Some(name)) = (exports_file.parent(), exports_file.file_name()) {
             let of = format!("{}.", name.to_string_lossy());
             crate::table::remove_leftover_temporaries(dir, &of);
         }
-        Self {
-            inner: Arc::new(Inner {
+        Self::with_apply(
+            KernelApply::Exportfs {
                 exportfs,
                 exports_file,
                 runner,
-                etab: None,
+            },
+            None,
+        )
+    }
+
+    /// The `etab` mode: nfs-utils' table at `etab` written directly, the lines under `root`
+    /// being the agent's, and the kernel's caches under `proc_rpc` flushed at each commit.
+    pub fn direct(etab: PathBuf, root: PathBuf, proc_rpc: PathBuf) -> Self {
+        if let Some(dir) = etab.parent() {
+            crate::table::remove_leftover_temporaries(dir, ETAB_TEMPORARY);
+        }
+        Self::with_apply(KernelApply::Etab { root, proc_rpc }, Some(etab))
+    }
+
+    fn with_apply(apply: KernelApply, etab: Option<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                apply,
+                etab,
                 state: std::sync::Mutex::default(),
+                commits: GroupCommit::default(),
+                written_inode: AtomicU64::new(0),
+                watching: AtomicBool::new(false),
             }),
-            commits: GroupCommit::default(),
         }
     }
 
@@ -179,8 +236,62 @@ impl KernelExporter {
     }
 
     async fn commit(&self, ticket: u64) -> Committed {
-        let inner = self.inner.clone();
-        self.commits.wait(ticket, move || inner.commit()).await
+        self.inner.clone().commit_covering(ticket).await
+    }
+
+    /// In `etab` mode, once the table is whole: every two seconds, whether another program
+    /// changed the agent's lines of nfs-utils' table (an `exportfs -r` by hand drops them,
+    /// since no exports file names them; `exportfs -o` or `-u` by hand changes them); if so, a
+    /// commit puts them back as the agent's table says. Ends with the exporter.
+    fn watch_etab(&self) {
+        let (KernelApply::Etab { root, .. }, Some(etab)) = (&self.inner.apply, &self.inner.etab)
+        else {
+            return;
+        };
+        let root = root.clone();
+        if self.inner.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        let etab = etab.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ETAB_WATCH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let Ok(meta) = tokio::fs::metadata(&etab).await else {
+                    continue;
+                };
+                let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+                if inode == inner.written_inode.load(Ordering::SeqCst) {
+                    continue;
+                }
+                // Rewritten by another program: harmless if the agent's lines are unchanged
+                // (`exportfs -a` keeps them), else they are put back.
+                let text = tokio::fs::read_to_string(&etab).await.unwrap_or_default();
+                let theirs: String = text
+                    .lines()
+                    .filter(|l| is_agents_line(l, &root))
+                    .flat_map(|l| [l, "\n"])
+                    .collect();
+                let ours = render_etab(inner.state().desired.values());
+                if theirs == ours {
+                    inner.written_inode.store(inode, Ordering::SeqCst);
+                    continue;
+                }
+                let ticket = {
+                    let mut state = inner.state();
+                    state.generation += 1;
+                    state.generation
+                };
+                if let Err(e) = inner.clone().commit_covering(ticket).await {
+                    tracing::warn!(error = %e.message, "cannot put the agent's exports back into nfs-utils' table");
+                }
+            }
+        });
     }
 
     /// After a failed commit: whether `spec` went live anyway (another export of the batch
@@ -245,11 +356,68 @@ impl Inner {
     }
 
     async fn exportfs(&self, args: Vec<String>, export_id: u32) -> Result<String, ExportError> {
+        let KernelApply::Exportfs {
+            exportfs, runner, ..
+        } = &self.apply
+        else {
+            return Err(ExportError::Unavailable(
+                "exportfs is not used in the etab mode".into(),
+            ));
+        };
         self.ensure_etab()?;
-        self.runner
-            .run(&self.exportfs, &args)
+        runner
+            .run(exportfs, &args)
             .await
             .map_err(|message| ExportError::Refused { export_id, message })
+    }
+
+    async fn commit_covering(self: Arc<Self>, ticket: u64) -> Committed {
+        let inner = self.clone();
+        self.commits
+            .wait(ticket, move || async move {
+                match &inner.apply {
+                    KernelApply::Etab { root, proc_rpc } => {
+                        let (root, proc_rpc) = (root.clone(), proc_rpc.clone());
+                        inner.commit_etab(root, proc_rpc).await
+                    }
+                    KernelApply::Exportfs { .. } => inner.commit().await,
+                }
+            })
+            .await
+    }
+
+    /// One commit in `etab` mode: the agent's lines of nfs-utils' table rewritten from what is
+    /// desired now (the host's own lines kept), under nfs-utils' lock, then the kernel's
+    /// caches flushed so that the next request of every client asks `rpc.mountd` again.
+    async fn commit_etab(self: Arc<Self>, root: PathBuf, proc_rpc: PathBuf) -> (u64, Committed) {
+        let (covered, ours) = {
+            let state = self.state();
+            (state.generation, render_etab(state.desired.values()))
+        };
+        let etab = self.etab.clone().expect("the etab mode has a table");
+        let started = std::time::Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            let inode = write_etab(&etab, &root, &ours)?;
+            flush_export_caches(&proc_rpc)?;
+            Ok::<_, String>(inode)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("writing nfs-utils' export table: {e}")));
+        tracing::debug!(generation = covered, took = ?started.elapsed(), "etab written, caches flushed");
+        match written {
+            Ok(inode) => {
+                self.written_inode.store(inode, Ordering::SeqCst);
+                (covered, Ok(()))
+            }
+            Err(message) => (
+                covered,
+                Err(Arc::new(CommitFailure {
+                    message,
+                    unavailable: true,
+                    etab: None,
+                })),
+            ),
+        }
     }
 
     /// One commit: the exports file rewritten from what is desired now, then one
@@ -257,6 +425,14 @@ impl Inner {
     /// files, adding, changing and removing exports in one pass. Returns the generation the
     /// file carried.
     async fn commit(self: Arc<Self>) -> (u64, Committed) {
+        let KernelApply::Exportfs {
+            exportfs,
+            exports_file,
+            runner,
+        } = &self.apply
+        else {
+            unreachable!("commit_covering sends only the exportfs mode here")
+        };
         let (covered, text) = {
             let state = self.state();
             (
@@ -271,14 +447,14 @@ impl Inner {
                 etab,
             }))
         };
-        if let Err(e) = self.write_exports_file(text).await {
+        if let Err(e) = write_exports_file(exports_file.clone(), text).await {
             return (covered, failure(e, true, None));
         }
         if let Err(e) = self.ensure_etab() {
             return (covered, failure(e.to_string(), true, None));
         }
         let started = std::time::Instant::now();
-        let result = self.runner.run(&self.exportfs, &["-r".to_string()]).await;
+        let result = runner.run(exportfs, &["-r".to_string()]).await;
         tracing::debug!(generation = covered, took = ?started.elapsed(), "exportfs -r");
         match result {
             Ok(_) => (covered, Ok(())),
@@ -287,18 +463,6 @@ impl Inner {
                 (covered, failure(message, false, etab))
             }
         }
-    }
-
-    async fn write_exports_file(&self, text: String) -> Result<(), String> {
-        let file = self.exports_file.clone();
-        tokio::task::spawn_blocking(move || {
-            let dir = file.parent().unwrap_or(Path::new("/"));
-            std::fs::create_dir_all(dir)?;
-            crate::table::atomic_write(dir, &file, text.as_bytes())
-        })
-        .await
-        .map_err(|e| format!("writing the exports file: {e}"))?
-        .map_err(|e| format!("writing {}: {e}", self.exports_file.display()))
     }
 
     async fn read_etab(&self) -> Option<Etab> {
@@ -311,6 +475,179 @@ impl Inner {
             }
         }
     }
+}
+
+async fn write_exports_file(file: PathBuf, text: String) -> Result<(), String> {
+    let shown = file.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir)?;
+        crate::table::atomic_write(dir, &file, text.as_bytes())
+    })
+    .await
+    .map_err(|e| format!("writing the exports file: {e}"))?
+    .map_err(|e| format!("writing {shown}: {e}"))
+}
+
+/// How often the `etab` mode checks that nfs-utils' table is still the one it wrote.
+const ETAB_WATCH: Duration = Duration::from_secs(2);
+
+/// The temporary file the `etab` mode writes beside the table is `.etab.rwxnfs.<pid>.tmp`
+/// (nfs-utils' own is `etab.tmp`, which only its writers, holding the lock, use).
+const ETAB_TEMPORARY: &str = "etab.rwxnfs.";
+
+/// The agent's lines of nfs-utils' table: one per export and client, as nfs-utils writes them
+/// (`PATH<TAB>CLIENT(OPTIONS)`; `rpc.mountd` reads the table with the exports file parser).
+/// An export without clients has no line.
+pub fn render_etab<'a>(specs: impl Iterator<Item = &'a ExportSpec>) -> String {
+    let mut out = String::new();
+    for spec in specs {
+        for (client, access) in &spec.clients {
+            out.push_str(&format!(
+                "\"{}\"\t{}({})\n",
+                spec.path.display(),
+                client,
+                options(spec, *access)
+            ));
+        }
+    }
+    out
+}
+
+/// The path a line of nfs-utils' table (or of an exports file) starts with: quoted or not, with
+/// nfs-utils' octal escapes (`\040` for a space) undone.
+pub fn etab_line_path(line: &str) -> Option<String> {
+    let line = line.trim_start();
+    let raw = if let Some(rest) = line.strip_prefix('"') {
+        &rest[..rest.find('"')?]
+    } else {
+        line.split([' ', '\t']).next().filter(|p| !p.is_empty())?
+    };
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                let value = d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
+                out.push(u8::try_from(value).ok()?);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// nfs-utils' table as the agent writes it: the host's lines of `current` (those not under
+/// `root`; blank ones dropped), then `ours`.
+pub fn merge_etab(current: &str, root: &Path, ours: &str) -> String {
+    let mut text: String = current
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !is_agents_line(l, root))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    text.push_str(ours);
+    text
+}
+
+/// Whether a line of nfs-utils' table is one of the agent's: its path is strictly under
+/// `root` (the export root itself, exported by the host, is the host's).
+pub fn is_agents_line(line: &str, root: &Path) -> bool {
+    etab_line_path(line).is_some_and(|path| {
+        let path = Path::new(&path);
+        path != root && path.starts_with(root)
+    })
+}
+
+/// Rewrites nfs-utils' table `etab`: the host's lines as they are, then `ours`, under the
+/// lock nfs-utils' writers and readers take (`.etab.lock`, an fcntl lock, beside it), through
+/// a temporary file renamed over it (`rpc.mountd` notices a new table by its inode). Not
+/// synced to disk: the kernel and `rpc.mountd` read it from memory, and after a crash the
+/// agent writes it anew before the NFS server starts. Returns the new table's inode.
+pub fn write_etab(etab: &Path, root: &Path, ours: &str) -> Result<u64, String> {
+    use std::{io::Write, os::unix::fs::MetadataExt};
+    let dir = etab.parent().unwrap_or(Path::new("/"));
+    let shown = etab.display();
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let lock_path = dir.join(".etab.lock");
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    lock_exclusive(&lock).map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let current = match std::fs::read_to_string(etab) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("reading {shown}: {e}")),
+    };
+    let text = merge_etab(&current, root, ours);
+    let tmp = dir.join(format!(".{ETAB_TEMPORARY}{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, etab));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("writing {shown}: {e}"));
+    }
+    let inode = std::fs::metadata(etab)
+        .map_err(|e| format!("reading {shown}: {e}"))?
+        .ino();
+    drop(lock);
+    Ok(inode)
+}
+
+/// Waits for an exclusive lock on the whole of `file` that nfs-utils' `xflock` (a POSIX
+/// `fcntl` lock) respects: an open file description lock, which conflicts with POSIX locks
+/// and, unlike them, also with another thread of this process; released when the file is
+/// closed.
+fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        // 0: to the end of the file, however long.
+        l_len: 0,
+        // Open file description locks require 0.
+        l_pid: 0,
+    };
+    loop {
+        match fcntl(file, FcntlArg::F_OFD_SETLKW(&lock)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Flushes the kernel's caches of client addresses, file handles and exports, in the order
+/// nfs-utils does (a cache before the one its entries refer to), so that the next request of
+/// every client asks `rpc.mountd`, which reads the new table. A cache the kernel does not have
+/// (nfsd not loaded) holds nothing to flush.
+pub fn flush_export_caches(proc_rpc: &Path) -> Result<(), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for cache in ["auth.unix.ip", "auth.unix.gid", "nfsd.fh", "nfsd.export"] {
+        let path = proc_rpc.join(cache).join("flush");
+        match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(mut f) => std::io::Write::write_all(&mut f, format!("{}\n", now + 1).as_bytes())
+                .map_err(|e| format!("flushing {}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("flushing {}: {e}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// nfs-utils' table of active exports (`/var/lib/nfs/etab`): one line per client,
@@ -420,9 +757,13 @@ pub fn client_name(client: &Client) -> String {
     }
 }
 
+/// The first line of the exports file the `exportfs` mode writes.
+pub const EXPORTS_FILE_HEADER: &str =
+    "# Generated by rwxnfs agent from its export table. Do not edit.\n";
+
 /// The persistent exports file for these specs (exports(5) syntax).
 pub fn render_exports_file<'a>(specs: impl Iterator<Item = &'a ExportSpec>) -> String {
-    let mut out = String::from("# Generated by rwxnfs agent from its export table. Do not edit.\n");
+    let mut out = String::from(EXPORTS_FILE_HEADER);
     for spec in specs {
         if spec.clients.is_empty() {
             out.push_str(&format!(
@@ -504,6 +845,7 @@ impl Exporter for KernelExporter {
         match self.commit(ticket).await {
             Ok(()) => {
                 self.state().seeded = true;
+                self.watch_etab();
                 specs.iter().map(|_| Ok(())).collect()
             }
             // exportfs ran: what it refused is known, and only that is taken back.
@@ -549,11 +891,45 @@ impl Exporter for KernelExporter {
     }
 
     async fn active(&self) -> Result<Vec<u32>, ExportError> {
+        if let (KernelApply::Etab { root, .. }, Some(etab)) = (&self.inner.apply, &self.inner.etab)
+        {
+            let text = match tokio::fs::read_to_string(etab).await {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    return Err(ExportError::Unavailable(format!(
+                        "reading {}: {e}",
+                        etab.display()
+                    )));
+                }
+            };
+            let ours: String = text
+                .lines()
+                .filter(|l| is_agents_line(l, root))
+                .flat_map(|l| [l, "\n"])
+                .collect();
+            return Ok(parse_active(&ours));
+        }
         let listing = self.exportfs(vec!["-v".into()], 0).await?;
         Ok(parse_active(&listing))
     }
 
     async fn probe(&self) -> Result<(), String> {
+        if let (KernelApply::Etab { .. }, Some(etab)) = (&self.inner.apply, &self.inner.etab) {
+            // The table's directory must take the next commit.
+            let dir = etab.parent().unwrap_or(Path::new("/"));
+            let problem = |e: &dyn std::fmt::Display| {
+                format!("nfs-utils' state directory {}: {e}", dir.display())
+            };
+            return match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
+                    .map_err(|e| problem(&e)),
+                Ok(_) => Err(problem(&"not a directory")),
+                // Created by the first commit.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(problem(&e)),
+            };
+        }
         match self.exportfs(vec!["-v".into()], 0).await {
             Ok(_) => Ok(()),
             Err(ExportError::Refused { message, .. }) => Err(message),

@@ -213,8 +213,14 @@ pub(crate) fn check() {
         );
     }
     assert!(
-        matches!(agent.nfs_server, NfsServer::Kernel { .. }),
-        "agent.yaml is the kernel nfsd example"
+        matches!(
+            agent.nfs_server,
+            NfsServer::Kernel {
+                apply: rwxnfs_agent::config::KernelApplySetting::Etab,
+                ..
+            }
+        ),
+        "agent.yaml is the kernel nfsd example, the agent writing nfs-utils' table"
     );
     let tls = agent.tls.as_ref().expect("agent.yaml serves TCP with TLS");
     assert_eq!(
@@ -361,6 +367,21 @@ fn nfsd_settings() {
         start.contains(&format!("hostname {scope} && exec /usr/sbin/rpc.nfsd")),
         "{rel}: the scope in the drop-in is nfs.conf's {scope:?}: {start}"
     );
+    // The stock unit's `exportfs -r` (start and reload) would drop the agent's exports from
+    // nfs-utils' table, which the agent writes itself; `exportfs -a` keeps them.
+    for key in ["ExecStartPre", "ExecReload"] {
+        let lines = &dropin["Service"][key];
+        assert_eq!(
+            lines.first().map(String::as_str),
+            Some(""),
+            "{rel}: replaces {key}"
+        );
+        assert_eq!(
+            one(&dropin, rel, "Service", key),
+            "-/usr/sbin/exportfs -a",
+            "{rel}: {key}"
+        );
+    }
 }
 
 /// The crm configuration's group lists the same resources in the same order.

@@ -375,3 +375,159 @@ async fn a_host_where_no_nfs_server_ran_yet_gets_an_empty_etab_before_the_first_
         .unwrap();
     assert_eq!(std::fs::read_to_string(&etab).unwrap(), "kept\n");
 }
+
+/// An `etab`-mode exporter over `dir`: the table at var/lib/nfs/etab, the export root
+/// /drbd/exports, fake cache flush files under proc/net/rpc.
+fn direct(dir: &Path) -> KernelExporter {
+    for cache in ["auth.unix.ip", "auth.unix.gid", "nfsd.fh", "nfsd.export"] {
+        std::fs::create_dir_all(dir.join("proc/net/rpc").join(cache)).unwrap();
+        std::fs::write(dir.join("proc/net/rpc").join(cache).join("flush"), "").unwrap();
+    }
+    KernelExporter::direct(
+        dir.join("var/lib/nfs/etab"),
+        "/drbd/exports".into(),
+        dir.join("proc/net/rpc"),
+    )
+}
+
+fn etab(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("var/lib/nfs/etab")).unwrap()
+}
+
+#[tokio::test]
+async fn the_etab_mode_writes_one_line_per_client_keeps_the_hosts_lines_and_flushes_the_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("var/lib/nfs")).unwrap();
+    // The host's own exports (the export root itself included), as exportfs writes them.
+    let host = "/srv/home\t10.1.0.0/16(rw,sync,wdelay,hide,no_subtree_check,sec=sys,root_squash)\n\
+                /drbd/exports\t10.1.0.9(ro,fsid=0,sec=sys)\n";
+    // A stale line of the agent's, from before a failover.
+    let stale = "/drbd/exports/volumes/pvc-99\t10.0.0.9(rw,fsid=99)\n";
+    std::fs::write(
+        dir.path().join("var/lib/nfs/etab"),
+        format!("{host}{stale}"),
+    )
+    .unwrap();
+    let exporter = direct(dir.path());
+    assert!(matches!(
+        exporter
+            .apply(&spec(7, vec![(addr("10.0.0.1"), Access::Rw)]))
+            .await,
+        Err(ExportError::Unavailable(_))
+    ));
+    let results = exporter
+        .apply_all(&[spec(
+            7,
+            vec![
+                (addr("10.0.0.1"), Access::Rw),
+                (addr("fd00::2"), Access::Ro),
+            ],
+        )])
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        etab(dir.path()),
+        format!(
+            "{host}\"/drbd/exports/volumes/pvc-7\"\t10.0.0.1(rw,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys)\n\
+             \"/drbd/exports/volumes/pvc-7\"\tfd00::2(ro,sync,no_subtree_check,insecure,fsid=7,root_squash,sec=sys)\n"
+        )
+    );
+    for cache in ["auth.unix.ip", "auth.unix.gid", "nfsd.fh", "nfsd.export"] {
+        let flushed =
+            std::fs::read_to_string(dir.path().join("proc/net/rpc").join(cache).join("flush"))
+                .unwrap();
+        assert!(
+            flushed.trim().parse::<u64>().is_ok(),
+            "{cache}: {flushed:?}"
+        );
+    }
+    assert_eq!(exporter.active().await.unwrap(), vec![7]);
+    exporter
+        .apply(&spec(8, vec![(addr("10.0.0.2"), Access::Rw)]))
+        .await
+        .unwrap();
+    exporter.remove(7).await.unwrap();
+    assert_eq!(exporter.active().await.unwrap(), vec![8]);
+    assert!(etab(dir.path()).starts_with(host));
+    exporter.probe().await.unwrap();
+    // Nothing left behind but the table and nfs-utils' lock file.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("var/lib/nfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".etab.lock", "etab"]);
+}
+
+#[tokio::test]
+async fn the_etab_mode_needs_no_table_yet_and_fails_whole_when_it_cannot_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = direct(dir.path());
+    assert!(exporter.apply_all(&[]).await.is_empty());
+    assert_eq!(etab(dir.path()), "");
+    // The table's directory turned into a file: nothing can be written there.
+    std::fs::remove_dir_all(dir.path().join("var/lib/nfs")).unwrap();
+    std::fs::write(dir.path().join("var/lib/nfs"), "").unwrap();
+    let err = exporter
+        .apply(&spec(3, vec![(addr("10.0.0.1"), Access::Rw)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExportError::Unavailable(m) if m.contains("var/lib/nfs")),
+        "{err}"
+    );
+    assert!(exporter.probe().await.is_err());
+}
+
+#[tokio::test]
+async fn the_etab_mode_puts_its_exports_back_after_an_exportfs_r_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = direct(dir.path());
+    exporter
+        .apply_all(&[spec(5, vec![(addr("10.0.0.1"), Access::Rw)])])
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    // exportfs -r: a new table from the exports files alone.
+    let path = dir.path().join("var/lib/nfs/etab");
+    std::fs::write(
+        dir.path().join("var/lib/nfs/etab.tmp"),
+        "/srv/home\t10.1.0.0/16(rw)\n",
+    )
+    .unwrap();
+    std::fs::rename(dir.path().join("var/lib/nfs/etab.tmp"), &path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !etab(dir.path()).contains("fsid=5") {
+        assert!(std::time::Instant::now() < deadline, "{}", etab(dir.path()));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(etab(dir.path()).starts_with("/srv/home\t10.1.0.0/16(rw)\n"));
+}
+
+#[test]
+fn a_table_line_gives_its_path_unquoted_and_unescaped() {
+    assert_eq!(
+        etab_line_path("/srv/a\\040b\t10.0.0.1(rw)").as_deref(),
+        Some("/srv/a b")
+    );
+    assert_eq!(
+        etab_line_path("\"/drbd/exports/x\"\t10.0.0.1(rw)").as_deref(),
+        Some("/drbd/exports/x")
+    );
+    assert_eq!(etab_line_path("/p 10.0.0.1(rw)").as_deref(), Some("/p"));
+    assert_eq!(etab_line_path("").as_deref(), None);
+    assert_eq!(etab_line_path("\"/unterminated").as_deref(), None);
+    assert!(is_agents_line(
+        "/drbd/exports/v\t*(rw)",
+        Path::new("/drbd/exports")
+    ));
+    assert!(!is_agents_line(
+        "/drbd/exports\t*(rw)",
+        Path::new("/drbd/exports")
+    ));
+    assert!(!is_agents_line(
+        "/drbd/exports2/v\t*(rw)",
+        Path::new("/drbd/exports")
+    ));
+}
