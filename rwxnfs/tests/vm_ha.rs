@@ -14,12 +14,18 @@
 //! reconciles), nfsd with the cluster's server scope, and last the address (the pair's boot
 //! and that script: `recipes::ha_storage_boot` and `recipes::ha_promoter`). Then every
 //! fsync'd line must be there, no call may have failed (no ESTALE), and the export id and
-//! client list must be those from before. It runs on both kernels users run, Debian
+//! client list must be those from before. Before the kill, on 6.1, nfs-b's replication is
+//! disconnected while nfs-a serves the writer, then reconnected and resynced, so the takeover
+//! is by a secondary that was degraded (`degraded_replication`). It runs on both kernels users run, Debian
 //! bookworm's 6.1 and trixie's 6.12 (the kernel's DRBD 8.4 with that release's drbd-utils),
 //! one after the other; on 6.12 the claim is `transport: mtls` (NFS over TLS): both hosts run
 //! `tlshd` with the certificate of the name the client mounts by (the backend's
 //! `serverName`), the client its own, and after the takeover the client's connection is a new
 //! handshake with nfs-b.
+//!
+//! Both hosts losing power (`RWXNFS_HA_DOUBLE_FAILURE=1`, a documented command, not in the
+//! test command): after the failover, nfs-b is killed too, both are powered on with their disks
+//! as they were, and the client's mount must resume (`double_failure`).
 //!
 //! At scale: `RWXNFS_HA_EXPORTS=10000 cargo test -p rwxnfs --test vm_ha -- --nocapture`
 //! first creates that many more volumes (32 at a time) and publishes each to three nodes, so
@@ -173,6 +179,119 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Both NFS hosts lose power at once (`RWXNFS_HA_DOUBLE_FAILURE=1`): nfs-b, the Primary since
+/// the failover, is killed while nfs-a is still down, then both are powered on again with the
+/// disks as they were. DRBD reconnects the pair (nfs-b holds the newest data and resyncs nfs-a),
+/// the promoter runs on nfs-b as DRBD Reactor would there, and the client, whose mount stayed
+/// in place throughout, must resume: what it wrote before the power went is there, a new write
+/// goes through, and the export is served again with the same id and clients.
+fn double_failure(
+    lab: &mut Lab,
+    (a_spec, a): (VmSpec, &mut Vm),
+    (b_spec, b): (VmSpec, &mut Vm),
+    client: &Vm,
+    m: &rwxnfs_testbed::vm::Mounted,
+    before: &str,
+) {
+    let file = format!("{}/double.txt", m.target);
+    client.sh(&format!("echo before-power-loss >> {file} && sync {file}"));
+    b.kill();
+    let lost = Instant::now();
+    // Powered on again: the same boot, but the DRBD metadata is kept, not created anew.
+    let again = |spec: VmSpec| VmSpec {
+        boot: spec.boot.replace("drbdadm create-md --force r0\n", ""),
+        ..spec
+    };
+    *a = lab.power_on(again(a_spec));
+    *b = lab.power_on(again(b_spec));
+    let limit = Duration::from_secs(240);
+    let booted = (a.wait_ready(limit), b.wait_ready(limit));
+    println!(
+        "double failure: nfs-a booted in {:?}, nfs-b in {:?}",
+        booted.0, booted.1
+    );
+    wait_until("DRBD reconnects the pair", Duration::from_secs(120), || {
+        let state = b.sh("cat /proc/drbd");
+        state.contains("ds:UpToDate/")
+            && !state.contains("cs:WFConnection")
+            && !state.contains("cs:StandAlone")
+    });
+    println!(
+        "double failure: DRBD after power-on: {}",
+        b.sh("cat /proc/drbd").trim()
+    );
+    let promoted = b.run("sh /work/promote", Duration::from_secs(600));
+    assert_eq!(
+        promoted.rc, 0,
+        "promote on nfs-b after the power loss:\n{}",
+        promoted.out
+    );
+    let resumed = Instant::now();
+    let out = client.run(
+        &format!("echo after-power-loss >> {file} && cat {file}"),
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.rc, 0, "the client after the power loss: {}", out.out);
+    assert_eq!(out.out, "before-power-loss\nafter-power-loss\n");
+    println!(
+        "double failure: nfs-b promoted {:.1?} after the power went:\n{}\nthe client's first \
+         write then took {:.1?}",
+        lost.elapsed() - resumed.elapsed(),
+        promoted.out.trim_end(),
+        resumed.elapsed()
+    );
+    let after = exported(&b.sh("exportfs -v"), &m.context["share"]);
+    assert_eq!(after, before, "the export after both hosts lost power");
+}
+
+/// Degraded replication: nfs-b's DRBD is disconnected while nfs-a serves the writer. nfs-a
+/// goes on alone (the writer's lines keep being acknowledged) and counts what nfs-b misses;
+/// once nfs-b reconnects, DRBD resyncs exactly that, and the failover that follows (to nfs-b)
+/// must then lose nothing, which the caller checks line by line.
+fn degraded_replication(a: &Vm, b: &Vm, client: &Vm) {
+    b.sh("drbdadm disconnect r0");
+    let alone = Instant::now();
+    let written = acked(client).len();
+    wait_until(
+        "the writer carries on while nfs-b is disconnected",
+        Duration::from_secs(60),
+        || acked(client).len() >= written + 30,
+    );
+    let state = a.sh("cat /proc/drbd");
+    assert!(
+        state.contains("cs:WFConnection") && state.contains("ro:Primary/Unknown"),
+        "nfs-a with nfs-b disconnected:\n{state}"
+    );
+    let missed = out_of_sync_kib(&state);
+    assert!(missed > 0, "nfs-a counts nothing out of sync:\n{state}");
+    println!(
+        "degraded: nfs-a served {} lines alone in {:.1?}; {missed} KiB out of sync on nfs-b",
+        acked(client).len() - written,
+        alone.elapsed()
+    );
+    b.sh("drbdadm connect r0");
+    let resync = Instant::now();
+    wait_until("DRBD resyncs nfs-b", Duration::from_secs(120), || {
+        let state = a.sh("cat /proc/drbd");
+        state.contains("cs:Connected")
+            && state.contains("ds:UpToDate/UpToDate")
+            && out_of_sync_kib(&state) == 0
+    });
+    println!(
+        "degraded: nfs-b reconnected and resynced in {:.1?}",
+        resync.elapsed()
+    );
+}
+
+/// DRBD 8.4's count of data the peer lacks (`oos:` in /proc/drbd), in KiB.
+fn out_of_sync_kib(proc_drbd: &str) -> u64 {
+    proc_drbd
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("oos:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no oos: in /proc/drbd:\n{proc_drbd}"))
 }
 
 /// The fsid= and client of one export in `exportfs -v` output.
@@ -365,6 +484,10 @@ async fn failover(kernel: Kernel) {
         acked(&client).len() >= 20
     });
 
+    if kernel == Kernel::Bookworm {
+        degraded_replication(&a, &b, &client);
+    }
+
     // Power off nfs-a; nfs-b takes over.
     let written_before = acked(&client).len();
     a.kill();
@@ -420,6 +543,18 @@ async fn failover(kernel: Kernel) {
     assert_eq!(content, expected, "the file after failover");
     let after = exported(&b.sh("exportfs -v"), &m.context["share"]);
     assert_eq!(after, before, "the export after failover");
+
+    if std::env::var_os("RWXNFS_HA_DOUBLE_FAILURE").is_some() {
+        let (a_spec, b_spec) = (storage("nfs-a", 1), storage("nfs-b", 2));
+        double_failure(
+            &mut lab,
+            (a_spec, &mut a),
+            (b_spec, &mut b),
+            &client,
+            &m,
+            &before,
+        );
+    }
 
     // The controller reaches the new agent at the same address. A call that finds the old
     // connection broken is UNAVAILABLE, which the CSI sidecars retry; so does this test.

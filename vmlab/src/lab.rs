@@ -133,6 +133,21 @@ impl Lab {
 
     /// Boots a VM; [`Vm::wait_ready`] waits for its boot script to finish.
     pub fn start(&mut self, spec: VmSpec) -> Vm {
+        self.boot(spec, false)
+    }
+
+    /// Powers a VM of this lab on again after [`Vm::kill`]: the same work directory and the
+    /// same virtio disks, as they were when the power went (`disks_mb` creates none anew;
+    /// `disk_images` are not copied again), and `spec`'s boot script, which must not format
+    /// what the disks hold.
+    pub fn power_on(&mut self, spec: VmSpec) -> Vm {
+        let cmd = self.dir.join(&spec.name).join("cmd");
+        // The commands of the VM's last life, whose numbers the new one would reuse.
+        let _ = std::fs::remove_dir_all(&cmd);
+        self.boot(spec, true)
+    }
+
+    fn boot(&mut self, spec: VmSpec, again: bool) -> Vm {
         let index = self.names.len() as u8 + 1;
         let work = self.dir.join(&spec.name);
         std::fs::create_dir_all(work.join("cmd")).expect("create the VM's work directory");
@@ -148,6 +163,10 @@ impl Lab {
         let mut disks = Vec::new();
         for (i, image) in spec.disk_images.iter().enumerate() {
             let path = work.join(format!("image{i}.img"));
+            if again && path.exists() {
+                disks.push(path);
+                continue;
+            }
             let status = Command::new("cp")
                 .arg("--sparse=always")
                 .arg(image)
@@ -159,6 +178,10 @@ impl Lab {
         }
         for (i, size) in spec.disks_mb.iter().enumerate() {
             let path = work.join(format!("disk{i}.img"));
+            if again && path.exists() {
+                disks.push(path);
+                continue;
+            }
             let file = std::fs::File::create(&path).expect("create a disk image");
             file.set_len(size << 20).expect("size the disk image");
             disks.push(path);
@@ -241,7 +264,9 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .expect("start qemu-system-x86_64");
-        self.names.push((spec.name.clone(), work.clone()));
+        if !self.names.iter().any(|(name, _)| *name == spec.name) {
+            self.names.push((spec.name.clone(), work.clone()));
+        }
         Vm {
             name: spec.name,
             child: Some(child),
