@@ -17,7 +17,9 @@
 //!    project is charged what is written; `clone-quota`: a clone is charged for the data it
 //!    was copied with;
 //! 4. `stale-recovery`: an nfsd restart is ridden out; an export back under another fsid is
-//!    reported abnormal and re-staged by the next publish;
+//!    reported abnormal and re-staged by the next publish (on 6.12, where the agent writes
+//!    nfs-utils' table, it also puts its own fsid back within seconds; on 6.1 the agent
+//!    commits with `exportfs -r`, so both ways are proven with a real nfsd);
 //! 5. the node plugin's memory with many volumes staged;
 //! 6. `dead-server-unmount`: the server VM is killed; unpublish and unstage still answer
 //!    promptly and leave nothing behind.
@@ -37,6 +39,9 @@ use rwxnfs_testbed::vm::{Csi, Kernel, Lab, MIB, Mounted, Vm, VmSpec, recipes};
 static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Pair {
+    /// The agent commits with `exportfs -r` (`nfsServer.apply: exportfs`), not by writing
+    /// nfs-utils' table (the default).
+    exportfs: bool,
     _lab: Lab,
     server: Vm,
     node: Vm,
@@ -54,12 +59,24 @@ async fn boot(kernel: Kernel) -> Pair {
         Path::new(env!("CARGO_BIN_EXE_rwxnfs")),
         kernel,
     );
+    // Both ways the kernel exporter commits, one per kernel: on 6.1 the exports file and
+    // `exportfs -r`, on 6.12 nfs-utils' table written by the agent (the default).
+    let exportfs = kernel == Kernel::Bookworm;
+    let mut boot = recipes::nfs_server_boot(&[("node1", "10.99.0.2")]);
+    if exportfs {
+        let with = boot.replace("  kind: kernel\n", "  kind: kernel\n  apply: exportfs\n");
+        assert_ne!(
+            with, boot,
+            "the recipe's agent configuration names the kernel exporter"
+        );
+        boot = with;
+    }
     let mut server = lab.start(VmSpec {
         memory_mb: 448,
         lan: Some(1),
         forwards: vec![7001, 7002],
         disks_mb: vec![512],
-        boot: recipes::nfs_server_boot(&[("node1", "10.99.0.2")]),
+        boot,
         ..VmSpec::new("nfs1")
     });
     let mut node = lab.start(VmSpec {
@@ -84,6 +101,7 @@ async fn boot(kernel: Kernel) -> Pair {
         .await
         .unwrap();
     Pair {
+        exportfs,
         _lab: lab,
         server,
         node,
@@ -107,8 +125,13 @@ async fn scenarios(kernel: Kernel) {
     let started = Instant::now();
     let mut pair = boot(kernel).await;
     println!(
-        "{kernel}: both endpoints ready after {:?}",
-        started.elapsed()
+        "{kernel}: both endpoints ready after {:?} (the agent commits with {})",
+        started.elapsed(),
+        if pair.exportfs {
+            "exportfs -r"
+        } else {
+            "nfs-utils' table"
+        }
     );
 
     let step = Instant::now();
@@ -241,15 +264,20 @@ async fn node_mount(pair: &mut Pair, version: &str) {
     assert_eq!(left.trim(), "0", "v{version}: mounts left behind");
 }
 
-/// The bytes the project quota charges to a volume's export on nfs1: what its limit is
-/// checked against and what the agent reports as its usage. The project is the export id in
-/// the agent's record; the export root's project report counts 1 KiB blocks.
-fn charged(server: &Vm, m: &Mounted) -> i64 {
+/// The export id (the kernel's fsid, the XFS project) in the agent's record of a volume.
+fn export_id(server: &Vm, m: &Mounted) -> u64 {
     let dir = export_dir(m);
     let name = dir.rsplit('/').next().unwrap();
     let record = server.sh(&format!("cat /srv/exports/.rwxnfs/exports/{name}.json"));
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
-    let project = format!("#{}", record["export_id"].as_u64().unwrap());
+    record["export_id"].as_u64().unwrap()
+}
+
+/// The bytes the project quota charges to a volume's export on nfs1: what its limit is
+/// checked against and what the agent reports as its usage. The project is the export id in
+/// the agent's record; the export root's project report counts 1 KiB blocks.
+fn charged(server: &Vm, m: &Mounted) -> i64 {
+    let project = format!("#{}", export_id(server, m));
     let report = server.sh("xfs_quota -x -c 'report -p -b -n -N' /srv/exports");
     // A project with nothing charged to it and no limit may have no line at all.
     report
@@ -492,6 +520,29 @@ async fn stale_recovery(pair: &mut Pair) {
         "  fsid changed: {}",
         stale.volume_condition.unwrap().message
     );
+    if !pair.exportfs {
+        // The agent owns its lines of nfs-utils' table: it notices the change by hand and
+        // puts the export back with its own fsid.
+        let changed = Instant::now();
+        let fsid = format!("fsid={}", export_id(&pair.server, &m));
+        loop {
+            let etab = pair
+                .server
+                .sh(&format!("grep -F '{dir}' /var/lib/nfs/etab || true"));
+            if etab.contains(&fsid) && !etab.contains("fsid=77777") {
+                break;
+            }
+            assert!(
+                changed.elapsed() < Duration::from_secs(20),
+                "the agent did not put the export back: {etab}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "  the agent put the export back with {fsid} within {:?}",
+            changed.elapsed()
+        );
+    }
 
     let second = format!("{}-2", m.target);
     let recover = Instant::now();
