@@ -273,12 +273,23 @@ fn degraded_replication(a: &Vm, b: &Vm, client: &Vm) {
     );
     b.sh("drbdadm connect r0");
     let resync = Instant::now();
-    wait_until("DRBD resyncs nfs-b", Duration::from_secs(120), || {
+    loop {
         let state = a.sh("cat /proc/drbd");
-        state.contains("cs:Connected")
+        if state.contains("cs:Connected")
             && state.contains("ds:UpToDate/UpToDate")
             && out_of_sync_kib(&state) == 0
-    });
+        {
+            break;
+        }
+        assert!(
+            resync.elapsed() < Duration::from_secs(120),
+            "DRBD did not resync nfs-b within 120 s:\nnfs-a: {state}\n{}\nnfs-b: {}\n{}",
+            a.sh("dmesg | grep -i drbd | tail -n 30"),
+            b.sh("cat /proc/drbd"),
+            b.sh("dmesg | grep -i drbd | tail -n 30")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     println!(
         "degraded: nfs-b reconnected and resynced in {:.1?}",
         resync.elapsed()

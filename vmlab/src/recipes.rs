@@ -130,7 +130,11 @@ pub fn ha_storage_boot(
     let promoter = ha_promoter(vip, vip_prefix);
     format!(
         r#"
-{routes}modprobe drbd
+{routes}# DRBD 8.4 runs a helper (drbdadm) before a resync, and drops the connection when it
+# fails; the image's drbdadm, from drbd-utils 9 driving the 8.4 module, exits 20 there, so a
+# secondary that reconnected after missing writes was never resynced. The pair configures no
+# handlers (no fencing), so /bin/true answers every helper call as drbdadm would.
+modprobe drbd usermode_helper=/bin/true
 modprobe nfsd
 modprobe xfs
 mkdir -p /etc/rwxnfs/tls /run/rwxnfs /drbd/exports /etc/exports.d /var/lib/nfs/nfsdcld
