@@ -128,13 +128,14 @@ pub fn ha_storage_boot(
         .map(|(cidr, via)| format!("ip route add {cidr} via {via}\n"))
         .collect();
     let promoter = ha_promoter(vip, vip_prefix);
+    // `usermode_helper`: DRBD 8.4 runs a helper (drbdadm) before a resync and drops the
+    // connection when it fails; the image's drbdadm, from drbd-utils 9 driving the 8.4 module,
+    // exits 20 there, so a secondary that reconnected after missing writes was never resynced.
+    // The pair configures no handlers (no fencing), so /bin/true answers every helper call as
+    // drbdadm would.
     format!(
         r#"
-{routes}# DRBD 8.4 runs a helper (drbdadm) before a resync, and drops the connection when it
-# fails; the image's drbdadm, from drbd-utils 9 driving the 8.4 module, exits 20 there, so a
-# secondary that reconnected after missing writes was never resynced. The pair configures no
-# handlers (no fencing), so /bin/true answers every helper call as drbdadm would.
-modprobe drbd usermode_helper=/bin/true
+{routes}modprobe drbd usermode_helper=/bin/true
 modprobe nfsd
 modprobe xfs
 mkdir -p /etc/rwxnfs/tls /run/rwxnfs /drbd/exports /etc/exports.d /var/lib/nfs/nfsdcld
@@ -447,7 +448,10 @@ mod tests {
     #[test]
     fn the_ha_pair_on_the_lab_network_has_no_routes() {
         let boot = ha_storage_boot("CA\n", "CERT\n", "KEY\n", "10.99.0.100", 24, &[]);
-        assert!(boot.starts_with("\nmodprobe drbd\n"), "{boot}");
+        assert!(
+            boot.starts_with("\nmodprobe drbd usermode_helper=/bin/true\n"),
+            "{boot}"
+        );
         assert!(!boot.contains("ip route"), "{boot}");
         let boot = lines(&boot);
         for line in [
