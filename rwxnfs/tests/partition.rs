@@ -19,7 +19,6 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -29,7 +28,9 @@ use rwxnfs_proto::{
     csi::{self, controller_client::ControllerClient},
 };
 use rwxnfs_server::Endpoint;
-use rwxnfs_testbed::{GaneshaServer, Netns, Pki, Process, require, vm::mount_capability, wait_for};
+use rwxnfs_testbed::{
+    GaneshaServer, Netns, Pki, Process, require, spawn_serving, vm::mount_capability,
+};
 use tonic::{Code, transport::Channel};
 
 const MIB: i64 = 1 << 20;
@@ -108,7 +109,7 @@ impl Stack {
         .unwrap();
 
         let agent_config = dir.join("agent.yaml").display().to_string();
-        let agent = spawn(
+        let agent = spawn_serving(
             dir,
             "agent",
             host.netns.command(env!("CARGO_BIN_EXE_rwxnfs")),
@@ -116,7 +117,7 @@ impl Stack {
         );
         let controller_config = dir.join("controller.yaml").display().to_string();
         let endpoint = format!("unix://{}", dir.join("controller.sock").display());
-        let controller = spawn(
+        let controller = spawn_serving(
             dir,
             "controller",
             controller_ns.command(env!("CARGO_BIN_EXE_rwxnfs")),
@@ -214,21 +215,6 @@ impl Stack {
     }
 }
 
-fn spawn(dir: &Path, what: &str, mut command: Command, args: &[&str]) -> Process {
-    let log = std::fs::File::create(dir.join(format!("{what}.log"))).unwrap();
-    command
-        .args(["--log-format", "json"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(log);
-    let process = Process::spawn(what, &mut command);
-    let socket = dir.join(format!("{what}.sock"));
-    wait_for(&format!("{what} serving"), Duration::from_secs(30), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    process
-}
-
 fn create_request(name: &str) -> csi::CreateVolumeRequest {
     csi::CreateVolumeRequest {
         name: name.into(),
@@ -296,6 +282,14 @@ where
             Err(s) => panic!("{what}: {s}"),
         }
     }
+}
+
+/// The access list of a volume granted to both nodes.
+fn both_nodes() -> Vec<(String, Vec<String>)> {
+    NODES
+        .iter()
+        .map(|(node, address)| (node.to_string(), vec![address.to_string()]))
+        .collect()
 }
 
 fn addresses(export: &pb::Export) -> Vec<(String, Vec<String>)> {
@@ -394,10 +388,7 @@ async fn a_partition_mid_call_ends_in_bound_and_the_retry_leaves_exactly_one_exp
     .await;
     assert_eq!(
         addresses(&s.export("pvc-before").await.unwrap()),
-        [
-            ("node-a".to_string(), vec!["10.0.0.1".to_string()]),
-            ("node-b".to_string(), vec!["10.0.0.2".to_string()]),
-        ],
+        both_nodes(),
         "the agent carried out the grant"
     );
     s.heal();
@@ -429,13 +420,7 @@ async fn a_partition_mid_call_ends_in_bound_and_the_retry_leaves_exactly_one_exp
         made.export_id,
         "the retry made no second export"
     );
-    assert_eq!(
-        addresses(by_name("pvc-before")),
-        [
-            ("node-a".to_string(), vec!["10.0.0.1".to_string()]),
-            ("node-b".to_string(), vec!["10.0.0.2".to_string()]),
-        ]
-    );
+    assert_eq!(addresses(by_name("pvc-before")), both_nodes());
     assert_eq!(
         addresses(by_name("pvc-mid")),
         [("node-a".to_string(), vec!["10.0.0.1".to_string()])]

@@ -21,7 +21,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -33,7 +33,7 @@ use rwxnfs_proto::{
 };
 use rwxnfs_server::Endpoint;
 use rwxnfs_testbed::{
-    GaneshaServer, Process, assert_nothing_left, names_in, vm::mount_capability, wait_for,
+    GaneshaServer, Process, assert_nothing_left, names_in, spawn_serving, vm::mount_capability,
 };
 use tonic::{Code, Status, transport::Channel};
 
@@ -84,23 +84,7 @@ impl Stack {
     }
 
     fn spawn(dir: &Path, what: &str, args: &[&str]) -> Process {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{what}.log")))
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rwxnfs"));
-        command
-            .args(["--log-format", "json"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log);
-        let process = Process::spawn(what, &mut command);
-        let socket = dir.join(format!("{what}.sock"));
-        wait_for(&format!("{what} serving"), Duration::from_secs(30), || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
-        process
+        spawn_serving(dir, what, Command::new(env!("CARGO_BIN_EXE_rwxnfs")), args)
     }
 
     fn start_agent(dir: &Path) -> Process {

@@ -135,6 +135,33 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Starts `command` (an `rwxnfs` binary, in whatever namespace it was built for) with JSON
+/// logs and `args`, its standard error appended to `<dir>/<what>.log`, and waits until it
+/// serves on `<dir>/<what>.sock`.
+pub fn spawn_serving(
+    dir: &Path,
+    what: &str,
+    mut command: std::process::Command,
+    args: &[&str],
+) -> Process {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{what}.log")))
+        .expect("open the process's log");
+    command
+        .args(["--log-format", "json"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    let process = Process::spawn(what, &mut command);
+    let socket = dir.join(format!("{what}.sock"));
+    wait_for(&format!("{what} serving"), Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    process
+}
+
 /// Prints a log file (for failures).
 pub fn dump(label: &str, path: &Path) {
     if let Ok(text) = std::fs::read_to_string(path) {

@@ -272,11 +272,7 @@ impl KernelExporter {
                 // Rewritten by another program: harmless if the agent's lines are unchanged
                 // (`exportfs -a` keeps them), else they are put back.
                 let text = tokio::fs::read_to_string(&etab).await.unwrap_or_default();
-                let theirs: String = text
-                    .lines()
-                    .filter(|l| is_agents_line(l, &root))
-                    .flat_map(|l| [l, "\n"])
-                    .collect();
+                let theirs = agents_lines(&text, &root);
                 let ours = render_etab(inner.state().desired.values());
                 if theirs == ours {
                     inner.written_inode.store(inode, Ordering::SeqCst);
@@ -548,13 +544,23 @@ pub fn etab_line_path(line: &str) -> Option<String> {
 /// nfs-utils' table as the agent writes it: the host's lines of `current` (those not under
 /// `root`; blank ones dropped), then `ours`.
 pub fn merge_etab(current: &str, root: &Path, ours: &str) -> String {
-    let mut text: String = current
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !is_agents_line(l, root))
-        .flat_map(|l| [l, "\n"])
-        .collect();
+    let mut text = lines_where(current, |l| {
+        !l.trim().is_empty() && !is_agents_line(l, root)
+    });
     text.push_str(ours);
     text
+}
+
+/// The agent's lines of nfs-utils' table `text`, each ending in a newline.
+fn agents_lines(text: &str, root: &Path) -> String {
+    lines_where(text, |l| is_agents_line(l, root))
+}
+
+fn lines_where(text: &str, keep: impl Fn(&str) -> bool) -> String {
+    text.lines()
+        .filter(|l| keep(l))
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
 
 /// Whether a line of nfs-utils' table is one of the agent's: its path is strictly under
@@ -903,12 +909,7 @@ impl Exporter for KernelExporter {
                     )));
                 }
             };
-            let ours: String = text
-                .lines()
-                .filter(|l| is_agents_line(l, root))
-                .flat_map(|l| [l, "\n"])
-                .collect();
-            return Ok(parse_active(&ours));
+            return Ok(parse_active(&agents_lines(&text, root)));
         }
         let listing = self.exportfs(vec!["-v".into()], 0).await?;
         Ok(parse_active(&listing))
