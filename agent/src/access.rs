@@ -1,8 +1,9 @@
 //! Who may reach an export: GrantAccess and RevokeAccess.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
 use ipnet::IpNet;
+use tokio::sync::oneshot;
 
 use crate::{
     error::AgentError,
@@ -20,6 +21,31 @@ pub struct GrantRequest {
     pub client_id: String,
     pub addresses: Vec<String>,
     pub access: Option<Access>,
+}
+
+/// One grant waiting for its export's lock.
+pub(crate) struct Pending {
+    client_id: String,
+    addresses: Vec<IpAddr>,
+    access: Access,
+    done: oneshot::Sender<Result<ExportRecord, AgentError>>,
+}
+
+/// Grants queued per export key. Whoever holds an export's lock takes every grant queued for
+/// it (its own and those of callers still waiting for the lock) and answers them all.
+#[derive(Default)]
+pub(crate) struct PendingGrants(Mutex<HashMap<String, Vec<Pending>>>);
+
+impl PendingGrants {
+    fn queue(&self, key: &str, pending: Pending) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key.to_owned()).or_default().push(pending);
+    }
+
+    fn take(&self, key: &str) -> Vec<Pending> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key).unwrap_or_default()
+    }
 }
 
 fn parse_client_id(raw: &str) -> Result<String, AgentError> {
@@ -67,32 +93,111 @@ impl ExportAgent {
         addresses.sort();
         addresses.dedup();
 
-        let _guard = self.lock_export(&name).await;
-        let mut record = self.ready_record(&name).await?;
-        match record.clients.iter_mut().find(|c| c.client_id == client_id) {
-            Some(existing) if existing.access != access => {
-                return Err(AgentError::AlreadyExists(format!(
-                    "export {name} is already granted to {client_id} as {:?}, not {access:?}",
-                    existing.access
-                )));
+        let key = crate::exports::export_key(&name);
+        // A grant that a cancelled batch dropped is queued again; the change it carried, if
+        // written, is found by the next batch, which applies the export again.
+        for _ in 0..3 {
+            let (done, answer) = oneshot::channel();
+            self.grants.queue(
+                &key,
+                Pending {
+                    client_id: client_id.clone(),
+                    addresses: addresses.clone(),
+                    access,
+                    done,
+                },
+            );
+            {
+                let _guard = self.lock_export(&name).await;
+                let batch = self.grants.take(&key);
+                if !batch.is_empty() {
+                    self.grant_batch(&name, batch).await;
+                }
             }
-            Some(existing) if existing.addresses == addresses => {
-                self.exporter.apply(&self.spec(&record)).await?;
-                return Ok(record);
+            if let Ok(result) = answer.await {
+                return result;
             }
-            Some(existing) => existing.addresses = addresses,
-            None => record.clients.push(ClientRecord {
-                client_id: client_id.clone(),
-                addresses,
-                access,
-            }),
         }
-        record.clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        record.updated_unix_ms = now_unix_ms();
-        let record = self.put_export(record).await?;
-        self.exporter.apply(&self.spec(&record)).await?;
-        tracing::info!(export = %name, client = %client_id, ?access, "access granted");
-        Ok(record)
+        Err(AgentError::Aborted(format!(
+            "granting {name} to {client_id} was interrupted three times; retry"
+        )))
+    }
+
+    /// Applies grants to one export that queued while its lock was held: every change in one
+    /// table write and one exporter apply, and each caller answered with the result. With N
+    /// nodes publishing one claim at once (a Deployment's pods starting) that is a handful of
+    /// commits, not N one after another.
+    async fn grant_batch(&self, name: &rwxnfs_model::Name, batch: Vec<Pending>) {
+        let mut record = match self.ready_record(name).await {
+            Ok(record) => record,
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for p in batch {
+                    let _ = p.done.send(Err(AgentError::Shared(e.clone())));
+                }
+                return;
+            }
+        };
+        let mut changed = false;
+        let mut accepted = Vec::with_capacity(batch.len());
+        for p in batch {
+            match record
+                .clients
+                .iter_mut()
+                .find(|c| c.client_id == p.client_id)
+            {
+                Some(existing) if existing.access != p.access => {
+                    let e = AgentError::AlreadyExists(format!(
+                        "export {name} is already granted to {} as {:?}, not {:?}",
+                        p.client_id, existing.access, p.access
+                    ));
+                    let _ = p.done.send(Err(e));
+                    continue;
+                }
+                Some(existing) if existing.addresses == p.addresses => {}
+                Some(existing) => {
+                    existing.addresses = p.addresses.clone();
+                    changed = true;
+                }
+                None => {
+                    record.clients.push(ClientRecord {
+                        client_id: p.client_id.clone(),
+                        addresses: p.addresses.clone(),
+                        access: p.access,
+                    });
+                    changed = true;
+                }
+            }
+            accepted.push(p);
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let result = async {
+            if changed {
+                record.clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+                record.updated_unix_ms = now_unix_ms();
+                record = self.put_export(record).await?;
+            }
+            // Granting the same again re-applies the export: a repair when the server lost it.
+            self.exporter.apply(&self.spec(&record)).await?;
+            Ok::<_, AgentError>(record)
+        }
+        .await;
+        match result {
+            Ok(record) => {
+                for p in accepted {
+                    tracing::info!(export = %name, client = %p.client_id, access = ?p.access, "access granted");
+                    let _ = p.done.send(Ok(record.clone()));
+                }
+            }
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for p in accepted {
+                    let _ = p.done.send(Err(AgentError::Shared(e.clone())));
+                }
+            }
+        }
     }
 
     /// RevokeAccess: takes one client's access away. An unknown export or client: success.

@@ -35,10 +35,19 @@ pub enum AgentError {
     Export(#[from] ExportError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// One failure answered to several callers (grants to one export applied together).
+    #[error(transparent)]
+    Shared(std::sync::Arc<AgentError>),
 }
 
 impl From<AgentError> for Status {
     fn from(err: AgentError) -> Status {
+        Status::from(&err)
+    }
+}
+
+impl From<&AgentError> for Status {
+    fn from(err: &AgentError) -> Status {
         let message = err.to_string();
         match err {
             AgentError::InvalidArgument(_) => Status::invalid_argument(message),
@@ -50,6 +59,7 @@ impl From<AgentError> for Status {
             AgentError::ResourceExhausted(_) => Status::resource_exhausted(message),
             AgentError::Aborted(_) => Status::aborted(message),
             AgentError::Internal(_) => Status::internal(message),
+            AgentError::Shared(inner) => Status::from(&**inner),
             AgentError::Table(table) => match table {
                 TableError::NoSpace { .. } | TableError::IdsExhausted { .. } => {
                     Status::resource_exhausted(message)
@@ -68,12 +78,12 @@ impl From<AgentError> for Status {
                 FsError::Escape { .. } | FsError::Conflict { .. } => {
                     Status::failed_precondition(message)
                 }
-                FsError::Io { source, .. } => io_status(&source, message),
+                FsError::Io { source, .. } => io_status(source, message),
                 FsError::Quota { .. } => Status::internal(message),
             },
             AgentError::Export(export) => match export {
                 ExportError::Unavailable(_) => Status::unavailable(message),
-                ExportError::Io { source, .. } => io_status(&source, message),
+                ExportError::Io { source, .. } => io_status(source, message),
                 ExportError::Refused { .. } => Status::internal(message),
             },
         }

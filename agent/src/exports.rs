@@ -98,6 +98,8 @@ pub struct ExportAgent {
     ids: Mutex<std::ops::Range<u32>>,
     /// Wakes the background task that empties the trash.
     pub(crate) purge: Arc<Notify>,
+    /// Grants waiting for their export's lock, applied together by whoever holds it.
+    pub(crate) grants: crate::access::PendingGrants,
 }
 
 pub(crate) fn export_key(name: &Name) -> String {
@@ -128,6 +130,7 @@ impl ExportAgent {
             locks: NameLocks::default(),
             ids: Mutex::new(0..0),
             purge: Arc::new(Notify::new()),
+            grants: Default::default(),
         }
     }
 

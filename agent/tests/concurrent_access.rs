@@ -103,3 +103,68 @@ async fn concurrent_grants_and_revokes_of_one_export_keep_every_other_client() {
         "the server has exactly the table's clients"
     );
 }
+
+/// 200 nodes publishing one claim at once (a Deployment's pods starting everywhere): the
+/// grants that queue while one is applied are applied together, so the server sees a handful
+/// of updates, not 200; a grant that conflicts (the same node asking read-only) is refused on
+/// its own and the rest are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_of_one_export_arriving_together_share_one_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("exports");
+    std::fs::create_dir_all(&root).unwrap();
+    let exporter = FakeExporter::new();
+    let agent = Arc::new(ExportAgent::new(
+        Settings::default(),
+        Table::open(&dir.path().join("state")).unwrap(),
+        Arc::new(DirFs::new(&root)),
+        Arc::new(exporter.clone()),
+    ));
+    let id = agent
+        .create_export(CreateRequest {
+            name: "v".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .export_id;
+    agent.grant_access(grant(1)).await.unwrap();
+    let before = exporter.calls().len();
+
+    let wide = |n: u16| GrantRequest {
+        name: "v".into(),
+        client_id: format!("node-{n}"),
+        addresses: vec![format!("10.0.{}.{}", n / 256, n % 256)],
+        access: Some(Access::Rw),
+    };
+    let mut calls: Vec<_> = (2..=201u16)
+        .map(|n| {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.grant_access(wide(n)).await })
+        })
+        .collect();
+    let conflicting = {
+        let agent = agent.clone();
+        let mut read_only = grant(1);
+        read_only.access = Some(Access::Ro);
+        tokio::spawn(async move { agent.grant_access(read_only).await })
+    };
+    for c in calls.drain(..) {
+        let record = c.await.unwrap().unwrap();
+        assert!(record.clients.len() >= 2, "{record:?}");
+    }
+    let refused = conflicting.await.unwrap().unwrap_err();
+    assert_eq!(
+        tonic::Status::from(refused).code(),
+        tonic::Code::AlreadyExists
+    );
+
+    let record = agent.get_export("v").await.unwrap();
+    assert_eq!(record.clients.len(), 201);
+    assert_eq!(exporter.get(id).unwrap().clients.len(), 201);
+    let applies = exporter.calls().len() - before;
+    assert!(
+        applies <= 10,
+        "{applies} server updates for 200 grants arriving together"
+    );
+}

@@ -17,7 +17,7 @@ async fn main() {
     } else {
         BenchConfig::full()
     };
-    let host = GaneshaStack::start("bench").await;
+    let host = GaneshaStack::start("bench", &config).await;
     let report = bench::run(&host.stack, &config, || host.fresh_exporter()).await;
     println!("{}", report.table());
     match report.check() {

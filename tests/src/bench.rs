@@ -34,6 +34,8 @@ pub struct BenchConfig {
     pub concurrent: usize,
     /// Volumes published to one node at once.
     pub publishes: usize,
+    /// Nodes one volume is published to at once (a Deployment's pods starting on every node).
+    pub nodes: usize,
 }
 
 impl BenchConfig {
@@ -42,6 +44,7 @@ impl BenchConfig {
             sequential: 10_000,
             concurrent: 2_000,
             publishes: 500,
+            nodes: 500,
         }
     }
 
@@ -50,6 +53,7 @@ impl BenchConfig {
             sequential: 1_000,
             concurrent: 500,
             publishes: 200,
+            nodes: 200,
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct Report {
     pub sequential: Samples,
     pub concurrent: Samples,
     pub publishes: Samples,
+    /// One volume published to many nodes at once.
+    pub fan_out: Samples,
     pub deletes: Samples,
     /// One Reconcile of every export, and how many it put back.
     pub reconcile: (Duration, usize),
@@ -109,6 +115,7 @@ impl Report {
             &self.sequential,
             &self.concurrent,
             &self.publishes,
+            &self.fan_out,
             &self.deletes,
         ] {
             let (p50, p99) = s.p50_p99(0..s.latencies.len());
@@ -266,6 +273,22 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The id of the `i`th node of the fan-out scenario ([`node_map`]).
+fn node_id(i: usize) -> String {
+    format!("fan-{i:04}")
+}
+
+/// The controller's node map for the benchmark: [`NODE_ID`] on 127.0.0.1 and `nodes` more,
+/// each on an address of its own.
+pub fn node_map(nodes: usize) -> Vec<(String, std::net::IpAddr)> {
+    let mut map = vec![(NODE_ID.to_owned(), std::net::IpAddr::from([127, 0, 0, 1]))];
+    map.extend((0..nodes).map(|i| {
+        let addr = std::net::IpAddr::from([10, 200, (i / 250) as u8, (i % 250 + 1) as u8]);
+        (node_id(i), addr)
+    }));
+    map
+}
+
 /// The exports in the agent's table, a page of 1,000 at a time.
 async fn count_exports(agent: &mut AgentClient<tonic::transport::Channel>) -> usize {
     let (mut count, mut token) = (0, String::new());
@@ -296,12 +319,18 @@ pub struct GaneshaStack {
 }
 
 impl GaneshaStack {
-    pub async fn start(name: &str) -> Self {
+    pub async fn start(name: &str, config: &BenchConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = rwxnfs_testbed::GaneshaServer::start(dir.path(), name);
-        let stack = Stack::start(
+        let nodes = node_map(config.nodes);
+        let nodes: Vec<(&str, std::net::IpAddr)> = nodes
+            .iter()
+            .map(|(id, addr)| (id.as_str(), *addr))
+            .collect();
+        let stack = Stack::start_with_nodes(
             |root| Arc::new(rwxnfs_agent::fs::plain::PlainFs::open(&root).expect("export root")),
             server.exporter.clone(),
+            &nodes,
         )
         .await;
         Self {
@@ -383,6 +412,49 @@ pub async fn run(
         wall,
     };
 
+    let fan_out = {
+        let controller = controller.clone();
+        let volume_id = ids[0].clone();
+        let (published, wall) = at_once(config.nodes, config.nodes, move |i| {
+            let mut controller = controller.clone();
+            let volume_id = volume_id.clone();
+            async move {
+                let req = csi::ControllerPublishVolumeRequest {
+                    volume_id,
+                    node_id: node_id(i),
+                    volume_capability: Some(writer()),
+                    ..Default::default()
+                };
+                controller
+                    .controller_publish_volume(req)
+                    .await
+                    .expect("ControllerPublishVolume");
+            }
+        })
+        .await;
+        Samples {
+            label: "ControllerPublishVolume, one volume to every node at once".into(),
+            latencies: published.into_iter().map(|(d, ())| d).collect(),
+            wall,
+        }
+    };
+    let granted = agent
+        .get_export(pb::GetExportRequest {
+            name: ids[0].rsplit(':').next().unwrap_or_default().to_owned(),
+        })
+        .await
+        .expect("GetExport")
+        .into_inner()
+        .export
+        .expect("an export")
+        .clients
+        .len();
+    assert_eq!(
+        granted,
+        config.nodes + usize::from(config.publishes > 0),
+        "an acknowledged publish is not among the export's clients"
+    );
+
     let started = Instant::now();
     let reconciled = agent
         .reconcile(pb::ReconcileRequest {})
@@ -426,6 +498,7 @@ pub async fn run(
         sequential,
         concurrent,
         publishes,
+        fan_out,
         deletes,
         reconcile,
         start,

@@ -6,8 +6,9 @@ use rwxnfs_tests::bench::{self, BenchConfig, GaneshaStack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_stay_flat_with_the_table_size_and_concurrent_creates_are_faster() {
-    let host = GaneshaStack::start("scale").await;
-    let report = bench::run(&host.stack, &BenchConfig::short(), || host.fresh_exporter()).await;
+    let config = BenchConfig::short();
+    let host = GaneshaStack::start("scale", &config).await;
+    let report = bench::run(&host.stack, &config, || host.fresh_exporter()).await;
     println!("{}", report.table());
     if let Err(problems) = report.check() {
         panic!("{problems}\n{}", report.table());

@@ -126,6 +126,8 @@ struct Inner {
     /// The inode of the table this exporter wrote last (`etab` mode): another one means
     /// somebody else rewrote it (an `exportfs -r` by hand).
     written_inode: AtomicU64,
+    /// What the last commit wrote (`etab` mode), for the next one.
+    written: std::sync::Mutex<Option<Written>>,
     watching: AtomicBool,
 }
 
@@ -134,9 +136,43 @@ struct Inner {
 /// knows only part of the table, and a commit would unexport the rest.
 #[derive(Default)]
 struct State {
-    desired: BTreeMap<u32, ExportSpec>,
+    desired: Desired,
     generation: u64,
     seeded: bool,
+}
+
+/// The exports the server should have, each with its lines of nfs-utils' table rendered when
+/// it changed, so a commit joins 10,000 exports' lines instead of formatting 30,000 anew.
+#[derive(Default)]
+struct Desired(BTreeMap<u32, (ExportSpec, String)>);
+
+impl Desired {
+    fn insert(&mut self, spec: ExportSpec) -> Option<ExportSpec> {
+        let lines = render_etab(std::iter::once(&spec));
+        self.0.insert(spec.export_id, (spec, lines)).map(|(s, _)| s)
+    }
+
+    fn remove(&mut self, export_id: u32) -> Option<ExportSpec> {
+        self.0.remove(&export_id).map(|(s, _)| s)
+    }
+
+    fn get(&self, export_id: u32) -> Option<&ExportSpec> {
+        self.0.get(&export_id).map(|(s, _)| s)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ExportSpec> {
+        self.0.values().map(|(s, _)| s)
+    }
+
+    /// The agent's lines of nfs-utils' table: [`render_etab`] of every export.
+    fn etab_lines(&self) -> String {
+        let len = self.0.values().map(|(_, l)| l.len()).sum();
+        let mut out = String::with_capacity(len);
+        for (_, lines) in self.0.values() {
+            out.push_str(lines);
+        }
+        out
+    }
 }
 
 /// A commit's outcome, shared by every caller it covered.
@@ -188,6 +224,7 @@ impl KernelExporter {
                 state: std::sync::Mutex::default(),
                 commits: GroupCommit::default(),
                 written_inode: AtomicU64::new(0),
+                written: std::sync::Mutex::new(None),
                 watching: AtomicBool::new(false),
             }),
         }
@@ -217,7 +254,7 @@ impl KernelExporter {
     /// change. Refused before reconcile has told the exporter the whole table.
     async fn change(
         &self,
-        change: impl FnOnce(&mut BTreeMap<u32, ExportSpec>),
+        change: impl FnOnce(&mut Desired),
     ) -> Result<Result<(), Arc<CommitFailure>>, ExportError> {
         let ticket = {
             let mut state = self.state();
@@ -273,7 +310,7 @@ impl KernelExporter {
                 // (`exportfs -a` keeps them), else they are put back.
                 let text = tokio::fs::read_to_string(&etab).await.unwrap_or_default();
                 let theirs = agents_lines(&text, &root);
-                let ours = render_etab(inner.state().desired.values());
+                let ours = inner.state().desired.etab_lines();
                 if theirs == ours {
                     inner.written_inode.store(inode, Ordering::SeqCst);
                     continue;
@@ -304,10 +341,10 @@ impl KernelExporter {
             return Ok(());
         }
         let mut state = self.state();
-        if state.desired.get(&spec.export_id) == Some(spec) {
+        if state.desired.get(spec.export_id) == Some(spec) {
             match previous {
-                Some(previous) => state.desired.insert(spec.export_id, previous),
-                None => state.desired.remove(&spec.export_id),
+                Some(previous) => state.desired.insert(previous),
+                None => state.desired.remove(spec.export_id),
             };
             state.generation += 1;
         }
@@ -388,12 +425,15 @@ impl Inner {
     async fn commit_etab(self: Arc<Self>, root: PathBuf, proc_rpc: PathBuf) -> (u64, Committed) {
         let (covered, ours) = {
             let state = self.state();
-            (state.generation, render_etab(state.desired.values()))
+            (state.generation, state.desired.etab_lines())
         };
         let etab = self.etab.clone().expect("the etab mode has a table");
         let started = std::time::Instant::now();
+        let inner = self.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let inode = write_etab(&etab, &root, &ours)?;
+            // Commits never overlap (the group commit's turn), so this lock is never waited on.
+            let mut last = inner.written.lock().unwrap_or_else(|e| e.into_inner());
+            let inode = write_etab_keeping(&etab, &root, &ours, &mut last)?;
             flush_export_caches(&proc_rpc)?;
             Ok::<_, String>(inode)
         })
@@ -544,11 +584,14 @@ pub fn etab_line_path(line: &str) -> Option<String> {
 /// nfs-utils' table as the agent writes it: the host's lines of `current` (those not under
 /// `root`; blank ones dropped), then `ours`.
 pub fn merge_etab(current: &str, root: &Path, ours: &str) -> String {
-    let mut text = lines_where(current, |l| {
-        !l.trim().is_empty() && !is_agents_line(l, root)
-    });
+    let mut text = host_lines(current, root);
     text.push_str(ours);
     text
+}
+
+/// The host's lines of nfs-utils' table `text`: those not under `root`, blank ones dropped.
+fn host_lines(text: &str, root: &Path) -> String {
+    lines_where(text, |l| !l.trim().is_empty() && !is_agents_line(l, root))
 }
 
 /// The agent's lines of nfs-utils' table `text`, each ending in a newline.
@@ -578,7 +621,38 @@ pub fn is_agents_line(line: &str, root: &Path) -> bool {
 /// synced to disk: the kernel and `rpc.mountd` read it from memory, and after a crash the
 /// agent writes it anew before the NFS server starts. Returns the new table's inode.
 pub fn write_etab(etab: &Path, root: &Path, ours: &str) -> Result<u64, String> {
-    use std::{io::Write, os::unix::fs::MetadataExt};
+    write_etab_keeping(etab, root, ours, &mut None)
+}
+
+/// The table this exporter wrote last: its identity and the host's lines in it. While the
+/// table is still that file, a commit reuses the host's lines instead of reading 3 MB back
+/// and sorting 30,000 lines into the host's and the agent's.
+struct Written {
+    stamp: Stamp,
+    host: String,
+}
+
+/// Inode, size and modification time: another program's table (nfs-utils writes a new file
+/// and renames it) differs in one of them even where the inode number is reused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64, u64, i64, i64);
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self(meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec())
+    }
+}
+
+/// [`write_etab`], reusing the host's lines of the table `last` wrote while the table is
+/// still that one, and leaving in `last` what this write wrote.
+fn write_etab_keeping(
+    etab: &Path,
+    root: &Path,
+    ours: &str,
+    last: &mut Option<Written>,
+) -> Result<u64, String> {
+    use std::io::Write;
     let dir = etab.parent().unwrap_or(Path::new("/"));
     let shown = etab.display();
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -591,25 +665,36 @@ pub fn write_etab(etab: &Path, root: &Path, ours: &str) -> Result<u64, String> {
         .open(&lock_path)
         .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
     lock_exclusive(&lock).map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    let current = match std::fs::read_to_string(etab) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let now = match std::fs::metadata(etab) {
+        Ok(meta) => Some(Stamp::of(&meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {shown}: {e}")),
     };
-    let text = merge_etab(&current, root, ours);
+    let host = match last.take() {
+        Some(written) if Some(written.stamp) == now => written.host,
+        _ => match std::fs::read_to_string(etab) {
+            Ok(text) => host_lines(&text, root),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("reading {shown}: {e}")),
+        },
+    };
     let tmp = dir.join(format!(".{ETAB_TEMPORARY}{}.tmp", std::process::id()));
     let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|mut f| {
+            f.write_all(host.as_bytes())?;
+            f.write_all(ours.as_bytes())
+        })
         .and_then(|()| std::fs::rename(&tmp, etab));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!("writing {shown}: {e}"));
     }
-    let inode = std::fs::metadata(etab)
-        .map_err(|e| format!("reading {shown}: {e}"))?
-        .ino();
+    let stamp = std::fs::metadata(etab)
+        .map(|m| Stamp::of(&m))
+        .map_err(|e| format!("reading {shown}: {e}"))?;
+    *last = Some(Written { stamp, host });
     drop(lock);
-    Ok(inode)
+    Ok(stamp.0)
 }
 
 /// Waits for an exclusive lock on the whole of `file` that nfs-utils' `xflock` (a POSIX
@@ -828,7 +913,7 @@ impl Exporter for KernelExporter {
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
         let mut previous = None;
         let committed = self
-            .change(|desired| previous = desired.insert(spec.export_id, spec.clone()))
+            .change(|desired| previous = desired.insert(spec.clone()))
             .await?;
         match committed {
             Ok(()) => Ok(()),
@@ -843,7 +928,7 @@ impl Exporter for KernelExporter {
         let ticket = {
             let mut state = self.state();
             for spec in specs {
-                previous.push(state.desired.insert(spec.export_id, spec.clone()));
+                previous.push(state.desired.insert(spec.clone()));
             }
             state.generation += 1;
             state.generation
@@ -875,7 +960,7 @@ impl Exporter for KernelExporter {
     async fn remove(&self, export_id: u32) -> Result<(), ExportError> {
         let mut previous = None;
         let committed = self
-            .change(|desired| previous = desired.remove(&export_id))
+            .change(|desired| previous = desired.remove(export_id))
             .await?;
         let Err(failure) = committed else {
             return Ok(());
@@ -890,7 +975,9 @@ impl Exporter for KernelExporter {
         // Still exported: put it back where it was, so the table and the file agree.
         if let Some(previous) = previous {
             let mut state = self.state();
-            state.desired.entry(export_id).or_insert(previous);
+            if state.desired.get(export_id).is_none() {
+                state.desired.insert(previous);
+            }
             state.generation += 1;
         }
         Err(failure.error(export_id))

@@ -449,6 +449,28 @@ async fn the_etab_mode_writes_one_line_per_client_keeps_the_hosts_lines_and_flus
     exporter.remove(7).await.unwrap();
     assert_eq!(exporter.active().await.unwrap(), vec![8]);
     assert!(etab(dir.path()).starts_with(host));
+    // The host exports one more directory (exportfs -o by hand: a new table renamed over
+    // it) between two commits: the next commit reads the host's lines again, not the ones it
+    // kept from its own last write.
+    let added = "/srv/scratch\t10.1.0.7(rw,sync,sec=sys)\n";
+    let path = dir.path().join("var/lib/nfs/etab");
+    let tmp = dir.path().join("var/lib/nfs/etab.tmp");
+    std::fs::write(
+        &tmp,
+        format!("{host}{added}{}", etab(dir.path()).replace(host, "")),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    exporter
+        .apply(&spec(9, vec![(addr("10.0.0.3"), Access::Rw)]))
+        .await
+        .unwrap();
+    assert!(
+        etab(dir.path()).starts_with(&format!("{host}{added}")),
+        "{}",
+        etab(dir.path())
+    );
+    assert_eq!(exporter.active().await.unwrap(), vec![8, 9]);
     exporter.probe().await.unwrap();
     // Nothing left behind but the table and nfs-utils' lock file.
     let mut names: Vec<_> = std::fs::read_dir(dir.path().join("var/lib/nfs"))
