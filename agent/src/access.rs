@@ -1,6 +1,10 @@
 //! Who may reach an export: GrantAccess and RevokeAccess.
 
-use std::{collections::HashMap, net::IpAddr, sync::Mutex};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use ipnet::IpNet;
 use tokio::sync::oneshot;
@@ -28,7 +32,7 @@ pub(crate) struct Pending {
     client_id: String,
     addresses: Vec<IpAddr>,
     access: Access,
-    done: oneshot::Sender<Result<ExportRecord, AgentError>>,
+    done: oneshot::Sender<Result<Arc<ExportRecord>, AgentError>>,
 }
 
 /// Grants queued per export key. Whoever holds an export's lock takes every grant queued for
@@ -67,8 +71,9 @@ fn parse_client_id(raw: &str) -> Result<String, AgentError> {
 impl ExportAgent {
     /// GrantAccess: lets one client reach the export. Granting the same again is a no-op that
     /// re-applies the export; the same client with another access mode is ALREADY_EXISTS; the
-    /// same client with new addresses (a node whose address changed) replaces them.
-    pub async fn grant_access(&self, req: GrantRequest) -> Result<ExportRecord, AgentError> {
+    /// same client with new addresses (a node whose address changed) replaces them. Answers
+    /// the export as the grant left it, shared with the grants applied together with it.
+    pub async fn grant_access(&self, req: GrantRequest) -> Result<Arc<ExportRecord>, AgentError> {
         let name = parse_name(&req.name, "name")?;
         let client_id = parse_client_id(&req.client_id)?;
         let access = req.access.ok_or_else(|| {
@@ -131,7 +136,7 @@ impl ExportAgent {
         let mut record = match self.ready_record(name).await {
             Ok(record) => record,
             Err(e) => {
-                let e = std::sync::Arc::new(e);
+                let e = Arc::new(e);
                 for p in batch {
                     let _ = p.done.send(Err(AgentError::Shared(e.clone())));
                 }
@@ -186,13 +191,14 @@ impl ExportAgent {
         .await;
         match result {
             Ok(record) => {
+                let record = Arc::new(record);
                 for p in accepted {
                     tracing::info!(export = %name, client = %p.client_id, access = ?p.access, "access granted");
-                    let _ = p.done.send(Ok(record.clone()));
+                    let _ = p.done.send(Ok(Arc::clone(&record)));
                 }
             }
             Err(e) => {
-                let e = std::sync::Arc::new(e);
+                let e = Arc::new(e);
                 for p in accepted {
                     let _ = p.done.send(Err(AgentError::Shared(e.clone())));
                 }

@@ -205,6 +205,11 @@ impl AgentService {
     }
 
     fn export_to(&self, r: &ExportRecord, used: Option<u64>) -> pb::Export {
+        self.export_with(r, used, None)
+    }
+
+    /// The record as answered; with `only`, its clients limited to that client id.
+    fn export_with(&self, r: &ExportRecord, used: Option<u64>, only: Option<&str>) -> pb::Export {
         pb::Export {
             name: r.name.to_string(),
             export_id: r.export_id,
@@ -215,6 +220,7 @@ impl AgentService {
             clients: r
                 .clients
                 .iter()
+                .filter(|c| only.is_none_or(|id| c.client_id == id))
                 .map(|c| pb::ClientAccess {
                     client_id: c.client_id.clone(),
                     addresses: c.addresses.iter().map(|a| a.to_string()).collect(),
@@ -382,11 +388,15 @@ impl Agent for AgentService {
                 addresses: client.addresses,
                 access: access_from(client.mode)?,
             };
+            let client_id = req.client_id.clone();
             let record = self
                 .detached(|a| async move { a.grant_access(req).await })
                 .await?;
+            // The answer names only the client granted, without usage: with one claim on 500
+            // nodes, 500 grants answering every client would send 250,000 of them.
+            let export = self.export_with(&record, None, Some(&client_id));
             Ok(pb::GrantAccessResponse {
-                export: Some(self.one_export_to(&record).await),
+                export: Some(export),
             })
         }
         .await;

@@ -199,8 +199,9 @@ impl Controller for ControllerService {
 
     /// Grants the node's addresses access to the export (read-only when asked). A static
     /// volume (`static:<name>`) has nothing to grant: success once the request is valid.
-    /// Publishes of one volume to different nodes run side by side (the agent applies each
-    /// grant under the export's lock); the same volume and node twice is ABORTED.
+    /// Publishes of one volume to different nodes run side by side (the agent applies the
+    /// grants that meet at the export's lock together); the same volume and node twice is
+    /// ABORTED.
     async fn controller_publish_volume(
         &self,
         request: Request<csi::ControllerPublishVolumeRequest>,

@@ -100,6 +100,10 @@ pub struct Report {
     /// the standby after a failover: from opening the table to the end of its first reconcile
     /// (when `rwxnfs agent` says READY), and how many exports that reconcile made active.
     pub start: (Duration, usize),
+    /// The same with the kernel exporter (`apply: etab`) writing nfs-utils' table into a
+    /// scratch directory (no kernel nfsd serves from it here): the agent's part of a kernel
+    /// nfsd takeover.
+    pub kernel_start: (Duration, usize),
     /// VmRSS of this process (agent and controller run in it) with every export created.
     pub rss_bytes: u64,
 }
@@ -160,6 +164,12 @@ impl Report {
             "| agent start to READY (open the table, reconcile) | {} | {} | | |",
             self.start.1,
             ms(self.start.0)
+        );
+        let _ = writeln!(
+            out,
+            "| agent start to READY, kernel exporter (etab to a scratch directory) | {} | {} | | |",
+            self.kernel_start.1,
+            ms(self.kernel_start.0)
         );
         let _ = writeln!(
             out,
@@ -465,6 +475,13 @@ pub async fn run(
         .len();
     let reconcile = (started.elapsed(), reconciled);
     let start = start_agent(stack, exporter()).await;
+    let scratch = stack.dir.path().join("kernel");
+    let kernel = rwxnfs_agent::exporter::kernel::KernelExporter::direct(
+        scratch.join("var/lib/nfs/etab"),
+        stack.dir.path().join("exports"),
+        scratch.join("proc/net/rpc"),
+    );
+    let kernel_start = start_agent(stack, Arc::new(kernel)).await;
 
     let (deleted, wall) = {
         let controller = controller.clone();
@@ -502,6 +519,7 @@ pub async fn run(
         deletes,
         reconcile,
         start,
+        kernel_start,
         rss_bytes,
     }
 }
