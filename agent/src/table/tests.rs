@@ -112,6 +112,28 @@ fn a_half_written_temporary_file_is_ignored_and_cleaned_at_open() {
 }
 
 #[test]
+fn a_large_table_is_read_whole_in_name_order_and_a_corrupt_record_anywhere_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::open(dir.path()).unwrap();
+    // More records than one reading thread takes, so several threads read parts.
+    for i in 0..1_300u32 {
+        table.put_export(&record(&format!("v{i:04}"), 100 + i)).unwrap();
+    }
+    let names: Vec<String> = Table::open(dir.path())
+        .unwrap()
+        .exports()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    let expected: Vec<String> = (0..1_300).map(|i| format!("v{i:04}")).collect();
+    assert_eq!(names, expected);
+    std::fs::write(dir.path().join("exports/v1299x.json"), b"not json").unwrap();
+    let err = Table::open(dir.path()).unwrap().exports().unwrap_err().to_string();
+    assert!(err.contains("v1299x.json"), "{err}");
+}
+
+#[test]
 fn a_corrupt_record_is_reported_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let table = Table::open(dir.path()).unwrap();
