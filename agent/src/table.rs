@@ -317,7 +317,7 @@ fn get<T: Clone + DeserializeOwned>(
 }
 
 /// Every record, sorted by name: from memory, reading the directory the first time.
-fn all<T: Clone + DeserializeOwned + Named + Send>(
+fn all<T: Clone + DeserializeOwned + Named>(
     memory: &Mutex<Option<BTreeMap<String, T>>>,
     dir: &Path,
 ) -> Result<Vec<T>, TableError> {
@@ -626,49 +626,13 @@ fn record_files(dir: &Path) -> Result<Vec<String>, TableError> {
     Ok(names)
 }
 
-/// Every record in `dir`, in name order. A large table is read by one thread per core, each
-/// a contiguous part of the names: the agent reads the whole table at every start, and on
-/// the host taking over after a failover that is on the clients' clock.
-fn read_all<T: DeserializeOwned + Send>(dir: &Path) -> Result<Vec<T>, TableError> {
-    const PER_THREAD: usize = 512;
+fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
     let names = record_files(dir)?;
-    let read_part = |part: &[String]| -> Result<Vec<T>, TableError> {
-        let mut records = Vec::with_capacity(part.len());
-        for name in part {
-            if let Some(record) = read_record(&dir.join(name))? {
-                records.push(record);
-            }
-        }
-        Ok(records)
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8)
-        .min(names.len().div_ceil(PER_THREAD));
-    if threads <= 1 {
-        return read_part(&names);
-    }
-    let chunk = names.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<T>, TableError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || read_part(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(TableError::io(
-                        dir.to_owned(),
-                        io::Error::other("a thread reading the table panicked"),
-                    ))
-                })
-            })
-            .collect()
-    });
     let mut records = Vec::with_capacity(names.len());
-    for part in parts {
-        records.extend(part?);
+    for name in names {
+        if let Some(record) = read_record(&dir.join(name))? {
+            records.push(record);
+        }
     }
     Ok(records)
 }

@@ -115,7 +115,6 @@ fn a_half_written_temporary_file_is_ignored_and_cleaned_at_open() {
 fn a_large_table_is_read_whole_in_name_order_and_a_corrupt_record_anywhere_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let table = Table::open(dir.path()).unwrap();
-    // More records than one reading thread takes, so several threads read parts.
     for i in 0..1_300u32 {
         table.put_export(&record(&format!("v{i:04}"), 100 + i)).unwrap();
     }
