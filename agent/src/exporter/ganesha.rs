@@ -732,7 +732,12 @@ mod tests {
     #[test]
     fn the_include_file_names_the_files_found_at_start_and_those_written_since() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["export-12.conf", "export-3.conf", "notes.txt", "export-x.conf"] {
+        for name in [
+            "export-12.conf",
+            "export-3.conf",
+            "notes.txt",
+            "export-x.conf",
+        ] {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
         let files = std::sync::Mutex::new(None);
@@ -742,7 +747,13 @@ mod tests {
                 .unwrap()
                 .lines()
                 .skip(1)
-                .map(|l| l.rsplit('/').next().unwrap().trim_end_matches('"').to_owned())
+                .map(|l| {
+                    l.rsplit('/')
+                        .next()
+                        .unwrap()
+                        .trim_end_matches('"')
+                        .to_owned()
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(include(), ["export-3.conf", "export-12.conf"]);

@@ -116,7 +116,9 @@ fn a_large_table_is_read_whole_in_name_order_and_a_corrupt_record_anywhere_is_re
     let dir = tempfile::tempdir().unwrap();
     let table = Table::open(dir.path()).unwrap();
     for i in 0..1_300u32 {
-        table.put_export(&record(&format!("v{i:04}"), 100 + i)).unwrap();
+        table
+            .put_export(&record(&format!("v{i:04}"), 100 + i))
+            .unwrap();
     }
     let names: Vec<String> = Table::open(dir.path())
         .unwrap()
@@ -128,7 +130,11 @@ fn a_large_table_is_read_whole_in_name_order_and_a_corrupt_record_anywhere_is_re
     let expected: Vec<String> = (0..1_300).map(|i| format!("v{i:04}")).collect();
     assert_eq!(names, expected);
     std::fs::write(dir.path().join("exports/v1299x.json"), b"not json").unwrap();
-    let err = Table::open(dir.path()).unwrap().exports().unwrap_err().to_string();
+    let err = Table::open(dir.path())
+        .unwrap()
+        .exports()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("v1299x.json"), "{err}");
 }
 
