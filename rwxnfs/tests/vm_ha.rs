@@ -27,10 +27,11 @@
 //! test command): after the failover, nfs-b is killed too, both are powered on with their disks
 //! as they were, and the client's mount must resume (`double_failure`).
 //!
-//! At scale: `RWXNFS_HA_EXPORTS=10000 cargo test -p rwxnfs --test vm_ha -- --nocapture`
-//! first creates that many more volumes (32 at a time) and publishes each to three nodes, so
-//! the takeover puts back that many exports with three clients each; the promoter's steps
-//! (Primary, mounted, reconciled, nfsd, address) are printed with their times.
+//! At scale: `RWXNFS_HA_EXPORTS=10000 cargo test [--release] -p rwxnfs --test vm_ha --
+//! --nocapture` first creates that many more volumes (32 at a time) and publishes each to
+//! three nodes, so the takeover puts back that many exports with three clients each; the
+//! promoter's steps (Primary, mounted, reconciled, nfsd, address) are printed with their
+//! times. `--release` runs the build a cluster runs (README, Performance, has both).
 #![allow(clippy::unwrap_used)]
 
 use std::{
