@@ -28,8 +28,9 @@ fn grant(node: u8) -> GrantRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_grants_and_revokes_of_one_export_keep_every_other_client() {
+/// An agent over a fake server with one export, "v"; the directory, the agent, the server and
+/// the export's id.
+async fn agent_with_export_v() -> (tempfile::TempDir, Arc<ExportAgent>, FakeExporter, u32) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("exports");
     std::fs::create_dir_all(&root).unwrap();
@@ -48,6 +49,12 @@ async fn concurrent_grants_and_revokes_of_one_export_keep_every_other_client() {
         .await
         .unwrap()
         .export_id;
+    (dir, agent, exporter, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_grants_and_revokes_of_one_export_keep_every_other_client() {
+    let (_dir, agent, exporter, id) = agent_with_export_v().await;
 
     let grants: Vec<_> = (1..=NODES)
         .map(|node| {
@@ -110,24 +117,7 @@ async fn concurrent_grants_and_revokes_of_one_export_keep_every_other_client() {
 /// its own and the rest are granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grants_of_one_export_arriving_together_share_one_update() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("exports");
-    std::fs::create_dir_all(&root).unwrap();
-    let exporter = FakeExporter::new();
-    let agent = Arc::new(ExportAgent::new(
-        Settings::default(),
-        Table::open(&dir.path().join("state")).unwrap(),
-        Arc::new(DirFs::new(&root)),
-        Arc::new(exporter.clone()),
-    ));
-    let id = agent
-        .create_export(CreateRequest {
-            name: "v".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .export_id;
+    let (_dir, agent, exporter, id) = agent_with_export_v().await;
     agent.grant_access(grant(1)).await.unwrap();
     let before = exporter.calls().len();
 

@@ -283,6 +283,39 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Publishes every (volume, node) pair at once.
+async fn publish_at_once(
+    controller: &ControllerClient<tonic::transport::Channel>,
+    label: &str,
+    pairs: Vec<(String, String)>,
+) -> Samples {
+    let controller = controller.clone();
+    let pairs = Arc::new(pairs);
+    let total = pairs.len();
+    let (published, wall) = at_once(total, total, move |i| {
+        let mut controller = controller.clone();
+        let (volume_id, node_id) = pairs[i].clone();
+        async move {
+            let req = csi::ControllerPublishVolumeRequest {
+                volume_id,
+                node_id,
+                volume_capability: Some(writer()),
+                ..Default::default()
+            };
+            controller
+                .controller_publish_volume(req)
+                .await
+                .expect("ControllerPublishVolume");
+        }
+    })
+    .await;
+    Samples {
+        label: label.to_owned(),
+        latencies: published.into_iter().map(|(d, ())| d).collect(),
+        wall,
+    }
+}
+
 /// The id of the `i`th node of the fan-out scenario ([`node_map`]).
 fn node_id(i: usize) -> String {
     format!("fan-{i:04}")
@@ -393,61 +426,26 @@ pub async fn run(
     );
     let rss_bytes = rss_bytes();
 
-    let publish_ids: Vec<String> = ids.iter().take(config.publishes).cloned().collect();
-    let (published, wall) = {
-        let controller = controller.clone();
-        let ids = Arc::new(publish_ids);
-        let total = ids.len();
-        at_once(total, total, move |i| {
-            let mut controller = controller.clone();
-            let volume_id = ids[i].clone();
-            async move {
-                let req = csi::ControllerPublishVolumeRequest {
-                    volume_id,
-                    node_id: NODE_ID.into(),
-                    volume_capability: Some(writer()),
-                    ..Default::default()
-                };
-                controller
-                    .controller_publish_volume(req)
-                    .await
-                    .expect("ControllerPublishVolume");
-            }
-        })
-        .await
-    };
-    let publishes = Samples {
-        label: "ControllerPublishVolume, all at once".into(),
-        latencies: published.into_iter().map(|(d, ())| d).collect(),
-        wall,
-    };
-
-    let fan_out = {
-        let controller = controller.clone();
-        let volume_id = ids[0].clone();
-        let (published, wall) = at_once(config.nodes, config.nodes, move |i| {
-            let mut controller = controller.clone();
-            let volume_id = volume_id.clone();
-            async move {
-                let req = csi::ControllerPublishVolumeRequest {
-                    volume_id,
-                    node_id: node_id(i),
-                    volume_capability: Some(writer()),
-                    ..Default::default()
-                };
-                controller
-                    .controller_publish_volume(req)
-                    .await
-                    .expect("ControllerPublishVolume");
-            }
-        })
-        .await;
-        Samples {
-            label: "ControllerPublishVolume, one volume to every node at once".into(),
-            latencies: published.into_iter().map(|(d, ())| d).collect(),
-            wall,
-        }
-    };
+    let to_one_node = ids
+        .iter()
+        .take(config.publishes)
+        .map(|id| (id.clone(), NODE_ID.to_owned()))
+        .collect();
+    let publishes = publish_at_once(
+        &controller,
+        "ControllerPublishVolume, all at once",
+        to_one_node,
+    )
+    .await;
+    let to_every_node = (0..config.nodes)
+        .map(|i| (ids[0].clone(), node_id(i)))
+        .collect();
+    let fan_out = publish_at_once(
+        &controller,
+        "ControllerPublishVolume, one volume to every node at once",
+        to_every_node,
+    )
+    .await;
     let granted = agent
         .get_export(pb::GetExportRequest {
             name: ids[0].rsplit(':').next().unwrap_or_default().to_owned(),

@@ -8,8 +8,8 @@
 //!   caches, as `exportfs` ends every change. `rpc.mountd` reads the new table at the kernel's
 //!   next upcall. A commit costs one write of the table and four small writes under
 //!   `/proc/net/rpc`, and no process: each export's lines are rendered when it changes, and
-//!   the host's lines are read back only when another program has replaced the table; `exportfs -r` instead checks every export with the
-//!   kernel one by one (a `stat`, a `statfs` and a trial export each), which took 34 s with
+//!   the host's lines are read back only when another program has replaced the table.
+//!   `exportfs -r` instead checks every export with the kernel one by one (a `stat`, a `statfs` and a trial export each), which took 34 s with
 //!   10,000 exports in an emulated VM, at every change and every takeover. Lines of the table
 //!   whose path is not under the export root (the host's own exports) are kept as they are.
 //!   No exports file names the agent's exports, so the host's `exportfs -a` (nfs-server's
@@ -434,7 +434,7 @@ impl Inner {
         let written = tokio::task::spawn_blocking(move || {
             // Commits never overlap (the group commit's turn), so this lock is never waited on.
             let mut last = inner.written.lock().unwrap_or_else(|e| e.into_inner());
-            let inode = write_etab_keeping(&etab, &root, &ours, &mut last)?;
+            let inode = write_etab(&etab, &root, &ours, &mut last)?;
             flush_export_caches(&proc_rpc)?;
             Ok::<_, String>(inode)
         })
@@ -616,15 +616,6 @@ pub fn is_agents_line(line: &str, root: &Path) -> bool {
     })
 }
 
-/// Rewrites nfs-utils' table `etab`: the host's lines as they are, then `ours`, under the
-/// lock nfs-utils' writers and readers take (`.etab.lock`, an fcntl lock, beside it), through
-/// a temporary file renamed over it (`rpc.mountd` notices a new table by its inode). Not
-/// synced to disk: the kernel and `rpc.mountd` read it from memory, and after a crash the
-/// agent writes it anew before the NFS server starts. Returns the new table's inode.
-pub fn write_etab(etab: &Path, root: &Path, ours: &str) -> Result<u64, String> {
-    write_etab_keeping(etab, root, ours, &mut None)
-}
-
 /// The table this exporter wrote last: its identity and the host's lines in it. While the
 /// table is still that file, a commit reuses the host's lines instead of reading 3 MB back
 /// and sorting 30,000 lines into the host's and the agent's.
@@ -645,9 +636,15 @@ impl Stamp {
     }
 }
 
-/// [`write_etab`], reusing the host's lines of the table `last` wrote while the table is
-/// still that one, and leaving in `last` what this write wrote.
-fn write_etab_keeping(
+/// Rewrites nfs-utils' table `etab`: the host's lines as they are, then `ours`, under the
+/// lock nfs-utils' writers and readers take (`.etab.lock`, an fcntl lock, beside it), through
+/// a temporary file renamed over it (`rpc.mountd` notices a new table by its inode). Not
+/// synced to disk: the kernel and `rpc.mountd` read it from memory, and after a crash the
+/// agent writes it anew before the NFS server starts. Returns the new table's inode.
+///
+/// The host's lines are those of the table `last` wrote while the table is still that one
+/// (else read back from it); `last` is left holding what this write wrote.
+fn write_etab(
     etab: &Path,
     root: &Path,
     ours: &str,

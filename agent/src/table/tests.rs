@@ -111,6 +111,17 @@ fn a_half_written_temporary_file_is_ignored_and_cleaned_at_open() {
     assert!(!tmp.exists());
 }
 
+/// The export names a table opened anew over `dir` reads, in its order.
+fn names_after_reopen(dir: &Path) -> Vec<String> {
+    Table::open(dir)
+        .unwrap()
+        .exports()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect()
+}
+
 #[test]
 fn a_large_table_is_read_whole_in_name_order_and_a_corrupt_record_anywhere_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,13 +131,7 @@ fn a_large_table_is_read_whole_in_name_order_and_a_corrupt_record_anywhere_is_re
             .put_export(&record(&format!("v{i:04}"), 100 + i))
             .unwrap();
     }
-    let names: Vec<String> = Table::open(dir.path())
-        .unwrap()
-        .exports()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name.to_string())
-        .collect();
+    let names = names_after_reopen(dir.path());
     let expected: Vec<String> = (0..1_300).map(|i| format!("v{i:04}")).collect();
     assert_eq!(names, expected);
     std::fs::write(dir.path().join("exports/v1299x.json"), b"not json").unwrap();
@@ -236,13 +241,7 @@ fn records_come_in_name_order_so_pages_by_name_skip_none() {
     for n in ["a-b", "a", "b"] {
         table.put_export(&record(n, 100)).unwrap();
     }
-    let names: Vec<String> = Table::open(dir.path())
-        .unwrap()
-        .exports()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name.to_string())
-        .collect();
+    let names = names_after_reopen(dir.path());
     assert_eq!(names, ["a", "a-b", "b"]);
 }
 
