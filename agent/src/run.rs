@@ -61,6 +61,7 @@ pub fn start(
     }
     let agent = Arc::new(ExportAgent::new(settings(config), table, fs, exporter));
     agent.spawn_purger();
+    spawn_image_writer(&agent);
     let reconciling = agent.clone();
     tokio::spawn(async move {
         let mut delay = Duration::from_secs(1);
@@ -83,6 +84,44 @@ pub fn start(
         }
     });
     Ok(agent)
+}
+
+/// How often the table's images are brought up to date when the table has changed. A start
+/// reads the records written since the last image from their files, one by one.
+const IMAGE_EVERY: Duration = Duration::from_secs(15);
+
+/// Brings the table's images up to date every [`IMAGE_EVERY`] (the first time after one
+/// period, so it does not compete with the reconcile at start).
+fn spawn_image_writer(agent: &ExportAgent) -> tokio::task::JoinHandle<()> {
+    let table = agent.table.clone();
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + IMAGE_EVERY;
+        let mut every = tokio::time::interval_at(start, IMAGE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            write_images(&table).await;
+        }
+    })
+}
+
+/// Brings the table's images up to date now; the agent calls it when it stops, so the next
+/// start (a switch-over to the other host) reads one file per directory.
+pub async fn write_images_now(agent: &ExportAgent) {
+    write_images(&agent.table).await;
+}
+
+async fn write_images(table: &Table) {
+    let table = table.clone();
+    match tokio::task::spawn_blocking(move || table.write_images()).await {
+        Ok(Ok(true)) => tracing::debug!("the export table's images were brought up to date"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the export table's images could not be written; the next start reads every record file that changed since")
+        }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => {}
+    }
 }
 
 /// Serves the agent on every configured endpoint until `shutdown`.

@@ -6,6 +6,8 @@
 //! <state>/snapshots/<name>.json   one record per snapshot
 //! <state>/next-export-id          the next export id to hand out (never reused)
 //! <state>/.reserve                 1 MiB held back for when the filesystem fills up
+//! <state>/exports.image           every export record in one file, to start fast (image.rs)
+//! <state>/snapshots.image         the same for the snapshot records
 //! ```
 //!
 //! Every write is atomic and durable: write a temporary file, fsync it, rename it over the
@@ -29,12 +31,19 @@ use std::{
     io::{self, Write},
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
 };
 
 use ipnet::IpNet;
 use rwxnfs_model::{Name, Transport};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use self::image::{Kept, Stamp};
+
+mod image;
 
 /// The first export id handed out. Ganesha reserves 0 for its pseudo root, and low ids are
 /// often used by hand-written exports on the same server.
@@ -264,22 +273,45 @@ pub fn now_unix_ms() -> u64 {
 /// to look at the disk).
 #[derive(Clone, Debug)]
 pub struct Table {
-    exports: PathBuf,
-    snapshots: PathBuf,
+    state_dir: PathBuf,
+    exports: Records<ExportRecord>,
+    snapshots: Records<SnapshotRecord>,
     counter: PathBuf,
     reserve: PathBuf,
     memory: Arc<Memory>,
 }
 
-/// Each directory's records by name, once read whole (None before). A whole read holds its
-/// lock while it reads, and a write updates memory after its disk write, so a record written
-/// during the read is in memory in its newest version either way.
+/// One directory of records, its image, and its records kept in memory.
+#[derive(Clone, Debug)]
+struct Records<T> {
+    dir: PathBuf,
+    image: PathBuf,
+    /// By name, once read whole (None before). A whole read holds the lock while it reads,
+    /// and a write updates memory after its disk write, so a record written during the read
+    /// is in memory in its newest version either way.
+    kept: Arc<Mutex<Option<ByName<T>>>>,
+}
+
+type ByName<T> = BTreeMap<String, Kept<T>>;
+
+impl<T> Records<T> {
+    fn new(state_dir: &Path, name: &str) -> Self {
+        Self {
+            dir: state_dir.join(name),
+            image: state_dir.join(format!("{name}.image")),
+            kept: Arc::default(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Memory {
-    exports: Mutex<Option<BTreeMap<String, ExportRecord>>>,
-    snapshots: Mutex<Option<BTreeMap<String, SnapshotRecord>>>,
     /// Whether `<state>/.reserve` is allocated.
     reserve_held: std::sync::atomic::AtomicBool,
+    /// Writes to the records kept in memory, and how many of them the images cover: when
+    /// they differ the images are rewritten.
+    changes: AtomicU64,
+    imaged: AtomicU64,
 }
 
 /// A poisoned lock only means another thread panicked holding it; the map is still whole (each
@@ -304,78 +336,82 @@ impl Named for SnapshotRecord {
     }
 }
 
-/// One record by name: from memory once the directory was read whole, else from disk.
-fn get<T: Clone + DeserializeOwned>(
-    memory: &Mutex<Option<BTreeMap<String, T>>>,
-    dir: &Path,
-    name: &Name,
-) -> Result<Option<T>, TableError> {
-    if let Some(records) = lock(memory).as_ref() {
-        return Ok(records.get(name.as_str()).cloned());
+impl<T: Clone + Serialize + DeserializeOwned + Named> Records<T> {
+    /// One record by name: from memory once the directory was read whole, else from disk.
+    fn get(&self, name: &Name) -> Result<Option<T>, TableError> {
+        if let Some(records) = lock(&self.kept).as_ref() {
+            return Ok(records.get(name.as_str()).map(|kept| kept.record.clone()));
+        }
+        image::read_file(&self.dir.join(format!("{name}.json")))
+            .map(|kept| kept.map(|kept: Kept<T>| kept.record))
     }
-    read_record(&dir.join(format!("{name}.json")))
-}
 
-/// Every record, sorted by name: from memory, reading the directory the first time.
-fn all<T: Clone + DeserializeOwned + Named>(
-    memory: &Mutex<Option<BTreeMap<String, T>>>,
-    dir: &Path,
-) -> Result<Vec<T>, TableError> {
-    let mut kept = lock(memory);
-    if kept.is_none() {
-        let records = read_all::<T>(dir)?;
-        *kept = Some(
-            records
-                .into_iter()
-                .map(|r| (r.key().to_owned(), r))
-                .collect(),
-        );
+    /// Every record, sorted by name: from memory, reading the directory (with its image) the
+    /// first time. Whether this read found the image stale (None when nothing was read).
+    fn all(&self) -> Result<(Vec<T>, Option<image::Loaded>), TableError> {
+        let mut kept = lock(&self.kept);
+        let mut loaded = None;
+        if kept.is_none() {
+            let (records, how) = image::load::<T>(&self.dir, &self.image)?;
+            *kept = Some(records);
+            loaded = Some(how);
+        }
+        let records = kept
+            .as_ref()
+            .map(|records| records.values().map(|k| k.record.clone()).collect())
+            .unwrap_or_default();
+        Ok((records, loaded))
     }
-    Ok(kept
-        .as_ref()
-        .map(|records| records.values().cloned().collect())
-        .unwrap_or_default())
-}
 
-/// Writes `record` durably, then into memory (if the directory is kept there).
-fn put<T: Clone + Serialize + Named>(
-    memory: &Mutex<Option<BTreeMap<String, T>>>,
-    dir: &Path,
-    record: &T,
-) -> Result<(), TableError> {
-    write_record(dir, record.key(), record)?;
-    if let Some(records) = lock(memory).as_mut() {
-        records.insert(record.key().to_owned(), record.clone());
+    /// Writes `record` durably, then into memory (if the directory is kept there).
+    fn put(&self, record: &T) -> Result<(), TableError> {
+        let stamp = write_record(&self.dir, record.key(), record)?;
+        if let Some(records) = lock(&self.kept).as_mut() {
+            let kept = Kept {
+                record: record.clone(),
+                stamp,
+            };
+            records.insert(record.key().to_owned(), kept);
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Removes the record durably, then from memory.
-fn remove<T>(
-    memory: &Mutex<Option<BTreeMap<String, T>>>,
-    dir: &Path,
-    name: &Name,
-) -> Result<(), TableError> {
-    remove_record(dir, name.as_str())?;
-    if let Some(records) = lock(memory).as_mut() {
-        records.remove(name.as_str());
+    /// Removes the record durably, then from memory.
+    fn remove(&self, name: &Name) -> Result<(), TableError> {
+        remove_record(&self.dir, name.as_str())?;
+        if let Some(records) = lock(&self.kept).as_mut() {
+            records.remove(name.as_str());
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes the image of the records kept in memory (nothing before they were read whole).
+    fn write_image(&self, state_dir: &Path) -> Result<(), TableError> {
+        let records: Vec<Kept<T>> = match lock(&self.kept).as_ref() {
+            Some(records) => records.values().cloned().collect(),
+            None => return Ok(()),
+        };
+        image::write(state_dir, &self.image, records)
+    }
 }
 
 impl Table {
     /// Opens (creating if needed) the table under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, TableError> {
         let table = Self {
-            exports: state_dir.join("exports"),
-            snapshots: state_dir.join("snapshots"),
+            state_dir: state_dir.to_owned(),
+            exports: Records::new(state_dir, "exports"),
+            snapshots: Records::new(state_dir, "snapshots"),
             counter: state_dir.join("next-export-id"),
             reserve: state_dir.join(".reserve"),
             memory: Arc::default(),
         };
-        for dir in [&table.exports, &table.snapshots] {
+        for dir in [&table.exports.dir, &table.snapshots.dir] {
             fs::create_dir_all(dir).map_err(|source| TableError::io(dir.clone(), source))?;
             remove_leftover_temporaries(dir, "");
+        }
+        for image in ["exports.image.", "snapshots.image."] {
+            remove_leftover_temporaries(state_dir, image);
         }
         table.hold_reserve();
         Ok(table)
@@ -443,6 +479,7 @@ impl Table {
             other => other,
         };
         if result.is_ok() {
+            self.changed();
             self.take_reserve_back();
         }
         result
@@ -455,30 +492,64 @@ impl Table {
         self.snapshots().map(drop)
     }
 
+    /// After a whole read: logs how it went, and marks the images for rewriting if they were
+    /// missing or stale.
+    fn loaded(&self, what: &str, loaded: Option<image::Loaded>) {
+        let Some(loaded) = loaded else { return };
+        tracing::info!(
+            records = what,
+            from_image = loaded.from_image,
+            from_files = loaded.from_files,
+            "export table read"
+        );
+        if !loaded.image_is_current() {
+            self.memory.changes.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records a write to the records in memory, for the image writer.
+    fn changed(&self) {
+        self.memory.changes.fetch_add(1, Relaxed);
+    }
+
+    /// Rewrites the images if the records changed since they were last written (or were
+    /// found stale at start); whether it wrote. The agent calls it now and then from the
+    /// background: images only make starts faster, so a failure is for the log.
+    pub fn write_images(&self) -> Result<bool, TableError> {
+        let changes = self.memory.changes.load(Relaxed);
+        if changes == self.memory.imaged.load(Relaxed) {
+            return Ok(false);
+        }
+        self.exports.write_image(&self.state_dir)?;
+        self.snapshots.write_image(&self.state_dir)?;
+        self.memory.imaged.store(changes, Relaxed);
+        Ok(true)
+    }
+
     pub fn export(&self, name: &Name) -> Result<Option<ExportRecord>, TableError> {
-        get(&self.memory.exports, &self.exports, name)
+        self.exports.get(name)
     }
 
     pub fn put_export(&self, record: &ExportRecord) -> Result<(), TableError> {
         self.write_with_reserve(
             || self.export(&record.name).is_ok_and(|r| r.is_some()),
-            || put(&self.memory.exports, &self.exports, record),
+            || self.exports.put(record),
         )
     }
 
     pub fn remove_export(&self, name: &Name) -> Result<(), TableError> {
-        remove(&self.memory.exports, &self.exports, name)
+        self.exports.remove(name).inspect(|()| self.changed())
     }
 
     /// The names of all export records, sorted, without reading them. A file whose name is
     /// not a valid export name (put there by hand) is reported like a corrupt record.
     pub fn export_names(&self) -> Result<Vec<Name>, TableError> {
         let mut names = Vec::new();
-        for file in record_files(&self.exports)? {
+        for file in record_files(&self.exports.dir)? {
             let stem = file.trim_end_matches(".json");
             let name = Name::parse(stem).map_err(|e| {
                 TableError::io(
-                    self.exports.join(&file),
+                    self.exports.dir.join(&file),
                     io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
                 )
             })?;
@@ -494,7 +565,7 @@ impl Table {
     /// mounted read-only and still answers (an XFS that shut down fails every directory read
     /// with EIO, though statvfs still answers). For Probe, which runs every few seconds.
     pub fn check_writable(&self) -> Result<(), TableError> {
-        let dir = &self.exports;
+        let dir = &self.exports.dir;
         let st = nix::sys::statvfs::statvfs(dir)
             .map_err(|e| TableError::io(dir.clone(), io::Error::from(e)))?;
         if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
@@ -512,27 +583,31 @@ impl Table {
 
     /// All export records, sorted by name.
     pub fn exports(&self) -> Result<Vec<ExportRecord>, TableError> {
-        all(&self.memory.exports, &self.exports)
+        let (records, loaded) = self.exports.all()?;
+        self.loaded("exports", loaded);
+        Ok(records)
     }
 
     pub fn snapshot(&self, name: &Name) -> Result<Option<SnapshotRecord>, TableError> {
-        get(&self.memory.snapshots, &self.snapshots, name)
+        self.snapshots.get(name)
     }
 
     pub fn put_snapshot(&self, record: &SnapshotRecord) -> Result<(), TableError> {
         self.write_with_reserve(
             || self.snapshot(&record.name).is_ok_and(|r| r.is_some()),
-            || put(&self.memory.snapshots, &self.snapshots, record),
+            || self.snapshots.put(record),
         )
     }
 
     pub fn remove_snapshot(&self, name: &Name) -> Result<(), TableError> {
-        remove(&self.memory.snapshots, &self.snapshots, name)
+        self.snapshots.remove(name).inspect(|()| self.changed())
     }
 
     /// All snapshot records, sorted by name.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>, TableError> {
-        all(&self.memory.snapshots, &self.snapshots)
+        let (records, loaded) = self.snapshots.all()?;
+        self.loaded("snapshots", loaded);
+        Ok(records)
     }
 
     /// Hands out the next export id and durably advances the counter before returning it, so
@@ -593,21 +668,6 @@ pub fn remove_leftover_temporaries(dir: &Path, of: &str) {
     }
 }
 
-fn read_record<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, TableError> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| TableError::Corrupt {
-                    path: path.to_owned(),
-                    source,
-                })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TableError::io(path.to_owned(), source)),
-    }
-}
-
 /// The record files in `dir`, sorted (temporary files of writes in flight left out).
 fn record_files(dir: &Path) -> Result<Vec<String>, TableError> {
     let io_err = |source| TableError::io(dir.to_owned(), source);
@@ -626,23 +686,14 @@ fn record_files(dir: &Path) -> Result<Vec<String>, TableError> {
     Ok(names)
 }
 
-fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, TableError> {
-    let names = record_files(dir)?;
-    let mut records = Vec::with_capacity(names.len());
-    for name in names {
-        if let Some(record) = read_record(&dir.join(name))? {
-            records.push(record);
-        }
-    }
-    Ok(records)
-}
-
-fn write_record<T: Serialize>(dir: &Path, name: &str, record: &T) -> Result<(), TableError> {
+/// Writes the record durably; the stamp of the file written, for the image.
+fn write_record<T: Serialize>(dir: &Path, name: &str, record: &T) -> Result<Stamp, TableError> {
     let path = dir.join(format!("{name}.json"));
     let mut bytes = serde_json::to_vec_pretty(record)
         .map_err(|e| TableError::io(path.clone(), io::Error::other(e)))?;
     bytes.push(b'\n');
-    atomic_write(dir, &path, &bytes).map_err(|source| TableError::io(path, source))
+    atomic_write(dir, &path, &bytes).map_err(|source| TableError::io(path.clone(), source))?;
+    Ok(Stamp::at(&path))
 }
 
 fn remove_record(dir: &Path, name: &str) -> Result<(), TableError> {

@@ -21,15 +21,16 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     )?);
     let exporter = run::exporter(&config)?;
     let agent = start(&config, root, exporter)?;
-    run::serve(
-        agent,
+    let served = run::serve(
+        agent.clone(),
         &config,
         args.insecure_tcp,
         Shutdown::on_signal(),
         args.shutdown_grace,
     )
-    .await?;
-    Ok(())
+    .await;
+    run::write_images_now(&agent).await;
+    Ok(served?)
 }
 
 /// Builds the agent and says loudly what it does not enforce.
