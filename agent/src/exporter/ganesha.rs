@@ -1,9 +1,15 @@
 //! NFS-Ganesha, driven over D-Bus (`org.ganesha.nfsd.exportmgr` on
 //! `/org/ganesha/nfsd/ExportMgr`).
 //!
-//! Each export is one configuration file, `<conf_dir>/export-<id>.conf`, written atomically,
-//! then activated with `AddExport(file, "EXPORT(Export_Id=<id>)")`, or with `UpdateExport` when
-//! the id is already active, which is how client lists change. The exporter remembers which
+//! Each export is one configuration file, `<conf_dir>/export-<id>.conf`. A change is written
+//! to a pending file beside it, activated from there with `AddExport(file,
+//! "EXPORT(Export_Id=<id>)")`, or with `UpdateExport` when the id is already active (which is
+//! how client lists change), and only then renamed over the export's file. So an export file
+//! always says what Ganesha serves, whether Ganesha read it at its start or took it over
+//! D-Bus: a reconcile (an agent restart, a takeover) calls Ganesha only for exports that are
+//! not active or whose file differs from the table, and a change that failed, or that a
+//! killed agent left half-done, leaves the old file and is made again. Pending files left by a
+//! killed agent are removed when the exporter starts. The exporter remembers which
 //! ids are active (from `ShowExports` at the first call, on every probe and reconcile, and
 //! from its own calls) so that it asks for the right one: Ganesha logs every refused call as a
 //! MAJ error, and "already active" on each grant would bury real ones in an operator's log.
@@ -451,22 +457,26 @@ impl GaneshaExporter {
         }
     }
 
-    /// When the Ganesha process on the bus started: its pid from the bus, its start from
-    /// `/proc`. None when either is unknown (Ganesha in another pid namespace, say).
-    async fn started_at(&self) -> Option<std::time::SystemTime> {
-        let conn = self.connection().await.ok()?;
-        let _turn = self.in_flight.acquire().await.ok()?;
-        let name = (self.service.as_str(),);
-        let call = conn.call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus"),
-            "GetConnectionUnixProcessID",
-            &name,
-        );
-        let reply = tokio::time::timeout(CALL_TIMEOUT, call).await.ok()?.ok()?;
-        let pid: u32 = reply.body().deserialize().ok()?;
-        process_start(pid)
+    /// Renames the pending files of the exports Ganesha took over their export files, then
+    /// rewrites the include file once (every export that has a file now).
+    async fn promote_and_include(
+        &self,
+        promoted: Vec<(PathBuf, PathBuf)>,
+        files: &[(u32, PathBuf)],
+        results: &mut [Result<(), ExportError>],
+    ) -> std::io::Result<()> {
+        tokio::task::spawn_blocking(move || promote(&promoted))
+            .await
+            .map_err(std::io::Error::other)??;
+        for ((id, _), result) in files.iter().zip(results.iter()) {
+            if result.is_ok() {
+                self.note_file(*id, true);
+            }
+        }
+        self.write_include().await.map_err(|e| match e {
+            ExportError::Io { source, .. } => source,
+            other => std::io::Error::other(other.to_string()),
+        })
     }
 
     /// How many AddExport and UpdateExport calls this exporter has made.
@@ -495,53 +505,62 @@ impl GaneshaExporter {
     }
 }
 
-/// Whether [`write_if_changed`] left the file as it was, and then when it was last written.
-struct Unchanged(Option<std::time::SystemTime>);
+/// What [`write_if_changed`] did.
+enum Written {
+    /// The export file already says exactly that.
+    Unchanged,
+    /// The new text is in this pending file, to activate and then rename over the export file.
+    Pending(PathBuf),
+}
 
-/// Writes `spec`'s export file unless it already says exactly that.
+/// Writes `spec`'s export text to a pending file, unless the export file already says exactly
+/// that.
 fn write_if_changed(
     spec: &ExportSpec,
     protocols: &[u8],
     id: u32,
     path: &Path,
-) -> Result<Unchanged, ExportError> {
+) -> Result<Written, ExportError> {
     let text = render(spec, protocols)?;
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        return Ok(Unchanged(modified));
+        return Ok(Written::Unchanged);
     }
     let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
-    crate::table::atomic_write(&dir, path, text.as_bytes())
-        .map(|()| Unchanged(None))
+    let pending = pending_file(path);
+    crate::table::atomic_write(&dir, &pending, text.as_bytes())
+        .map(|()| Written::Pending(pending))
         .map_err(|e| ExportError::Io {
             export_id: id,
             source: writing(path, &e),
         })
 }
 
+/// Where a change to export file `file` waits until Ganesha has taken it. Named like a
+/// temporary file, so one a killed agent left is removed when the exporter starts.
+fn pending_file(file: &Path) -> PathBuf {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    file.with_file_name(format!(".{name}.pending.tmp"))
+}
+
+/// Renames each pending file over its export file, then makes the renames durable (one
+/// directory sync: they are all in the same directory).
+fn promote(files: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    for (pending, file) in files {
+        std::fs::rename(pending, file).map_err(|e| writing(file, &e))?;
+    }
+    if let Some((_, file)) = files.first() {
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| writing(dir, &e))?;
+    }
+    Ok(())
+}
+
 /// `e`, met writing `path`, with the path in its message and its kind kept (a full or read-only
 /// state directory is told apart by kind: [`crate::table::Failure`]).
 fn writing(path: &Path, e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
-}
-
-/// When the process `pid` started, from `/proc` (its start in clock ticks after boot; the
-/// kernel's USER_HZ is 100 on every architecture Linux reports it for in `/proc`). The boot
-/// time there is in whole seconds, so this can come out up to a second early, which only
-/// means fewer exports are taken as read at the start.
-fn process_start(pid: u32) -> Option<std::time::SystemTime> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) start at the state, field 3.
-    let after_comm = stat.rsplit_once(')')?.1;
-    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 10))
 }
 
 /// The include file: one `%include` per export file, in export id order. `files` says which
@@ -592,22 +611,35 @@ impl Exporter for GaneshaExporter {
         let id = spec.export_id;
         let file = self.export_file(id);
         // Calls for one export never overlap (the agent holds its lock), so this answer holds
-        // until the write below.
+        // until the rename below.
         let existed = tokio::fs::try_exists(&file).await.unwrap_or(false);
-        Self::write_file(file.clone(), render(spec, &self.settings.protocols)?, id).await?;
+        let pending = pending_file(&file);
+        Self::write_file(pending.clone(), render(spec, &self.settings.protocols)?, id).await?;
+        if let Err(e) = self.activate(id, &pending).await {
+            let _ = tokio::fs::remove_file(&pending).await;
+            return Err(e);
+        }
+        let promoted = vec![(pending, file)];
+        tokio::task::spawn_blocking(move || promote(&promoted))
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| ExportError::Io {
+                export_id: id,
+                source: e,
+            })?;
         // A new client list changes the export's own file only; the include file names files.
         if !existed || self.include_stale.load(Ordering::SeqCst) {
             self.note_file(id, true);
             self.write_include().await?;
         }
-        self.activate(id, &file).await
+        Ok(())
     }
 
-    /// Every export file written in one blocking pass (only those whose content changes) and
-    /// the include file once; then one Add or Update per export, which is how Ganesha takes
-    /// exports over D-Bus, except for an export Ganesha has active from a file that has not
-    /// changed since before Ganesha started: Ganesha read that very file at its start, so
-    /// after a failover (Ganesha starts on the new host with every export) nothing is called.
+    /// Every changed export file written (as a pending file) in one blocking pass; one Add or
+    /// Update per export that is not active or whose file changed (which is how Ganesha takes
+    /// exports over D-Bus), the files of those Ganesha took renamed into place in one pass,
+    /// and the include file rewritten once. After a failover (Ganesha starts on the new host
+    /// with every export) or an agent restart, nothing is called for an unchanged table.
     async fn apply_all(&self, specs: &[ExportSpec]) -> Vec<Result<(), ExportError>> {
         let protocols = self.settings.protocols.clone();
         let files: Vec<(u32, PathBuf)> = specs
@@ -633,50 +665,52 @@ impl Exporter for GaneshaExporter {
                     .collect();
             }
         };
-        for ((id, _), written) in files.iter().zip(&written) {
-            if written.is_ok() {
-                self.note_file(*id, true);
+        let active: HashSet<u32> = match self.active().await {
+            Ok(active) => active.into_iter().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "ShowExports failed; activating every export");
+                HashSet::new()
             }
-        }
-        if let Err(e) = self.write_include().await {
-            let message = e.to_string();
-            return specs
-                .iter()
-                .map(|s| {
-                    Err(ExportError::Io {
-                        export_id: s.export_id,
-                        source: std::io::Error::other(message.clone()),
-                    })
-                })
-                .collect();
-        }
-        let loaded_at_start = match (self.started_at().await, self.active().await) {
-            (Some(started), Ok(active)) => {
-                Some((started, active.into_iter().collect::<HashSet<u32>>()))
-            }
-            _ => None,
         };
         let mut results = Vec::with_capacity(specs.len());
+        let mut promote_now = Vec::new();
         let mut skipped = 0;
-        for (written, (id, file)) in written.into_iter().zip(files) {
+        for (written, (id, file)) in written.into_iter().zip(&files) {
             results.push(match written {
-                Ok(Unchanged(Some(modified)))
-                    if loaded_at_start.as_ref().is_some_and(|(started, active)| {
-                        active.contains(&id) && modified + Duration::from_secs(1) < *started
-                    }) =>
-                {
+                Ok(Written::Unchanged) if active.contains(id) => {
                     skipped += 1;
                     Ok(())
                 }
-                Ok(_) => self.activate(id, &file).await,
+                Ok(Written::Unchanged) => self.activate(*id, file).await,
+                Ok(Written::Pending(pending)) => match self.activate(*id, &pending).await {
+                    Ok(()) => {
+                        promote_now.push((pending, file.clone()));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&pending).await;
+                        Err(e)
+                    }
+                },
                 Err(e) => Err(e),
             });
         }
         tracing::debug!(
             skipped,
             of = specs.len(),
-            "exports Ganesha read at its start from unchanged files"
+            "exports Ganesha already serves as their files say"
         );
+        if let Err(e) = self.promote_and_include(promote_now, &files, &mut results).await {
+            let message = e.to_string();
+            for (result, (id, _)) in results.iter_mut().zip(&files) {
+                if result.is_ok() {
+                    *result = Err(ExportError::Io {
+                        export_id: *id,
+                        source: std::io::Error::new(e.kind(), message.clone()),
+                    });
+                }
+            }
+        }
         results
     }
 
