@@ -292,7 +292,8 @@ struct Records<T> {
     kept: Arc<Mutex<Option<ByName<T>>>>,
 }
 
-type ByName<T> = BTreeMap<String, Kept<T>>;
+/// Each record behind an `Arc`, so the image writer takes a snapshot without copying them.
+type ByName<T> = BTreeMap<String, Arc<Kept<T>>>;
 
 impl<T> Records<T> {
     fn new(state_dir: &Path, name: &str) -> Self {
@@ -371,7 +372,7 @@ impl<T: Clone + Serialize + DeserializeOwned + Named> Records<T> {
                 record: record.clone(),
                 stamp,
             };
-            records.insert(record.key().to_owned(), kept);
+            records.insert(record.key().to_owned(), Arc::new(kept));
         }
         Ok(())
     }
@@ -387,11 +388,11 @@ impl<T: Clone + Serialize + DeserializeOwned + Named> Records<T> {
 
     /// Writes the image of the records kept in memory (nothing before they were read whole).
     fn write_image(&self, state_dir: &Path) -> Result<(), TableError> {
-        let records: Vec<Kept<T>> = match lock(&self.kept).as_ref() {
+        let records: Vec<Arc<Kept<T>>> = match lock(&self.kept).as_ref() {
             Some(records) => records.values().cloned().collect(),
             None => return Ok(()),
         };
-        image::write(state_dir, &self.image, records)
+        image::write(state_dir, &self.image, &records)
     }
 }
 
@@ -541,9 +542,16 @@ impl Table {
         self.exports.remove(name).inspect(|()| self.changed())
     }
 
-    /// The names of all export records, sorted, without reading them. A file whose name is
-    /// not a valid export name (put there by hand) is reported like a corrupt record.
+    /// The names of all export records, sorted: from memory once the table was read whole,
+    /// else from the directory without reading the records. A file whose name is not a valid
+    /// export name (put there by hand) is reported like a corrupt record.
     pub fn export_names(&self) -> Result<Vec<Name>, TableError> {
+        if let Some(records) = lock(&self.exports.kept).as_ref() {
+            // Each key is the name of a record read or written whole, so it parses.
+            let mut names: Vec<Name> = records.values().map(|k| k.record.name.clone()).collect();
+            names.sort();
+            return Ok(names);
+        }
         let mut names = Vec::new();
         for file in record_files(&self.exports.dir)? {
             let stem = file.trim_end_matches(".json");
@@ -710,6 +718,15 @@ fn remove_record(dir: &Path, name: &str) -> Result<(), TableError> {
 /// concurrent writers of the same file never trip over each other's temporary (the last
 /// rename wins, and every reader sees a whole file).
 pub fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_with(dir, path, |file| file.write_all(bytes))
+}
+
+/// [`atomic_write`] of what `write` writes to the temporary file.
+pub fn atomic_write_with(
+    dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let file_name = path
         .file_name()
@@ -721,7 +738,7 @@ pub fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::process::id()
     ));
     let written = File::create(&tmp).and_then(|mut file| {
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()
     });
     if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {

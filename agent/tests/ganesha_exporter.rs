@@ -213,7 +213,10 @@ async fn reconcile_calls_ganesha_only_for_exports_it_does_not_serve_as_the_table
     )
     .unwrap();
     let restarted = exporter_on(&bed);
-    assert!(!pending.exists(), "a killed agent's pending file is removed");
+    assert!(
+        !pending.exists(),
+        "a killed agent's pending file is removed"
+    );
     for r in restarted.apply_all(&[one.clone(), two_now.clone()]).await {
         r.unwrap();
     }
@@ -230,7 +233,11 @@ async fn reconcile_calls_ganesha_only_for_exports_it_does_not_serve_as_the_table
     for r in taken_over.apply_all(&[one, two_now]).await {
         r.unwrap();
     }
-    assert_eq!(taken_over.activations(), 0, "Ganesha read every file at its start");
+    assert_eq!(
+        taken_over.activations(),
+        0,
+        "Ganesha read every file at its start"
+    );
     assert_eq!(
         nfs_cat(&node, &link.server, "/u2/data"),
         NfsOutcome::Ok(b"new clients".to_vec())

@@ -700,7 +700,10 @@ impl Exporter for GaneshaExporter {
             of = specs.len(),
             "exports Ganesha already serves as their files say"
         );
-        if let Err(e) = self.promote_and_include(promote_now, &files, &mut results).await {
+        if let Err(e) = self
+            .promote_and_include(promote_now, &files, &mut results)
+            .await
+        {
             let message = e.to_string();
             for (result, (id, _)) in results.iter_mut().zip(&files) {
                 if result.is_ok() {

@@ -14,14 +14,15 @@
 use std::{
     collections::BTreeMap,
     fs::{self, File},
-    io::{self, Read},
+    io::{self, Read, Write},
     os::unix::fs::MetadataExt,
     path::Path,
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{ByName, Named, TableError, atomic_write, record_files};
+use super::{ByName, Named, TableError, atomic_write_with, record_files};
 
 /// The image format; an image of another version is ignored.
 const VERSION: u32 = 1;
@@ -60,23 +61,17 @@ impl Stamp {
     }
 }
 
-/// A record kept in memory, with the stamp of the file it is in.
-#[derive(Clone, Debug)]
+/// A record kept in memory, with the stamp of the file it is in; also an entry of the image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Kept<T> {
-    pub(super) record: T,
     pub(super) stamp: Stamp,
+    pub(super) record: T,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Image<T> {
+struct Image<R> {
     version: u32,
-    records: Vec<Entry<T>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Entry<T> {
-    stamp: Stamp,
-    record: T,
+    records: Vec<R>,
 }
 
 /// How a load went, for the log and for whether the image needs writing again.
@@ -113,7 +108,7 @@ pub(super) fn load<T: DeserializeOwned + Named>(
             _ => match read_file(&path)? {
                 Some(kept) => {
                     loaded.from_files += 1;
-                    kept
+                    Arc::new(kept)
                 }
                 None => continue,
             },
@@ -134,17 +129,11 @@ fn read_image<T: DeserializeOwned + Named>(image: &Path) -> ByName<T> {
             return BTreeMap::new();
         }
     };
-    match serde_json::from_slice::<Image<T>>(&bytes) {
+    match serde_json::from_slice::<Image<Kept<T>>>(&bytes) {
         Ok(read) if read.version == VERSION => read
             .records
             .into_iter()
-            .map(|entry| {
-                let kept = Kept {
-                    record: entry.record,
-                    stamp: entry.stamp,
-                };
-                (kept.record.key().to_owned(), kept)
-            })
+            .map(|kept| (kept.record.key().to_owned(), Arc::new(kept)))
             .collect(),
         Ok(read) => {
             tracing::info!(image = %image.display(), version = read.version, "the table's image is of another version; reading every record file");
@@ -176,23 +165,25 @@ pub(super) fn read_file<T: DeserializeOwned>(path: &Path) -> Result<Option<Kept<
     Ok(Some(Kept { record, stamp }))
 }
 
-/// Writes the image of `records` durably (in `dir`, its parent directory).
-pub(super) fn write<T: Serialize + Clone>(
+/// Writes the image of `records` durably (in `dir`, its parent directory), streamed to the
+/// file: no copy of the records and no buffer of the whole image, so writing it every few
+/// seconds does not grow the agent's memory.
+pub(super) fn write<T: Serialize>(
     dir: &Path,
     image: &Path,
-    records: Vec<Kept<T>>,
+    records: &[Arc<Kept<T>>],
 ) -> Result<(), TableError> {
     let image_of = Image {
         version: VERSION,
         records: records
-            .into_iter()
-            .map(|kept| Entry {
-                stamp: kept.stamp,
-                record: kept.record,
-            })
-            .collect(),
+            .iter()
+            .map(|kept| &**kept)
+            .collect::<Vec<&Kept<T>>>(),
     };
-    let bytes = serde_json::to_vec(&image_of)
-        .map_err(|e| TableError::io(image.to_owned(), io::Error::other(e)))?;
-    atomic_write(dir, image, &bytes).map_err(|source| TableError::io(image.to_owned(), source))
+    atomic_write_with(dir, image, |file| {
+        let mut out = io::BufWriter::new(file);
+        serde_json::to_writer(&mut out, &image_of).map_err(io::Error::other)?;
+        out.flush()
+    })
+    .map_err(|source| TableError::io(image.to_owned(), source))
 }
