@@ -408,18 +408,15 @@ impl GaneshaExporter {
         }
     }
 
-    async fn write_file(path: PathBuf, text: String, export_id: u32) -> Result<(), ExportError> {
+    async fn write_pending(path: PathBuf, text: String, export_id: u32) -> Result<(), ExportError> {
         let target = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let dir = target.parent().unwrap_or(Path::new("/")).to_owned();
-            crate::table::atomic_write(&dir, &target, text.as_bytes())
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(|e| ExportError::Io {
-            export_id,
-            source: writing(&path, &e),
-        })
+        tokio::task::spawn_blocking(move || write_synced(&target, text.as_bytes()))
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| ExportError::Io {
+                export_id,
+                source: writing(&path, &e),
+            })
     }
 
     /// Rewrites the include file from the export files present, once for every caller whose
@@ -525,9 +522,8 @@ fn write_if_changed(
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(Written::Unchanged);
     }
-    let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
     let pending = pending_file(path);
-    crate::table::atomic_write(&dir, &pending, text.as_bytes())
+    write_synced(&pending, text.as_bytes())
         .map(|()| Written::Pending(pending))
         .map_err(|e| ExportError::Io {
             export_id: id,
@@ -542,25 +538,35 @@ fn pending_file(file: &Path) -> PathBuf {
     file.with_file_name(format!(".{name}.pending.tmp"))
 }
 
-/// Renames each pending file over its export file, then makes the renames durable (one
-/// directory sync: they are all in the same directory).
-fn promote(files: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
-    for (pending, file) in files {
-        std::fs::rename(pending, file).map_err(|e| writing(file, &e))?;
-    }
-    if let Some((_, file)) = files.first() {
-        let dir = file.parent().unwrap_or(Path::new("/"));
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| writing(dir, &e))?;
-    }
-    Ok(())
-}
-
 /// `e`, met writing `path`, with the path in its message and its kind kept (a full or read-only
 /// state directory is told apart by kind: [`crate::table::Failure`]).
 fn writing(path: &Path, e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+}
+
+/// Writes a pending file with its content on disk: once it is renamed over the export file,
+/// the export file is whole after a crash, whichever of the two it then is. Neither the write
+/// nor the rename waits for the directory to reach the disk. The table is the truth, and a
+/// reconcile makes again any change whose file is found older than the table.
+/// A write that fails (a full filesystem) leaves no file behind.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let written = std::fs::File::create(path).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_data()
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// Renames each pending file over its export file.
+fn promote(files: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    for (pending, file) in files {
+        std::fs::rename(pending, file).map_err(|e| writing(file, &e))?;
+    }
+    Ok(())
 }
 
 /// The include file: one `%include` per export file, in export id order. `files` says which
@@ -614,7 +620,7 @@ impl Exporter for GaneshaExporter {
         // until the rename below.
         let existed = tokio::fs::try_exists(&file).await.unwrap_or(false);
         let pending = pending_file(&file);
-        Self::write_file(pending.clone(), render(spec, &self.settings.protocols)?, id).await?;
+        Self::write_pending(pending.clone(), render(spec, &self.settings.protocols)?, id).await?;
         if let Err(e) = self.activate(id, &pending).await {
             let _ = tokio::fs::remove_file(&pending).await;
             return Err(e);
