@@ -41,6 +41,9 @@ impl ExportAgent {
         let fs = self.fs.clone();
         let records = blocking(move || -> Result<Vec<(ExportRecord, bool)>, AgentError> {
             let mut records = Vec::with_capacity(names.len());
+            // One listing for every volume's directory. The export locks are held, so none
+            // of them comes or goes during the pass.
+            let volumes = fs.volume_names()?;
             for name in names {
                 // Gone since the listing (a delete that held the lock first): nothing to do.
                 let Some(record) = table.export(&name)? else {
@@ -49,7 +52,7 @@ impl ExportAgent {
                 let mut present = false;
                 if record.state == RecordState::Ready {
                     let rel = RelPath::volume(&name);
-                    present = fs.exists(&rel)?;
+                    present = volumes.contains(std::ffi::OsStr::new(name.as_str()));
                     if present {
                         fs.prepare_export(&rel)?;
                     }

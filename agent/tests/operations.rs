@@ -450,6 +450,9 @@ async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
     let ready = h.agent.create_export(create("ready", 0)).await.unwrap();
     let doomed = h.agent.create_export(create("doomed", 0)).await.unwrap();
     h.agent.create_export(create("half", 0)).await.unwrap();
+    let lost = h.agent.create_export(create("lost", 0)).await.unwrap();
+    // A volume whose directory went (removed by hand): reported, its record kept, not exported.
+    std::fs::remove_dir(h.root.join("volumes/lost")).unwrap();
     // Simulate crashes: a create that never finished, a delete that never finished.
     let table = Table::open(&h.state).unwrap();
     let mut half = table
@@ -486,6 +489,9 @@ async fn reconcile_rolls_back_creates_finishes_deletes_and_reactivates() {
 
     let report = agent.reconcile().await.unwrap();
     assert_eq!(report.activated, ["ready"]);
+    assert_eq!(report.missing, ["lost"]);
+    assert!(exporter.get(lost.export_id).is_none());
+    assert!(h.state.join("exports/lost.json").exists());
     assert_eq!(report.unknown, ["9999"]);
     assert_eq!(report.repaired.len(), 2, "{:?}", report.repaired);
     assert!(exporter.get(ready.export_id).is_some());

@@ -7,6 +7,7 @@
 //! parent's descriptor and never follow a symlink there either.
 
 use std::{
+    collections::BTreeSet,
     ffi::{OsStr, OsString},
     io,
     os::fd::{AsFd, OwnedFd},
@@ -120,6 +121,27 @@ impl Root {
         };
         let parent = rel.parent().unwrap_or(Path::new(""));
         Ok((self.open_dir(parent)?, name))
+    }
+
+    /// The names in the directory `rel` (without `.` and `..`); None when it does not exist.
+    /// One listing, where a lookup of each name would open the directory each time.
+    pub fn entry_names(&self, rel: &Path) -> Result<Option<BTreeSet<OsString>>, FsError> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match self.open_dir(rel) {
+            Ok(dir) => dir,
+            Err(FsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut listing = nix::dir::Dir::from_fd(dir).map_err(|e| self.error(rel, e))?;
+        let mut names = BTreeSet::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(|e| self.error(rel, e))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.insert(OsStr::from_bytes(name).to_owned());
+            }
+        }
+        Ok(Some(names))
     }
 
     /// lstat of `rel`; None when it does not exist.

@@ -362,6 +362,10 @@ impl VolumeFs for BtrfsFs {
         self.plain.exists(rel)
     }
 
+    fn volume_names(&self) -> Result<std::collections::BTreeSet<std::ffi::OsString>, FsError> {
+        self.plain.volume_names()
+    }
+
     /// Mounts the subvolume on its own path (through the descriptor opened beneath the root,
     /// so the mount lands exactly there), when the NFS server needs it.
     fn prepare_export(&self, rel: &RelPath) -> Result<(), FsError> {

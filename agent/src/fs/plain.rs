@@ -201,6 +201,13 @@ impl VolumeFs for PlainFs {
     fn exists(&self, rel: &RelPath) -> Result<bool, FsError> {
         Ok(self.root.stat(rel.as_path())?.is_some())
     }
+
+    fn volume_names(&self) -> Result<std::collections::BTreeSet<std::ffi::OsString>, FsError> {
+        Ok(self
+            .root
+            .entry_names(RelPath::volumes_dir())?
+            .unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +254,35 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    #[test]
+    fn volume_names_list_the_volumes_directory_and_nothing_beyond_it() {
+        let (dir, fs) = fs();
+        assert!(fs.volume_names().unwrap().is_empty(), "no volumes yet");
+        for name in ["a", "b"] {
+            let ownership = Ownership {
+                uid: 0,
+                gid: 0,
+                mode: 0o755,
+            };
+            fs.create_volume(&vol(name), ownership).unwrap();
+        }
+        std::fs::write(dir.path().join("volumes/stray-file"), b"x").unwrap();
+        let names: Vec<_> = fs.volume_names().unwrap().into_iter().collect();
+        assert_eq!(names, ["a", "b", "stray-file"]);
+        assert!(
+            names
+                .iter()
+                .all(|n| fs.exists(&vol(n.to_str().unwrap())).unwrap()),
+            "listing and lookup agree"
+        );
+        // A volumes directory that is a symlink is not followed.
+        std::fs::remove_dir_all(dir.path().join("volumes")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir(elsewhere.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("volumes")).unwrap();
+        assert!(fs.volume_names().is_err());
     }
 
     #[test]

@@ -284,6 +284,10 @@ impl VolumeFs for XfsFs {
     fn exists(&self, rel: &RelPath) -> Result<bool, FsError> {
         self.plain.exists(rel)
     }
+
+    fn volume_names(&self) -> Result<std::collections::BTreeSet<std::ffi::OsString>, FsError> {
+        self.plain.volume_names()
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,13 @@ impl VolumeFs for DirFs {
     fn exists(&self, rel: &RelPath) -> Result<bool, FsError> {
         Ok(self.absolute(rel).exists())
     }
+
+    fn volume_names(&self) -> Result<std::collections::BTreeSet<std::ffi::OsString>, FsError> {
+        let dir = self.root().join(RelPath::volumes_dir());
+        Ok(std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default())
+    }
 }
 
 impl DirFs {
