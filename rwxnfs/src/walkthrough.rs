@@ -302,10 +302,21 @@ async fn steps(walk: Walk, state: PathBuf, exe: PathBuf, tail: u64) -> anyhow::R
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let text = sh(&nodes[0], &format!("cat {file}"))?;
-    for (name, _) in &NODES[..2] {
-        if !text.lines().any(|l| l.starts_with(name)) {
-            bail!("no line from {name} in test-file.txt:\n{text}");
+    // Under emulation an append can take seconds (the second writer's open recalls the first
+    // one's delegation): wait a bounded while for a line from each node before calling it a
+    // failure.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = sh(&nodes[0], &format!("cat {file}"))?;
+        let missing = NODES[..2]
+            .iter()
+            .find(|(name, _)| !text.lines().any(|l| l.starts_with(name)));
+        match missing {
+            None => break,
+            Some((name, _)) if Instant::now() >= deadline => {
+                bail!("no line from {name} in test-file.txt after 30 s more:\n{text}");
+            }
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
     walk.end(t);
