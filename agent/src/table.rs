@@ -504,7 +504,7 @@ impl Table {
             "export table read"
         );
         if !loaded.image_is_current() {
-            self.memory.changes.fetch_add(1, Relaxed);
+            self.changed();
         }
     }
 
