@@ -750,7 +750,7 @@ pub fn atomic_write_with(
     fsync_dir(dir)
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
