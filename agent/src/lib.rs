@@ -28,6 +28,7 @@ pub mod run;
 pub mod service;
 pub mod snapshots;
 pub mod table;
+pub mod tickle;
 pub mod usage;
 
 pub use error::AgentError;

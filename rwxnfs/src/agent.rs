@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rwxnfs_agent::{config::AgentConfig, fs, run};
 use rwxnfs_server::Shutdown;
 
-use crate::cli::AgentArgs;
+use crate::cli::{AgentArgs, TickleArgs};
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = AgentConfig::load(&args.config)?;
@@ -21,6 +21,8 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     )?);
     let exporter = run::exporter(&config)?;
     let agent = start(&config, root, exporter)?;
+    // For `rwxnfs tickle` on the host that takes over from this one.
+    rwxnfs_agent::tickle::spawn_recorder(config.state_dir.clone());
     let served = run::serve(
         agent.clone(),
         &config,
@@ -31,6 +33,38 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     .await;
     run::write_images_now(&agent).await;
     Ok(served?)
+}
+
+/// `rwxnfs tickle`: every recorded connection tickled from this host. A connection that
+/// could not be tickled is a warning, not a failure: the address is up either way, and that
+/// client reconnects after its own backoff.
+pub(crate) fn tickle(args: TickleArgs) -> anyhow::Result<()> {
+    use rwxnfs_agent::tickle;
+    let config = AgentConfig::load(&args.config)?;
+    let path = config.state_dir.join(tickle::FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(file = %path.display(), "no NFS connections recorded; nothing to tickle");
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    let connections = tickle::parse(&text);
+    let started = std::time::Instant::now();
+    let done = tickle::tickle(&connections);
+    for (c, error) in &done.failed {
+        tracing::warn!(local = %c.local, remote = %c.remote, %error, "could not tickle a client");
+    }
+    tracing::info!(
+        recorded = connections.len(),
+        tickled = done.sent,
+        not_on_this_host = done.not_here,
+        failed = done.failed.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "tickled the NFS clients' connections"
+    );
+    Ok(())
 }
 
 /// Builds the agent and says loudly what it does not enforce.

@@ -40,6 +40,12 @@ pub(crate) enum Command {
     /// replicated filesystem so the next host can take over after a failover.
     Agent(AgentArgs),
 
+    /// On an NFS host that has just taken over the cluster's address: reset the NFS clients'
+    /// connections the previous host recorded, so each client reconnects now instead of
+    /// after its TCP retransmission backoff. Run it after the address is up (the HA
+    /// manifests do); it needs CAP_NET_RAW and changes nothing on this host.
+    Tickle(TickleArgs),
+
     /// Check manifests (offline) or a live cluster for service-mesh and NFS misconfiguration,
     /// and print the exact fix for each finding.
     Doctor(DoctorArgs),
@@ -243,6 +249,17 @@ pub(crate) struct AgentArgs {
     /// How long calls in flight may run after SIGTERM before they are abandoned.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TickleArgs {
+    /// The agent's configuration file: the connections are recorded under its stateDir.
+    #[arg(
+        long,
+        default_value = "/etc/rwxnfs/agent.yaml",
+        env = "RWXNFS_AGENT_CONFIG"
+    )]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]

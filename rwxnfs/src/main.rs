@@ -48,6 +48,7 @@ fn main() -> std::process::ExitCode {
             Command::Mesh(command) => mesh::run(command),
             Command::Controller(args) => controller::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Tickle(args) => agent::tickle(args),
             Command::Doctor(args) => return doctor::run(args).await,
             #[cfg(feature = "lab")]
             Command::Walkthrough(args) => walkthrough::run(args).await,

@@ -338,7 +338,7 @@ fn the_promoter_runs_the_shipped_start_list_in_its_order() {
         .map(|l| l.trim_matches(|c| c == '"' || c == ','))
         .map(|u| u.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(units.len(), 5, "{units:?}");
+    assert_eq!(units.len(), 6, "{units:?}");
     let promoter = recipes::ha_promoter(VIP, VIP_PREFIX);
     let mut at = 0;
     for unit in units {

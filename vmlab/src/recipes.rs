@@ -187,15 +187,18 @@ cat > /work/promote <<'EOF'
 /// time and name go to stdout (`<uptime> primary`, ...); any failure ends it non-zero.
 pub fn ha_promoter(vip: &str, vip_prefix: u8) -> String {
     format!(
-        "{PROMOTER_UNTIL_ADDRESS}# 5. IPaddr2: the address last, announced
+        "{PROMOTER_UNTIL_ADDRESS}# 5. IPaddr2: the address once everything else is up, announced
 ip addr add {vip}/{vip_prefix} dev eth1
 arping -U -c 1 -I eth1 {vip} || true
 step address
+# 6. rwxnfs-tickle.service: the clients' connections to the previous host reset
+rwxnfs --log-format text tickle --config /etc/rwxnfs/agent.yaml >> /work/agent.log 2>&1 || true
+step tickled
 "
     )
 }
 
-/// [`ha_promoter`] but for the address, which it adds last.
+/// [`ha_promoter`] but for the address and the tickle, which it adds last.
 const PROMOTER_UNTIL_ADDRESS: &str = r#"set -e
 t0=$(cut -d' ' -f1 /proc/uptime)
 step() { echo "$(cut -d' ' -f1 /proc/uptime) $1"; }
@@ -423,19 +426,22 @@ mod tests {
         script.lines().collect()
     }
 
-    /// The floating address ends the promoter, after nfsd: clients find the server only once
-    /// it can answer them.
+    /// The floating address comes after nfsd (clients find the server only once it can answer
+    /// them), and only the tickle after it.
     #[test]
-    fn the_ha_promoter_adds_the_floating_address_last() {
+    fn the_ha_promoter_adds_the_floating_address_last_then_tickles() {
         let promoter = ha_promoter("10.99.0.100", 24);
         let promoter_lines = lines(&promoter);
         assert_eq!(
-            promoter_lines[promoter_lines.len() - 4..],
+            promoter_lines[promoter_lines.len() - 7..],
             [
-                "# 5. IPaddr2: the address last, announced",
+                "# 5. IPaddr2: the address once everything else is up, announced",
                 "ip addr add 10.99.0.100/24 dev eth1",
                 "arping -U -c 1 -I eth1 10.99.0.100 || true",
                 "step address",
+                "# 6. rwxnfs-tickle.service: the clients' connections to the previous host reset",
+                "rwxnfs --log-format text tickle --config /etc/rwxnfs/agent.yaml >> /work/agent.log 2>&1 || true",
+                "step tickled",
             ]
         );
         assert!(

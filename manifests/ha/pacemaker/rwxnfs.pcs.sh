@@ -21,6 +21,8 @@ pcs resource create p_nfs_server systemd:nfs-server \
     op monitor interval=10s timeout=20s --group g_rwxnfs
 pcs resource create p_vip ocf:heartbeat:IPaddr2 ip=192.168.222.25 cidr_netmask=24 \
     op monitor interval=10s --group g_rwxnfs
+pcs resource create p_tickle systemd:rwxnfs-tickle \
+    op monitor interval=30s timeout=20s --group g_rwxnfs
 
 pcs constraint colocation add g_rwxnfs with Promoted p_drbd_rwxnfs-clone INFINITY
 pcs constraint order promote p_drbd_rwxnfs-clone then start g_rwxnfs

@@ -110,6 +110,7 @@ struct Chain {
     agent: String,
     nfs_server: String,
     vip: String,
+    tickle: String,
 }
 
 fn chain(rel: &str) -> Chain {
@@ -127,9 +128,9 @@ fn chain(rel: &str) -> Chain {
         "{rel}: a demote failure must fence the host"
     );
     let _ = resource.stop_services_on_exit;
-    let [fs, recovery, agent, nfs_server, vip] = resource.start.as_slice() else {
+    let [fs, recovery, agent, nfs_server, vip, tickle] = resource.start.as_slice() else {
         panic!(
-            "{rel}: the start list is: filesystem, NFSv4 recovery directory, agent, NFS server, VIP; it has {:?}",
+            "{rel}: the start list is: filesystem, NFSv4 recovery directory, agent, NFS server, VIP, tickle; it has {:?}",
             resource.start
         )
     };
@@ -139,6 +140,7 @@ fn chain(rel: &str) -> Chain {
         agent: agent.clone(),
         nfs_server: nfs_server.clone(),
         vip: vip.clone(),
+        tickle: tickle.clone(),
     }
 }
 
@@ -148,7 +150,7 @@ fn vip_of(entry: &str) -> IpAddr {
     assert_eq!(
         words.next(),
         Some("ocf:heartbeat:IPaddr2"),
-        "the last start entry is the VIP: {entry}"
+        "the fifth start entry is the VIP: {entry}"
     );
     assert!(
         words.next().is_some(),
@@ -206,6 +208,10 @@ pub(crate) fn check() {
         );
         assert_eq!(c.agent, "rwxnfs-agent.service", "{rel}: third, the agent");
         assert_eq!(c.nfs_server, server_unit, "{rel}: fourth, the NFS server");
+        assert_eq!(
+            c.tickle, "rwxnfs-tickle.service",
+            "{rel}: last, after the VIP, the clients' old connections reset"
+        );
         let vip = vip_of(&c.vip);
         assert!(
             agent.server_addresses.contains(&vip),
@@ -229,9 +235,32 @@ pub(crate) fn check() {
         "agent.yaml admits the controller's certificate (the README's, rwxnfs-controller)"
     );
     agent_unit();
+    tickle_unit();
     nfsd_settings();
     ganesha::settings_allow_reclaim();
     pacemaker_group_follows_the_same_order(&kernel);
+}
+
+/// The tickle runs once, stays active for the HA manager's monitor, and cannot fail the chain.
+fn tickle_unit() {
+    let rel = "systemd/rwxnfs-tickle.service";
+    let u = unit(rel);
+    assert_eq!(one(&u, rel, "Service", "Type"), "oneshot");
+    assert_eq!(one(&u, rel, "Service", "RemainAfterExit"), "yes");
+    let exec = one(&u, rel, "Service", "ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert!(
+        words[0].starts_with("-/") && words[0].ends_with("/rwxnfs") && words[1] == "tickle",
+        "{rel}: ExecStart runs `rwxnfs tickle`, its failure ignored"
+    );
+    assert_eq!(
+        words.get(2..4),
+        Some(&["--config", "/etc/rwxnfs/agent.yaml"][..])
+    );
+    assert!(
+        !u.contains_key("Install"),
+        "{rel}: started by the HA manager, not enabled at boot"
+    );
 }
 
 fn agent_unit() {
@@ -410,7 +439,8 @@ fn pacemaker_group_follows_the_same_order(kernel: &Chain) {
             "ocf:heartbeat:Filesystem",
             "systemd:rwxnfs-agent",
             "systemd:nfs-server",
-            "ocf:heartbeat:IPaddr2"
+            "ocf:heartbeat:IPaddr2",
+            "systemd:rwxnfs-tickle"
         ],
         "pacemaker/rwxnfs.crm: the group's order"
     );
