@@ -93,6 +93,9 @@ pub struct Report {
     pub publishes: Samples,
     /// One volume published to many nodes at once.
     pub fan_out: Samples,
+    /// Another volume published to as many nodes, [`ATTACHER_WORKERS`] in flight at a time, as
+    /// the external-attacher sends them.
+    pub fan_out_attacher: Samples,
     pub deletes: Samples,
     /// One Reconcile of every export, and how many it put back.
     pub reconcile: (Duration, usize),
@@ -120,6 +123,7 @@ impl Report {
             &self.concurrent,
             &self.publishes,
             &self.fan_out,
+            &self.fan_out_attacher,
             &self.deletes,
         ] {
             let (p50, p99) = s.p50_p99(0..s.latencies.len());
@@ -283,16 +287,21 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Publishes every (volume, node) pair at once.
+/// ControllerPublishVolume calls the external-attacher has in flight at most: its
+/// `--worker-threads`, 10 unless set (the manifests leave it).
+pub const ATTACHER_WORKERS: usize = 10;
+
+/// Publishes every (volume, node) pair, `width` at a time.
 async fn publish_at_once(
     controller: &ControllerClient<tonic::transport::Channel>,
     label: &str,
     pairs: Vec<(String, String)>,
+    width: usize,
 ) -> Samples {
     let controller = controller.clone();
     let pairs = Arc::new(pairs);
     let total = pairs.len();
-    let (published, wall) = at_once(total, total, move |i| {
+    let (published, wall) = at_once(total, width.min(total).max(1), move |i| {
         let mut controller = controller.clone();
         let (volume_id, node_id) = pairs[i].clone();
         async move {
@@ -435,6 +444,7 @@ pub async fn run(
         &controller,
         "ControllerPublishVolume, all at once",
         to_one_node,
+        usize::MAX,
     )
     .await;
     let to_every_node = (0..config.nodes)
@@ -444,24 +454,39 @@ pub async fn run(
         &controller,
         "ControllerPublishVolume, one volume to every node at once",
         to_every_node,
+        usize::MAX,
     )
     .await;
-    let granted = agent
-        .get_export(pb::GetExportRequest {
-            name: ids[0].rsplit(':').next().unwrap_or_default().to_owned(),
-        })
-        .await
-        .expect("GetExport")
-        .into_inner()
-        .export
-        .expect("an export")
-        .clients
-        .len();
-    assert_eq!(
-        granted,
-        config.nodes + usize::from(config.publishes > 0),
-        "an acknowledged publish is not among the export's clients"
-    );
+    let to_every_node = (0..config.nodes)
+        .map(|i| (ids[1].clone(), node_id(i)))
+        .collect();
+    let fan_out_attacher = publish_at_once(
+        &controller,
+        &format!(
+            "ControllerPublishVolume, another volume to every node, {ATTACHER_WORKERS} at a time (the external-attacher's workers)"
+        ),
+        to_every_node,
+        ATTACHER_WORKERS,
+    )
+    .await;
+    for (i, id) in ids.iter().take(2).enumerate() {
+        let granted = agent
+            .get_export(pb::GetExportRequest {
+                name: id.rsplit(':').next().unwrap_or_default().to_owned(),
+            })
+            .await
+            .expect("GetExport")
+            .into_inner()
+            .export
+            .expect("an export")
+            .clients
+            .len();
+        assert_eq!(
+            granted,
+            config.nodes + usize::from(config.publishes > i),
+            "an acknowledged publish is not among the export's clients"
+        );
+    }
 
     let started = Instant::now();
     let reconciled = agent
@@ -514,6 +539,7 @@ pub async fn run(
         concurrent,
         publishes,
         fan_out,
+        fan_out_attacher,
         deletes,
         reconcile,
         start,

@@ -630,17 +630,19 @@ impl Exporter for GaneshaExporter {
             Err(e) => return Err(self.refused_or_unavailable(export_id, e)),
         }
         self.mark(export_id, false);
-        let file = self.export_file(export_id);
-        match tokio::fs::remove_file(&file).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ExportError::Io { export_id, source }),
-        }
+        // The include files stop naming the file (synced) before it goes: a crash in between
+        // leaves a file nobody includes, never an include of a missing file.
         self.include.note(export_id, false);
         self.include
             .write()
             .await
-            .map_err(|source| ExportError::Io { export_id, source })
+            .map_err(|source| ExportError::Io { export_id, source })?;
+        let file = self.export_file(export_id);
+        match tokio::fs::remove_file(&file).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ExportError::Io { export_id, source }),
+        }
     }
 
     async fn active(&self) -> Result<Vec<u32>, ExportError> {
