@@ -196,12 +196,12 @@ pub fn tickle(connections: &[Connection]) -> Tickled {
 
 fn send_tickles(c: &Connection) -> io::Result<()> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    if c.local.is_ipv4() != c.remote.is_ipv4() {
-        return Err(io::Error::new(
+    let segment = ack_segment(c).ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             "the two sides are of different address families",
-        ));
-    }
+        )
+    })?;
     let domain = if c.local.is_ipv4() {
         Domain::IPV4
     } else {
@@ -209,7 +209,6 @@ fn send_tickles(c: &Connection) -> io::Result<()> {
     };
     let socket = Socket::new(domain, Type::RAW, Some(Protocol::TCP))?;
     socket.bind(&SockAddr::from(SocketAddr::new(c.local.ip(), 0)))?;
-    let segment = ack_segment(c);
     // The port of a raw socket's destination must be 0 for IPv6 (it is the protocol there).
     let to = SockAddr::from(SocketAddr::new(c.remote.ip(), 0));
     for _ in 0..REPEATS {
@@ -219,8 +218,9 @@ fn send_tickles(c: &Connection) -> io::Result<()> {
 }
 
 /// A TCP segment from `c.local` to `c.remote`: ACK, sequence and acknowledgement 0 (out of any
-/// window a real connection has), a small window, the checksum over the pseudo-header.
-fn ack_segment(c: &Connection) -> [u8; 20] {
+/// window a real connection has), a small window, the checksum over the pseudo-header. None
+/// when the two sides are of different address families.
+fn ack_segment(c: &Connection) -> Option<[u8; 20]> {
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&c.local.port().to_be_bytes());
     tcp[2..4].copy_from_slice(&c.remote.port().to_be_bytes());
@@ -228,12 +228,12 @@ fn ack_segment(c: &Connection) -> [u8; 20] {
     tcp[12] = 5 << 4; // header length: five 32-bit words
     tcp[13] = 0x10; // ACK
     tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    let sum = checksum(&pseudo_header(c, tcp.len()), &tcp);
+    let sum = checksum(&pseudo_header(c, tcp.len())?, &tcp);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    tcp
+    Some(tcp)
 }
 
-fn pseudo_header(c: &Connection, tcp_len: usize) -> Vec<u8> {
+fn pseudo_header(c: &Connection, tcp_len: usize) -> Option<Vec<u8>> {
     const TCP: u8 = 6;
     let mut p = Vec::with_capacity(40);
     match (c.local.ip(), c.remote.ip()) {
@@ -243,18 +243,15 @@ fn pseudo_header(c: &Connection, tcp_len: usize) -> Vec<u8> {
             p.extend_from_slice(&[0, TCP]);
             p.extend_from_slice(&(tcp_len as u16).to_be_bytes());
         }
-        (src, dst) => {
-            let v6 = |ip: IpAddr| match ip {
-                IpAddr::V6(v6) => v6,
-                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            };
-            p.extend_from_slice(&v6(src).octets());
-            p.extend_from_slice(&v6(dst).octets());
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            p.extend_from_slice(&src.octets());
+            p.extend_from_slice(&dst.octets());
             p.extend_from_slice(&(tcp_len as u32).to_be_bytes());
             p.extend_from_slice(&[0, 0, 0, TCP]);
         }
+        _ => return None,
     }
-    p
+    Some(p)
 }
 
 /// The Internet checksum (RFC 1071) of `a` then `b` (`a` of even length).
@@ -341,13 +338,17 @@ mod tests {
                 local: local.parse().unwrap(),
                 remote: remote.parse().unwrap(),
             };
-            let seg = ack_segment(&c);
+            let seg = ack_segment(&c).unwrap();
             assert_eq!(u16::from_be_bytes([seg[0], seg[1]]), c.local.port());
             assert_eq!(u16::from_be_bytes([seg[2], seg[3]]), c.remote.port());
             assert_eq!(&seg[4..12], &[0; 8], "sequence and acknowledgement 0");
             assert_eq!(seg[13], 0x10, "ACK only");
             // A receiver's sum over the pseudo-header and the segment, checksum included, is 0.
-            assert_eq!(checksum(&pseudo_header(&c, seg.len()), &seg), 0, "{local}");
+            assert_eq!(
+                checksum(&pseudo_header(&c, seg.len()).unwrap(), &seg),
+                0,
+                "{local}"
+            );
         }
     }
 }

@@ -25,6 +25,19 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// `host` takes the cluster's address (on its loopback, routed to by the client).
+fn take_vip(host: &Netns) {
+    ip(&[
+        "-n",
+        &host.name,
+        "addr",
+        "add",
+        &format!("{VIP}/32"),
+        "dev",
+        "lo",
+    ]);
+}
+
 /// Writes a byte every 50 ms until a write fails; sends the time of the failure. Bounded: gives
 /// up after 40 s.
 fn writer(mut stream: TcpStream) -> mpsc::Receiver<Instant> {
@@ -50,15 +63,7 @@ fn a_tickled_client_learns_at_once_that_its_connection_is_gone_and_an_untickled_
     let new = Netns::new("tk-new");
     let to_old = old.link(&client, 61);
     let to_new = new.link(&client, 62);
-    ip(&[
-        "-n",
-        &old.name,
-        "addr",
-        "add",
-        &format!("{VIP}/32"),
-        "dev",
-        "lo",
-    ]);
+    take_vip(&old);
     ip(&[
         "-n",
         &client.name,
@@ -98,15 +103,7 @@ fn a_tickled_client_learns_at_once_that_its_connection_is_gone_and_an_untickled_
     assert!(gone_tickled.try_recv().is_err() && gone_untickled.try_recv().is_err());
 
     // The new host takes the address, and tickles only the first connection.
-    ip(&[
-        "-n",
-        &new.name,
-        "addr",
-        "add",
-        &format!("{VIP}/32"),
-        "dev",
-        "lo",
-    ]);
+    take_vip(&new);
     ip(&[
         "-n",
         &new.name,

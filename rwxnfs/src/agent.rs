@@ -8,7 +8,7 @@ use rwxnfs_server::Shutdown;
 use crate::cli::{AgentArgs, TickleArgs};
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let config = AgentConfig::load(&args.config)?;
+    let config = AgentConfig::load(&args.config.config)?;
     // NFS-Ganesha exports a btrfs subvolume only when it is mounted on its own.
     let mount_subvolumes = matches!(
         config.nfs_server,
@@ -40,7 +40,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
 /// client reconnects after its own backoff.
 pub(crate) fn tickle(args: TickleArgs) -> anyhow::Result<()> {
     use rwxnfs_agent::tickle;
-    let config = AgentConfig::load(&args.config)?;
+    let config = AgentConfig::load(&args.config.config)?;
     let path = config.state_dir.join(tickle::FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

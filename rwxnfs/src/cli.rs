@@ -231,8 +231,9 @@ pub(crate) struct ControllerArgs {
     pub health: HealthArgs,
 }
 
+/// The agent's configuration file, for the commands that read it.
 #[derive(Args, Debug)]
-pub(crate) struct AgentArgs {
+pub(crate) struct AgentConfigArg {
     /// The agent's configuration file (see the README's "The agent's configuration file").
     #[arg(
         long,
@@ -240,6 +241,12 @@ pub(crate) struct AgentArgs {
         env = "RWXNFS_AGENT_CONFIG"
     )]
     pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AgentArgs {
+    #[command(flatten)]
+    pub config: AgentConfigArg,
 
     /// Serve TCP endpoints without TLS. For development only: anyone who can reach the port
     /// can then create, grant and delete exports.
@@ -251,15 +258,11 @@ pub(crate) struct AgentArgs {
     pub shutdown_grace: Duration,
 }
 
+/// `rwxnfs tickle`: the connections are recorded under the configuration's stateDir.
 #[derive(Args, Debug)]
 pub(crate) struct TickleArgs {
-    /// The agent's configuration file: the connections are recorded under its stateDir.
-    #[arg(
-        long,
-        default_value = "/etc/rwxnfs/agent.yaml",
-        env = "RWXNFS_AGENT_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: AgentConfigArg,
 }
 
 #[derive(Args, Debug)]

@@ -49,6 +49,15 @@ fn shard_of(export_id: u32) -> u32 {
     (export_id / RUN) % SHARDS
 }
 
+/// `id` in or out of `files`.
+fn set(files: &mut BTreeSet<u32>, id: u32, present: bool) {
+    if present {
+        files.insert(id);
+    } else {
+        files.remove(&id);
+    }
+}
+
 /// The export files as this exporter wrote and removed them, and the shards to rewrite.
 #[derive(Default)]
 struct State {
@@ -138,12 +147,7 @@ impl Include {
     pub(super) fn note(&self, id: u32, present: bool) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.files.as_mut() {
-            Some(files) if present => {
-                files.insert(id);
-            }
-            Some(files) => {
-                files.remove(&id);
-            }
+            Some(files) => set(files, id, present),
             None => {
                 state.early.insert(id, present);
             }
@@ -187,16 +191,12 @@ impl Shared {
     /// time), and the highest ticket it covers.
     fn rewrite(&self) -> (u64, Result<(), Arc<std::io::Error>>) {
         let covered = self.changes.load(Ordering::SeqCst);
-        let taken = {
+        let (taken, synced) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.files.is_none() {
                 let mut files = named_in_shards(&self.dir);
                 for (id, present) in std::mem::take(&mut state.early) {
-                    if present {
-                        files.insert(id);
-                    } else {
-                        files.remove(&id);
-                    }
+                    set(&mut files, id, present);
                 }
                 state.files = Some(files);
                 state.dirty = (0..SHARDS).collect();
@@ -210,15 +210,13 @@ impl Shared {
                 .collect();
             for id in files.into_iter().flatten() {
                 if let Ok(at) = texts.binary_search_by_key(&shard_of(id), |(shard, _)| *shard) {
-                    let file = self.dir.join(format!("export-{id}.conf"));
                     texts[at]
                         .1
-                        .push_str(&format!("%include \"{}\"\n", file.display()));
+                        .push_str(&include_line(&self.dir.join(format!("export-{id}.conf"))));
                 }
             }
             (texts, synced)
         };
-        let (taken, synced) = taken;
         let result = write_shards(&self.dir, &taken, synced);
         if result.is_err() {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,19 +227,23 @@ impl Shared {
     }
 }
 
+fn include_line(file: &Path) -> String {
+    format!("%include \"{}\"\n", file.display())
+}
+
 /// The index: one `%include` per shard.
 fn index_text(dir: &Path) -> String {
     let mut text = String::from(HEADER);
     for shard in 0..SHARDS {
-        let file = dir.join(shard_name(shard));
-        text.push_str(&format!("%include \"{}\"\n", file.display()));
+        text.push_str(&include_line(&dir.join(shard_name(shard))));
     }
     text
 }
 
 /// Replaces each shard whose text differs: every temporary written (and, when `synced`, its
-/// data synced, side by side), then renamed into place (then, when `synced`, the directory
-/// synced once).
+/// data synced, side by side on up to [`SYNC_THREADS`] threads; an unsynced rewrite, a
+/// create's, spawns none), then renamed into place (then, when `synced`, the directory synced
+/// once).
 fn write_shards(dir: &Path, shards: &[(u32, String)], synced: bool) -> std::io::Result<()> {
     let changed: Vec<(PathBuf, PathBuf, &str)> = shards
         .iter()
@@ -255,29 +257,32 @@ fn write_shards(dir: &Path, shards: &[(u32, String)], synced: bool) -> std::io::
     if changed.is_empty() {
         return Ok(());
     }
+    let write = |part: &[(PathBuf, PathBuf, &str)]| -> std::io::Result<()> {
+        for (_, tmp, text) in part {
+            let mut file = std::fs::File::create(tmp)?;
+            file.write_all(text.as_bytes())?;
+            if synced {
+                file.sync_data()?;
+            }
+        }
+        Ok(())
+    };
     let chunk = changed.len().div_ceil(SYNC_THREADS);
-    let written: std::io::Result<()> = std::thread::scope(|scope| {
-        let workers: Vec<_> = changed
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    for (_, tmp, text) in part {
-                        let mut file = std::fs::File::create(tmp)?;
-                        file.write_all(text.as_bytes())?;
-                        if synced {
-                            file.sync_data()?;
-                        }
-                    }
-                    Ok(())
-                })
+    let written: std::io::Result<()> = if !synced || changed.len() == 1 {
+        write(&changed)
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = changed
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || write(part)))
+                .collect();
+            // Every worker is joined when the scope ends, whichever failed first.
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("panicked")))
             })
-            .collect();
-        // Every worker is joined when the scope ends, whichever failed first.
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("panicked")))
         })
-    });
+    };
     let renamed = written.and_then(|()| {
         changed
             .iter()
