@@ -102,7 +102,7 @@ impl ExportAgent {
         // A grant that a cancelled batch dropped is queued again; the change it carried, if
         // written, is found by the next batch, which applies the export again.
         for _ in 0..3 {
-            let (done, answer) = oneshot::channel();
+            let (done, mut answer) = oneshot::channel();
             self.grants.queue(
                 &key,
                 Pending {
@@ -112,13 +112,22 @@ impl ExportAgent {
                     done,
                 },
             );
-            {
-                let _guard = self.lock_export(&name).await;
-                let batch = self.grants.take(&key);
-                if !batch.is_empty() {
-                    self.grant_batch(&name, batch).await;
-                }
+            // Whichever comes first: the lock, or the answer of a holder that took this grant
+            // into its batch. Waiting for the lock after being answered would make N callers
+            // of one export a convoy of N lock turns, each after the batch that answered it.
+            let guard = tokio::select! {
+                biased;
+                answered = &mut answer => match answered {
+                    Ok(result) => return result,
+                    Err(_) => continue,
+                },
+                guard = self.lock_export(&name) => guard,
+            };
+            let batch = self.grants.take(&key);
+            if !batch.is_empty() {
+                self.grant_batch(&name, batch).await;
             }
+            drop(guard);
             if let Ok(result) = answer.await {
                 return result;
             }

@@ -158,3 +158,51 @@ async fn grants_of_one_export_arriving_together_share_one_update() {
         "{applies} server updates for 200 grants arriving together"
     );
 }
+
+/// The external-attacher publishing one claim to many nodes: ten workers, each sending its
+/// next publish as soon as its last is answered. A grant applied in another caller's batch is
+/// answered then, without its caller waiting for a turn at the export's lock: otherwise each
+/// turn would come after one more update of the export, and the ten would go one update at a
+/// time (50 updates for 50 grants here) with each caller waiting ten updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_from_workers_that_send_the_next_when_answered_are_batched() {
+    const WORKERS: u16 = 10;
+    const EACH: u16 = 5;
+    let (_dir, agent, exporter, id) = agent_with_export_v().await;
+    exporter.apply_takes(std::time::Duration::from_millis(20));
+    let before = exporter.calls().len();
+
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let n = w * EACH + i + 1;
+                    agent
+                        .grant_access(GrantRequest {
+                            name: "v".into(),
+                            client_id: format!("node-{n}"),
+                            addresses: vec![format!("10.0.1.{n}")],
+                            access: Some(Access::Rw),
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    assert_eq!(
+        exporter.get(id).unwrap().clients.len(),
+        usize::from(WORKERS * EACH)
+    );
+    let updates = exporter.calls().len() - before;
+    assert!(
+        updates <= usize::from(EACH) * 3,
+        "{updates} server updates for {} grants from {WORKERS} workers",
+        WORKERS * EACH
+    );
+}

@@ -18,6 +18,7 @@ struct FakeState {
     active: BTreeMap<u32, ExportSpec>,
     fail_with: Option<String>,
     calls: Vec<String>,
+    apply_takes: std::time::Duration,
 }
 
 impl FakeExporter {
@@ -33,6 +34,11 @@ impl FakeExporter {
     /// Makes every following call fail as "unavailable" (None: succeed again).
     pub fn fail(&self, message: Option<&str>) {
         self.lock().fail_with = message.map(str::to_owned);
+    }
+
+    /// Makes every following apply take this long, as a real server's update does.
+    pub fn apply_takes(&self, duration: std::time::Duration) {
+        self.lock().apply_takes = duration;
     }
 
     /// Calls made so far, as "apply 7", "remove 7", ...
@@ -67,6 +73,10 @@ impl Exporter for FakeExporter {
     }
 
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
+        let takes = self.lock().apply_takes;
+        if !takes.is_zero() {
+            tokio::time::sleep(takes).await;
+        }
         let mut state = self.check(format!("apply {}", spec.export_id))?;
         state.active.insert(spec.export_id, spec.clone());
         Ok(())
