@@ -23,16 +23,31 @@ pub struct NameGuard<'a> {
 
 impl NameLocks {
     /// Waits until no other operation holds `key`, then holds it.
+    /// A caller that stops waiting (a grant answered in another caller's batch) leaves
+    /// nothing behind either.
     pub async fn lock(&self, key: String) -> NameGuard<'_> {
         let mutex = {
             let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(key.clone()).or_default().clone()
         };
+        // Declared before the wait, so dropped after it when the wait is cancelled.
+        let _forget = Forget {
+            locks: self,
+            key: &key,
+        };
         let guard = mutex.lock_owned().await;
         NameGuard {
             locks: self,
-            key,
+            key: key.clone(),
             guard: Some(guard),
+        }
+    }
+
+    /// Forgets `key`'s lock if only the map still refers to it: nobody holds or waits for it.
+    fn forget_if_unused(&self, key: &str) {
+        let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(key);
         }
     }
 
@@ -57,14 +72,20 @@ impl NameLocks {
 impl Drop for NameGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut map = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
-        // Only the map's own reference left: nobody holds or waits for this name.
-        if map
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            map.remove(&self.key);
-        }
+        self.locks.forget_if_unused(&self.key);
+    }
+}
+
+/// Forgets a lock whose waiter gave up ([`NameLocks::lock`]); while a guard holds the lock this
+/// does nothing, as the guard refers to it.
+struct Forget<'a> {
+    locks: &'a NameLocks,
+    key: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.locks.forget_if_unused(self.key);
     }
 }
 
@@ -94,6 +115,26 @@ mod tests {
         let _a = locks.lock("a".into()).await;
         let b = tokio::time::timeout(Duration::from_secs(1), locks.lock("b".into())).await;
         assert!(b.is_ok());
+    }
+
+    /// A waiter cancelled while another holds the name (as a grant's caller stops waiting once
+    /// another caller's batch answered it): once the holder is gone, the name is forgotten.
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_nothing_behind() {
+        let locks = NameLocks::default();
+        let held = locks.lock("a".into()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(20), locks.lock("a".into())).await;
+        assert!(waited.is_err(), "the name is held");
+        drop(held);
+        assert_eq!(locks.len(), 0);
+        // And the other order: the holder gone first, then the waiter cancelled.
+        let held = locks.lock("a".into()).await;
+        let mut waiter = Box::pin(locks.lock("a".into()));
+        let polled = tokio::time::timeout(Duration::ZERO, &mut waiter).await;
+        assert!(polled.is_err(), "the name is held");
+        drop(held);
+        drop(waiter);
+        assert_eq!(locks.len(), 0);
     }
 
     #[tokio::test]
