@@ -220,12 +220,14 @@ until grep -q reconciled /work/agent.log; do
   usleep 50000
 done
 step reconciled
-# 4. nfs-server.service (exportfs -a, which keeps the agent's exports, mountd, nfsdcld, nfsd
-#    in the cluster's server scope: manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
-exportfs -a
+# 4. nfs-server.service (exportfs -a when the host has exports of its own, which keeps the
+#    agent's; mountd, nfsdcld, nfsd in the cluster's server scope:
+#    manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
+if grep -qsE "^[[:space:]]*[^#[:space:]]" /etc/exports /etc/exports.d/*.exports; then exportfs -a; fi
 rpcbind -w
 nfsdcld
 rpc.mountd --no-udp -N 3
+step mountd
 unshare -u sh -c 'hostname rwxnfs-ha1 && rpc.nfsd --no-udp -N 3 8'
 step nfsd
 "#;

@@ -13,7 +13,8 @@
 //!   10,000 exports in an emulated VM, at every change and every takeover. Lines of the table
 //!   whose path is not under the export root (the host's own exports) are kept as they are.
 //!   No exports file names the agent's exports, so the host's `exportfs -a` (nfs-server's
-//!   start, with the drop-in manifests/ha/systemd ships) keeps them and stays quick; an
+//!   start, with the drop-in manifests/ha/systemd ships, when the host has exports of its
+//!   own) keeps them and checks none of them; an
 //!   `exportfs -r` by hand drops them, and the exporter, which watches the table, puts them
 //!   back within two seconds.
 //! - **`exportfs`**: the exporter writes every export to a persistent exports file

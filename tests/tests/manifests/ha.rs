@@ -397,7 +397,8 @@ fn nfsd_settings() {
         "{rel}: the scope in the drop-in is nfs.conf's {scope:?}: {start}"
     );
     // The stock unit's `exportfs -r` (start and reload) would drop the agent's exports from
-    // nfs-utils' table, which the agent writes itself; `exportfs -a` keeps them.
+    // nfs-utils' table, which the agent writes itself; `exportfs -a` keeps them. The start
+    // runs it only for a host with exports of its own.
     for key in ["ExecStartPre", "ExecReload"] {
         let lines = &dropin["Service"][key];
         assert_eq!(
@@ -405,12 +406,72 @@ fn nfsd_settings() {
             Some(""),
             "{rel}: replaces {key}"
         );
-        assert_eq!(
-            one(&dropin, rel, "Service", key),
-            "-/usr/sbin/exportfs -a",
-            "{rel}: {key}"
-        );
     }
+    assert_eq!(
+        one(&dropin, rel, "Service", "ExecReload"),
+        "-/usr/sbin/exportfs -a",
+        "{rel}"
+    );
+    let start = one(&dropin, rel, "Service", "ExecStartPre");
+    let script = start
+        .strip_prefix("-/bin/sh -c '")
+        .and_then(|s| s.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{rel}: ExecStartPre is not a shell line: {start}"));
+    exportfs_runs_only_with_the_hosts_own_exports(rel, script);
+}
+
+/// Runs the start's shell line with the exports files in a scratch directory and `exportfs`
+/// replaced by a marker: it runs for a line that exports something, in either file, and not
+/// for missing, empty or comment-only files.
+fn exportfs_runs_only_with_the_hosts_own_exports(rel: &str, script: &str) {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let etc = dir.path();
+    let ran = etc.join("ran");
+    let script = script
+        .replace("/etc/exports", &etc.join("exports").display().to_string())
+        .replace(
+            "exec /usr/sbin/exportfs -a",
+            &format!("touch {}", ran.display()),
+        );
+    assert!(
+        script.contains(&ran.display().to_string()),
+        "{rel}: {script}"
+    );
+    let runs = |exports: Option<&str>, exports_d: Option<&str>| {
+        let _ = std::fs::remove_file(etc.join("exports"));
+        let _ = std::fs::remove_dir_all(etc.join("exports.d"));
+        let _ = std::fs::remove_file(&ran);
+        if let Some(text) = exports {
+            std::fs::write(etc.join("exports"), text).expect("writing exports");
+        }
+        if let Some(text) = exports_d {
+            std::fs::create_dir_all(etc.join("exports.d")).expect("making exports.d");
+            std::fs::write(etc.join("exports.d/site.exports"), text).expect("writing exports.d");
+        }
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("running sh");
+        assert!(status.success(), "{rel}: {script}");
+        ran.exists()
+    };
+    assert!(!runs(None, None), "{rel}: no exports files");
+    assert!(!runs(Some(""), None), "{rel}: an empty /etc/exports");
+    assert!(
+        !runs(
+            Some("# /srv 10.0.0.0/8(rw)\n\n   \n"),
+            Some("  # nothing\n")
+        ),
+        "{rel}: comments and blank lines"
+    );
+    assert!(
+        runs(Some("/srv 10.0.0.0/8(rw)\n"), None),
+        "{rel}: /etc/exports"
+    );
+    assert!(
+        runs(Some("# none\n"), Some("  /data *(ro)\n")),
+        "{rel}: /etc/exports.d"
+    );
 }
 
 /// The crm configuration's group lists the same resources in the same order.
