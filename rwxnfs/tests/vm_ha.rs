@@ -153,6 +153,84 @@ echo done >> /work/acked.log
     )
 }
 
+/// Samples, every 200 ms while the writer runs (at most 10 minutes), the client's NFS
+/// transport (`/proc/self/mountstats`: connections made, requests sent, replies received) and
+/// the states of its TCP sockets to port 2049 (`/proc/net/tcp`), one line each:
+/// `<uptime> <connects> <sends> <replies> <state>...`.
+const CONNECTIONS: &str = r#"n=0
+while [ $n -lt 3000 ] && [ ! -e /work/stop-writer ]; do
+  t=$(cut -d' ' -f1 /proc/uptime)
+  x=$(awk '$1 == "xprt:" { print $5, $8, $9; exit }' /proc/self/mountstats)
+  c=$(awk '$3 ~ /:0801$/ { printf " %s", $4 }' /proc/net/tcp)
+  echo "$t $x$c" >> /work/connections.log
+  n=$((n+1))
+  usleep 200000
+done
+"#;
+
+/// What the client's transport did between `from` and `to` (guest uptime, the stall's two
+/// lines), from [`CONNECTIONS`]' samples: each change of its connections or socket states,
+/// and the first reply after each, as seconds after `from`.
+fn connection_timeline(log: &str, from: f64, to: f64) -> String {
+    fn state(hex: &str) -> &str {
+        match hex {
+            "01" => "ESTABLISHED",
+            "02" => "SYN_SENT",
+            "04" => "FIN_WAIT1",
+            "05" => "FIN_WAIT2",
+            "06" => "TIME_WAIT",
+            "07" => "CLOSE",
+            "08" => "CLOSE_WAIT",
+            "09" => "LAST_ACK",
+            "0B" => "CLOSING",
+            other => other,
+        }
+    }
+    let mut out = String::new();
+    let mut last: Option<(String, String, u64)> = None;
+    let mut awaiting_reply = false;
+    for line in log.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(t), Some(connects), Some(replies)) = (
+            f.first().and_then(|t| t.parse::<f64>().ok()),
+            f.get(1),
+            f.get(3).and_then(|r| r.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        if t < from - 0.2 || t > to + 0.2 {
+            continue;
+        }
+        let sockets = f
+            .get(4..)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| state(s))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let now = (connects.to_string(), sockets, replies);
+        let changed = last.as_ref().is_none_or(|l| l.0 != now.0 || l.1 != now.1);
+        let replied = awaiting_reply && last.as_ref().is_some_and(|l| now.2 > l.2);
+        if changed || replied {
+            out.push_str(&format!(
+                "  +{:.1} s: {} connections made, {} replies, sockets [{}]{}\n",
+                t - from,
+                now.0,
+                now.2,
+                now.1,
+                if replied && !changed {
+                    " (a reply)"
+                } else {
+                    ""
+                }
+            ));
+            awaiting_reply = changed;
+        }
+        last = Some(now);
+    }
+    out
+}
+
 /// (line, guest time, acknowledged) for each line the writer tried so far.
 fn acked(client: &Vm) -> Vec<(u32, f64, bool)> {
     std::fs::read_to_string(client.work().join("acked.log"))
@@ -489,7 +567,8 @@ async fn failover(kernel: Kernel) {
     }
 
     client.sh(&format!(
-        "cat > /work/writer.sh <<'EOF'\n{}EOF\nsetsid sh /work/writer.sh > /dev/null 2>&1 &",
+        "cat > /work/writer.sh <<'EOF'\n{}EOF\nsetsid sh /work/writer.sh > /dev/null 2>&1 &\n\
+         cat > /work/connections.sh <<'EOF'\n{CONNECTIONS}EOF\nsetsid sh /work/connections.sh > /dev/null 2>&1 &",
         writer(&m.target)
     ));
     wait_until("20 lines written", Duration::from_secs(60), || {
@@ -529,14 +608,20 @@ async fn failover(kernel: Kernel) {
         failed.is_empty() && errors.is_empty(),
         "failed writes {failed:?}: {errors}"
     );
-    let stall = lines
+    let (stalled_at, stall) = lines
         .windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .fold(0.0, f64::max);
+        .map(|w| (w[0].1, w[1].1 - w[0].1))
+        .fold((0.0, 0.0), |max, gap| if gap.1 > max.1 { gap } else { max });
     println!(
         "client-visible stall ({transport}): {stall:.1} s (longest gap between two acknowledged \
-         lines; 100 ms apart otherwise), {} lines",
-        lines.len()
+         lines; 100 ms apart otherwise), {} lines; the client's connection to {VIP}:2049 \
+         meanwhile, from the last line before it:\n{}",
+        lines.len(),
+        connection_timeline(
+            &std::fs::read_to_string(client.work().join("connections.log")).unwrap_or_default(),
+            stalled_at,
+            stalled_at + stall,
+        )
     );
     if mtls {
         // The connection to nfs-b is a new handshake: nfs-b's tlshd served it.
