@@ -30,17 +30,15 @@ impl NameLocks {
             let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(key.clone()).or_default().clone()
         };
-        // Declared before the wait, so dropped after it when the wait is cancelled.
-        let _forget = Forget {
+        // Made before the wait, so dropped after it (and after the lock it waits for) when
+        // the wait is cancelled: its drop then forgets the name as a release does.
+        let mut held = NameGuard {
             locks: self,
-            key: &key,
+            key,
+            guard: None,
         };
-        let guard = mutex.lock_owned().await;
-        NameGuard {
-            locks: self,
-            key: key.clone(),
-            guard: Some(guard),
-        }
+        held.guard = Some(mutex.lock_owned().await);
+        held
     }
 
     /// Forgets `key`'s lock if only the map still refers to it: nobody holds or waits for it.
@@ -73,19 +71,6 @@ impl Drop for NameGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         self.locks.forget_if_unused(&self.key);
-    }
-}
-
-/// Forgets a lock whose waiter gave up ([`NameLocks::lock`]); while a guard holds the lock this
-/// does nothing, as the guard refers to it.
-struct Forget<'a> {
-    locks: &'a NameLocks,
-    key: &'a str,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.locks.forget_if_unused(self.key);
     }
 }
 
