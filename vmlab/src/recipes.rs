@@ -186,8 +186,10 @@ cat > /work/promote <<'EOF'
 /// order, ending with the floating address `vip`/`vip_prefix` on eth1, announced. A step's
 /// time and name go to stdout (`<uptime> primary`, ...); any failure ends it non-zero.
 pub fn ha_promoter(vip: &str, vip_prefix: u8) -> String {
+    let until_address =
+        PROMOTER_UNTIL_ADDRESS.replace("NFS_SERVER_START_PRE", &nfs_server_start_pre());
     format!(
-        "{PROMOTER_UNTIL_ADDRESS}# 5. IPaddr2: the address once everything else is up, announced
+        "{until_address}# 5. IPaddr2: the address once everything else is up, announced
 ip addr add {vip}/{vip_prefix} dev eth1
 arping -U -c 1 -I eth1 {vip} || true
 step address
@@ -198,7 +200,21 @@ step tickled
     )
 }
 
-/// [`ha_promoter`] but for the address and the tickle, which it adds last.
+/// The nfs-server drop-in's `ExecStartPre` command as systemd runs it (its `-`, failure
+/// ignored, is the promoter's `|| true`): the manifest's own line, not a copy of it.
+fn nfs_server_start_pre() -> String {
+    const DROPIN: &str =
+        include_str!("../../manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf");
+    DROPIN
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStartPre=-"))
+        .next_back()
+        .unwrap_or_else(|| panic!("the nfs-server drop-in has no ExecStartPre=- line"))
+        .to_owned()
+}
+
+/// [`ha_promoter`] but for the address and the tickle, which it adds last; its
+/// `NFS_SERVER_START_PRE` is [`nfs_server_start_pre`].
 const PROMOTER_UNTIL_ADDRESS: &str = r#"set -e
 t0=$(cut -d' ' -f1 /proc/uptime)
 step() { echo "$(cut -d' ' -f1 /proc/uptime) $1"; }
@@ -223,7 +239,7 @@ step reconciled
 # 4. nfs-server.service (exportfs -a when the host has exports of its own, which keeps the
 #    agent's; mountd, nfsdcld, nfsd in the cluster's server scope:
 #    manifests/ha/systemd/nfs-server.service.d/rwxnfs.conf)
-if grep -qsE "^[[:space:]]*[^#[:space:]]" /etc/exports /etc/exports.d/*.exports; then exportfs -a; fi
+NFS_SERVER_START_PRE || true
 rpcbind -w
 nfsdcld
 rpc.mountd --no-udp -N 3
@@ -449,6 +465,11 @@ mod tests {
         assert!(
             promoter.find("rpc.nfsd").unwrap() < promoter.find("ip addr add").unwrap(),
             "{promoter}"
+        );
+        assert!(
+            promoter.contains("\n/bin/sh -c 'if grep ")
+                && promoter.contains("exportfs -a; fi' || true\n"),
+            "the drop-in's start line: {promoter}"
         );
     }
 
