@@ -481,6 +481,37 @@ async fn the_etab_mode_writes_one_line_per_client_keeps_the_hosts_lines_and_flus
     assert_eq!(names, [".etab.lock", "etab"]);
 }
 
+/// Every flush makes rpc.mountd read the whole table again at its next upcall: a commit that
+/// changes no line of the table (a create without clients, a grant already there) writes and
+/// flushes nothing; one that does, both.
+#[tokio::test]
+async fn a_commit_that_changes_no_line_of_the_table_writes_and_flushes_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = direct(dir.path());
+    let node = vec![(addr("10.0.0.1"), Access::Rw)];
+    exporter
+        .apply_all(&[spec(5, node.clone())])
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let path = dir.path().join("var/lib/nfs/etab");
+    let flush = dir.path().join("proc/net/rpc/nfsd.export/flush");
+    let written = std::fs::metadata(&path).unwrap().ino();
+    std::fs::write(&flush, "").unwrap();
+    exporter.apply(&spec(6, vec![])).await.unwrap();
+    exporter.apply(&spec(5, node.clone())).await.unwrap();
+    exporter.remove(6).await.unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), written);
+    assert_eq!(std::fs::read_to_string(&flush).unwrap(), "", "flushed");
+
+    exporter.apply(&spec(6, node)).await.unwrap();
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), written);
+    assert!(etab(dir.path()).contains("fsid=6"));
+    assert_ne!(std::fs::read_to_string(&flush).unwrap(), "", "not flushed");
+}
+
 #[tokio::test]
 async fn the_etab_mode_needs_no_table_yet_and_fails_whole_when_it_cannot_write_it() {
     let dir = tempfile::tempdir().unwrap();
