@@ -248,13 +248,14 @@ async fn reconcile_calls_ganesha_only_for_exports_it_does_not_serve_as_the_table
 async fn add_export_latency() {
     let bed = bed("latency");
     const N: u32 = 200;
+    let node = vec![(addr("10.0.0.1"), Access::Rw)];
     let mut apply = Vec::new();
     for i in 0..N {
         let path = volume(bed.dir.path(), &format!("l{i}"));
         let started = Instant::now();
         bed.host
             .exporter
-            .apply(&spec(1000 + i, &path, &format!("/l{i}"), vec![]))
+            .apply(&spec(1000 + i, &path, &format!("/l{i}"), node.clone()))
             .await
             .unwrap();
         apply.push(started.elapsed());
@@ -281,9 +282,10 @@ async fn five_hundred_exports_applied_at_once_all_go_live() {
     for i in 0..N {
         let path = volume(bed.dir.path(), &format!("b{i}"));
         let exporter = exporter.clone();
+        let node = vec![(addr("10.0.0.1"), Access::Rw)];
         tasks.push(tokio::spawn(async move {
             exporter
-                .apply(&spec(2000 + i, &path, &format!("/b{i}"), vec![]))
+                .apply(&spec(2000 + i, &path, &format!("/b{i}"), node))
                 .await
         }));
     }
@@ -347,14 +349,17 @@ async fn an_exporter_whose_memory_of_active_exports_is_stale_still_applies() {
     let client = vec![(addr("10.0.0.1"), Access::Rw)];
     let mine = &bed.host.exporter;
     let other = exporter_on(&bed);
+    let before = vec![(addr("10.0.0.9"), Access::Rw)];
     // Removed behind its back: `mine` still takes 501 for active.
-    mine.apply(&spec(501, &p1, "/s1", vec![])).await.unwrap();
+    mine.apply(&spec(501, &p1, "/s1", before.clone()))
+        .await
+        .unwrap();
     other.remove(501).await.unwrap();
     mine.apply(&spec(501, &p1, "/s1", client.clone()))
         .await
         .unwrap();
     // Added behind its back: `mine` still takes 502 for inactive.
-    other.apply(&spec(502, &p2, "/s2", vec![])).await.unwrap();
+    other.apply(&spec(502, &p2, "/s2", before)).await.unwrap();
     mine.apply(&spec(502, &p2, "/s2", client)).await.unwrap();
     let active = mine.active().await.unwrap();
     assert!(active.contains(&501) && active.contains(&502), "{active:?}");
@@ -363,6 +368,78 @@ async fn an_exporter_whose_memory_of_active_exports_is_stale_still_applies() {
             .unwrap()
             .contains("Clients = 10.0.0.1;"),
         "the second apply's client list is what is exported"
+    );
+}
+
+/// A claim created and not yet published has no client: Ganesha is given it with its first
+/// client (an `AddExport` costs more the more exports Ganesha has), keeps it after its last,
+/// and a delete of one it never had calls nothing.
+#[tokio::test]
+async fn an_export_is_given_to_ganesha_with_its_first_client() {
+    let bed = bed("first");
+    let node = Netns::new("f");
+    let link = bed.host.netns.link(&node, 1);
+    let (p1, p2) = (volume(bed.dir.path(), "f1"), volume(bed.dir.path(), "f2"));
+    std::fs::write(p1.join("data"), b"first client").unwrap();
+    let exporter = &bed.host.exporter;
+    exporter
+        .apply(&spec(601, &p1, "/f1", vec![]))
+        .await
+        .unwrap();
+    // A reconcile (a restarted agent) with a table of two such exports.
+    let restarted = exporter_on(&bed);
+    for r in restarted
+        .apply_all(&[spec(601, &p1, "/f1", vec![]), spec(602, &p2, "/f2", vec![])])
+        .await
+    {
+        r.unwrap();
+    }
+    assert_eq!(exporter.activations() + restarted.activations(), 0);
+    let active = exporter.active().await.unwrap();
+    assert!(
+        !active.contains(&601) && !active.contains(&602),
+        "{active:?}"
+    );
+    for id in [601, 602] {
+        assert!(!exporter.export_file(id).exists(), "export-{id}.conf");
+    }
+
+    let granted = vec![(addr(&link.client), Access::Rw)];
+    exporter
+        .apply(&spec(601, &p1, "/f1", granted))
+        .await
+        .unwrap();
+    assert!(exporter.active().await.unwrap().contains(&601));
+    assert_eq!(
+        nfs_cat(&node, &link.server, "/f1/data"),
+        NfsOutcome::Ok(b"first client".to_vec())
+    );
+
+    // Its last client goes: Ganesha keeps it, admitting nobody.
+    exporter
+        .apply(&spec(601, &p1, "/f1", vec![]))
+        .await
+        .unwrap();
+    assert!(exporter.active().await.unwrap().contains(&601));
+    assert!(exporter.export_file(601).exists());
+    assert_eq!(nfs_cat(&node, &link.server, "/f1/data"), NfsOutcome::Denied);
+    let calls = exporter.activations();
+    for r in exporter
+        .apply_all(&[spec(601, &p1, "/f1", vec![]), spec(602, &p2, "/f2", vec![])])
+        .await
+    {
+        r.unwrap();
+    }
+    assert_eq!(exporter.activations(), calls, "nothing changed");
+
+    restarted.remove(602).await.unwrap();
+    exporter.remove(601).await.unwrap();
+    assert!(exporter.active().await.unwrap().is_empty());
+    let refused = refused_calls(&bed.host.ganesha.log);
+    assert!(
+        refused.is_empty(),
+        "Ganesha logged:\n{}",
+        refused.join("\n")
     );
 }
 

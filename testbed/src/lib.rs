@@ -186,6 +186,49 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Ganesha's active exports (`ShowExports`) and export files against the agent's table (read
+/// from `state`): every export with a client (granted, or `allowedClients`) is active, nothing
+/// the table lacks is, and each active export has its file and no other file is there. An
+/// export that has never had a client is not given to Ganesha; one whose last client went may
+/// stay active.
+pub fn assert_ganesha_serves_the_table(state: &Path, active: &[u32]) {
+    let table = rwxnfs_agent::table::Table::open(state)
+        .expect("the table opens")
+        .exports()
+        .expect("the table reads");
+    let in_table: Vec<u32> = table.iter().map(|r| r.export_id).collect();
+    for record in &table {
+        if !record.clients.is_empty() || !record.options.allowed_clients.is_empty() {
+            assert!(
+                active.contains(&record.export_id),
+                "{} has clients and is not exported (active: {active:?})",
+                record.name
+            );
+        }
+    }
+    let mut unknown: Vec<u32> = active
+        .iter()
+        .copied()
+        .filter(|id| !in_table.contains(id))
+        .collect();
+    unknown.sort_unstable();
+    assert!(
+        unknown.is_empty(),
+        "Ganesha exports {unknown:?}, not in the table"
+    );
+    let mut files: Vec<String> = names_in(&state.join("ganesha"))
+        .into_iter()
+        .filter(|n| n.starts_with("export-"))
+        .collect();
+    files.sort();
+    let mut wanted: Vec<String> = active
+        .iter()
+        .map(|id| format!("export-{id}.conf"))
+        .collect();
+    wanted.sort();
+    assert_eq!(files, wanted, "one export file per active export, no other");
+}
+
 /// What the agent must never leave behind: a temporary file of a table record or an export
 /// file in its state directory, or anything in the export root's trash once its purger had
 /// `limit` to empty it. Blocks (call it from `spawn_blocking` in async tests).

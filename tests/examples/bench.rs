@@ -1,7 +1,8 @@
 //! The scale benchmark over real NFS-Ganesha on this host: 10,000 volumes created one at a
 //! time through the controller, 2,000 more 32 at a time, 500 published to one node at once,
-//! one published to 500 nodes at once, a reconcile of all of them, an agent started over the
-//! table with each exporter, every one deleted 32 at a time, and the memory; one table.
+//! one published to 500 nodes at once, every other one published 10 at a time, a reconcile of
+//! all of them, an agent started over the table with each exporter, every one deleted 32 at a
+//! time, and the memory; one table.
 //!
 //!     cargo run --release -p rwxnfs-tests --example bench            # the full run
 //!     cargo run --release -p rwxnfs-tests --example bench -- --short  # 1,000, as the test

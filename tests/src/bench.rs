@@ -1,8 +1,9 @@
 //! The scale benchmark's scenarios, run against a [`Stack`]: creates one at a time and 32 at
-//! a time, publishes of many volumes at once, a reconcile of everything, an agent's start over
-//! the full table, deletes, and the resident memory, printed as one table. The example `bench` runs it over real NFS-Ganesha
-//! with 10,000 exports; a test runs 1,000 and checks the ratios ([`Report::check`]). Every
-//! loop is bounded by its count.
+//! a time, publishes of many volumes at once, every other volume's first publish (where an
+//! export reaches Ganesha), a reconcile of everything, an agent's start over the full table,
+//! deletes, and the resident memory, printed as one table. The example `bench` runs it over
+//! real NFS-Ganesha with 10,000 exports; a test runs 1,000 and checks the ratios
+//! ([`Report::check`]). Every loop is bounded by its count.
 
 use std::{
     fmt::Write as _,
@@ -96,6 +97,10 @@ pub struct Report {
     /// Another volume published to as many nodes, [`ATTACHER_WORKERS`] in flight at a time, as
     /// the external-attacher sends them.
     pub fan_out_attacher: Samples,
+    /// Every other volume's first publish, to one node, [`ATTACHER_WORKERS`] at a time: on
+    /// Ganesha, where an export goes to the server (an `AddExport`, whose cost grows with the
+    /// exports Ganesha has).
+    pub first_publishes: Samples,
     pub deletes: Samples,
     /// One Reconcile of every export, and how many it put back.
     pub reconcile: (Duration, usize),
@@ -124,6 +129,7 @@ impl Report {
             &self.publishes,
             &self.fan_out,
             &self.fan_out_attacher,
+            &self.first_publishes,
             &self.deletes,
         ] {
             let (p50, p99) = s.p50_p99(0..s.latencies.len());
@@ -137,9 +143,10 @@ impl Report {
                 s.rate()
             );
         }
-        for (samples, how) in [
-            (&self.sequential, "one at a time"),
-            (&self.concurrent, "32 at a time"),
+        for (samples, what) in [
+            (&self.sequential, ("creates", "one at a time")),
+            (&self.concurrent, ("creates", "32 at a time")),
+            (&self.first_publishes, ("first publishes", "10 at a time")),
         ] {
             let n = samples.latencies.len();
             let step = (n / 10).max(1);
@@ -148,9 +155,11 @@ impl Report {
                 let (p50, p99) = samples.p50_p99(start..end);
                 let _ = writeln!(
                     out,
-                    "| creates {}–{} ({how}) | {} | {} | {} | |",
+                    "| {}, {}–{} ({}) | {} | {} | {} | |",
+                    what.0,
                     start + 1,
                     end,
+                    what.1,
                     end - start,
                     ms(p50),
                     ms(p99)
@@ -469,6 +478,20 @@ pub async fn run(
         ATTACHER_WORKERS,
     )
     .await;
+    let rest = ids
+        .iter()
+        .skip(config.publishes)
+        .map(|id| (id.clone(), NODE_ID.to_owned()))
+        .collect();
+    let first_publishes = publish_at_once(
+        &controller,
+        &format!(
+            "ControllerPublishVolume, every other volume's first, {ATTACHER_WORKERS} at a time"
+        ),
+        rest,
+        ATTACHER_WORKERS,
+    )
+    .await;
     for (i, id) in ids.iter().take(2).enumerate() {
         let granted = agent
             .get_export(pb::GetExportRequest {
@@ -540,6 +563,7 @@ pub async fn run(
         publishes,
         fan_out,
         fan_out_attacher,
+        first_publishes,
         deletes,
         reconcile,
         start,
