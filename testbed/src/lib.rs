@@ -187,34 +187,24 @@ pub fn names_in(dir: &Path) -> Vec<String> {
 }
 
 /// Ganesha's active exports (`ShowExports`) and export files against the agent's table (read
-/// from `state`): every export with a client (granted, or `allowedClients`) is active, nothing
-/// the table lacks is, and each active export has its file and no other file is there. An
-/// export that has never had a client is not given to Ganesha; one whose last client went may
-/// stay active.
+/// from `state`): Ganesha has exactly the exports with a client (granted, or
+/// `allowedClients`), each from an export file of its own, and no other file is there.
 pub fn assert_ganesha_serves_the_table(state: &Path, active: &[u32]) {
     let table = rwxnfs_agent::table::Table::open(state)
         .expect("the table opens")
         .exports()
         .expect("the table reads");
-    let in_table: Vec<u32> = table.iter().map(|r| r.export_id).collect();
-    for record in &table {
-        if !record.clients.is_empty() || !record.options.allowed_clients.is_empty() {
-            assert!(
-                active.contains(&record.export_id),
-                "{} has clients and is not exported (active: {active:?})",
-                record.name
-            );
-        }
-    }
-    let mut unknown: Vec<u32> = active
+    let mut with_clients: Vec<u32> = table
         .iter()
-        .copied()
-        .filter(|id| !in_table.contains(id))
+        .filter(|r| !r.clients.is_empty() || !r.options.allowed_clients.is_empty())
+        .map(|r| r.export_id)
         .collect();
-    unknown.sort_unstable();
-    assert!(
-        unknown.is_empty(),
-        "Ganesha exports {unknown:?}, not in the table"
+    with_clients.sort_unstable();
+    let mut active = active.to_vec();
+    active.sort_unstable();
+    assert_eq!(
+        active, with_clients,
+        "Ganesha exports exactly the table's exports that have clients"
     );
     let mut files: Vec<String> = names_in(&state.join("ganesha"))
         .into_iter()

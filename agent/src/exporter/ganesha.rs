@@ -26,14 +26,14 @@
 //! An export's top-level `Access_Type = None` and one `CLIENT` block per access mode means a
 //! client not listed gets nothing: NFSv4 clients do not even see the export.
 //!
-//! An export that has never had a client (a claim created and not yet published, with no
-//! `allowedClients`) is not given to Ganesha at all: no file, no call. It is added with its
-//! first client, and stays (with an empty client list) after its last one goes. Ganesha 4's
-//! `AddExport` walks every active export by path and pseudo path, so each one costs more the
-//! more Ganesha has (1 ms with none, 5 ms with 10,000 in the lab): creating claims would slow
-//! down as they accumulate. Now that cost falls on a claim's first publish and grows with the
-//! claims in use, not with every claim that exists; the kernel exporter has no line for such an
-//! export either.
+//! Ganesha has exactly the exports that have clients. One without any (a claim created and
+//! not yet published, or no longer published anywhere, with no `allowedClients`) is not given
+//! to Ganesha: it has no file, and it is added with its first client and removed with its
+//! last. Ganesha 4's `AddExport` walks every active export by path and pseudo path, so each
+//! one costs more the more Ganesha has (1 ms with none, 5 ms with 10,000 in the lab): creating
+//! claims slowed as they accumulated. That cost now falls on a claim's publish and grows with
+//! the claims in use, not with every claim that exists, and a Ganesha that starts after a
+//! failover reads only those. The kernel exporter has no line for such an export either.
 
 mod include;
 
@@ -466,23 +466,23 @@ enum Written {
     Unchanged,
     /// The new text is in this pending file, to activate and then rename over the export file.
     Pending(PathBuf),
-    /// An export without clients that Ganesha has never been given: nothing to write or call.
-    Unserved,
+    /// An export without clients: Ganesha should not have it. Whether its file is there.
+    NoClients { file: bool },
 }
 
 /// Writes `spec`'s export text to a pending file, unless the export file already says exactly
-/// that, or unless `spec` admits nobody, Ganesha does not have it active and there is no file
-/// (an export not given to Ganesha yet: it is at its first client).
+/// that or `spec` admits nobody (then nothing is written: Ganesha should not have it).
 fn write_if_changed(
     spec: &ExportSpec,
     protocols: &[u8],
-    active: bool,
     path: &Path,
 ) -> Result<Written, ExportError> {
     let id = spec.export_id;
     let text = render(spec, protocols)?;
-    if spec.clients.is_empty() && !active && !path.exists() {
-        return Ok(Written::Unserved);
+    if spec.clients.is_empty() {
+        return Ok(Written::NoClients {
+            file: path.exists(),
+        });
     }
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(Written::Unchanged);
@@ -543,14 +543,14 @@ impl Exporter for GaneshaExporter {
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
         let id = spec.export_id;
         let file = self.export_file(id);
+        let text = render(spec, &self.settings.protocols)?;
+        if spec.clients.is_empty() {
+            // Nobody may reach it: Ganesha has it only from its first client to its last.
+            return self.remove(id).await;
+        }
         // Calls for one export never overlap (the agent holds its lock), so this answer holds
         // until the rename below.
         let existed = tokio::fs::try_exists(&file).await.unwrap_or(false);
-        let text = render(spec, &self.settings.protocols)?;
-        if spec.clients.is_empty() && !existed && !self.may_be_active(id).await {
-            // Nobody may reach it: Ganesha is given the export with its first client.
-            return Ok(());
-        }
         let pending = pending_file(&file);
         Self::write_pending(pending.clone(), text, id).await?;
         if let Err(e) = self.activate(id, &pending).await {
@@ -599,14 +599,11 @@ impl Exporter for GaneshaExporter {
         };
         let owned: Vec<ExportSpec> = specs.to_vec();
         let targets = files.clone();
-        let active_now = active.clone();
         let written = tokio::task::spawn_blocking(move || {
             owned
                 .iter()
                 .zip(targets)
-                .map(|(spec, (id, path))| {
-                    write_if_changed(spec, &protocols, active_now.contains(&id), &path)
-                })
+                .map(|(spec, (_, path))| write_if_changed(spec, &protocols, &path))
                 .collect::<Vec<_>>()
         })
         .await;
@@ -625,10 +622,12 @@ impl Exporter for GaneshaExporter {
         let mut unserved = 0;
         for (written, (id, file)) in written.into_iter().zip(&files) {
             results.push(match written {
-                Ok(Written::Unserved) => {
+                Ok(Written::NoClients { file }) if !file && !active.contains(id) => {
                     unserved += 1;
                     Ok(())
                 }
+                // Its last client went and a killed agent did not finish taking it back.
+                Ok(Written::NoClients { .. }) => self.remove(*id).await,
                 Ok(Written::Unchanged) if active.contains(id) => {
                     skipped += 1;
                     Ok(())
@@ -651,7 +650,7 @@ impl Exporter for GaneshaExporter {
             skipped,
             unserved,
             of = specs.len(),
-            "exports Ganesha already serves as their files say, and exports without clients it is not given"
+            "exports Ganesha already serves as their files say, and exports without clients"
         );
         if let Err(e) = self
             .promote_and_include(promote_now, &files, &results)
@@ -675,7 +674,7 @@ impl Exporter for GaneshaExporter {
         if !tokio::fs::try_exists(&file).await.unwrap_or(true)
             && !self.may_be_active(export_id).await
         {
-            // Never given to Ganesha (it never had a client): nothing to take back.
+            // Not given to Ganesha (no client since it was made or taken back): nothing to do.
             return Ok(());
         }
         match self.call("RemoveExport", &(export_id as u16,)).await {
