@@ -215,7 +215,10 @@ impl ExportAgent {
         }
     }
 
-    /// RevokeAccess: takes one client's access away. An unknown export or client: success.
+    /// RevokeAccess: takes one client's access away. An unknown export: success. A client
+    /// the record no longer has: success once the NFS server has the export as the record
+    /// says (the retry of a revoke whose record was written and whose server change failed,
+    /// as granting the same again is).
     pub async fn revoke_access(&self, name: &str, client_id: &str) -> Result<(), AgentError> {
         let name = parse_name(name, "name")?;
         let client_id = parse_client_id(client_id)?;
@@ -226,6 +229,9 @@ impl ExportAgent {
         let before = record.clients.len();
         record.clients.retain(|c| c.client_id != client_id);
         if record.clients.len() == before {
+            if record.state == RecordState::Ready {
+                self.exporter.apply(&self.spec(&record)).await?;
+            }
             return Ok(());
         }
         record.updated_unix_ms = now_unix_ms();

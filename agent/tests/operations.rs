@@ -414,6 +414,35 @@ async fn an_unavailable_nfs_server_is_unavailable_and_a_retry_heals() {
     assert!(h.exporter.get(record.export_id).is_some());
 }
 
+/// A revoke whose record was written and whose NFS server change failed is retried (the
+/// attacher retries ControllerUnpublish): the retry puts the server right, though the record
+/// already lacks the client.
+#[tokio::test]
+async fn a_retried_revoke_takes_the_client_off_the_server_after_a_failed_one() {
+    let h = harness();
+    let id = h
+        .agent
+        .create_export(create("v", 0))
+        .await
+        .unwrap()
+        .export_id;
+    h.agent
+        .grant_access(grant("v", "node-a", "10.0.0.1", Access::Rw))
+        .await
+        .unwrap();
+    h.exporter.fail(Some("dbus is down"));
+    let err = h.agent.revoke_access("v", "node-a").await.unwrap_err();
+    assert_eq!(code(err), Code::Unavailable);
+    assert_eq!(
+        h.exporter.get(id).unwrap().clients.len(),
+        1,
+        "the server still admits node-a"
+    );
+    h.exporter.fail(None);
+    h.agent.revoke_access("v", "node-a").await.unwrap();
+    assert!(h.exporter.get(id).unwrap().clients.is_empty());
+}
+
 #[tokio::test]
 async fn listing_pages_by_name_and_tokens_survive_deletes() {
     let h = harness();
