@@ -156,13 +156,13 @@ struct Desired {
 impl Desired {
     fn insert(&mut self, spec: ExportSpec) -> Option<ExportSpec> {
         let lines = render_etab(std::iter::once(&spec));
-        let id = spec.export_id;
-        let old = self.exports.insert(id, (spec, lines));
-        let new_lines = self.exports.get(&id).map(|(_, l)| l.as_str());
-        if old.as_ref().map_or("", |(_, l)| l.as_str()) != new_lines.unwrap_or_default() {
+        let before = self.exports.get(&spec.export_id).map_or("", |(_, l)| l);
+        if before != lines {
             self.version += 1;
         }
-        old.map(|(s, _)| s)
+        self.exports
+            .insert(spec.export_id, (spec, lines))
+            .map(|(s, _)| s)
     }
 
     fn remove(&mut self, export_id: u32) -> Option<ExportSpec> {
@@ -444,13 +444,9 @@ impl Inner {
     /// (about 2 s of CPU for 30,000 lines in an emulated VM), and a create without clients or
     /// a grant already there changes no line.
     async fn commit_etab(self: Arc<Self>, root: PathBuf, proc_rpc: PathBuf) -> (u64, Committed) {
-        let (covered, version, ours) = {
+        let (covered, version) = {
             let state = self.state();
-            (
-                state.generation,
-                state.desired.version,
-                state.desired.etab_lines(),
-            )
+            (state.generation, state.desired.version)
         };
         let etab = self.etab.clone().expect("the etab mode has a table");
         let started = std::time::Instant::now();
@@ -458,9 +454,19 @@ impl Inner {
         let written = tokio::task::spawn_blocking(move || {
             // Commits never overlap (the group commit's turn), so this lock is never waited on.
             let mut last = inner.written.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(inode) = write_etab(&etab, &root, (version, &ours), &mut last)? else {
+            let now = std::fs::metadata(&etab).ok().map(|m| Stamp::of(&m));
+            if last
+                .as_ref()
+                .is_some_and(|w| w.version == version && Some(w.stamp) == now)
+            {
                 return Ok(None);
+            }
+            // The lines as they are now: changes made since `covered` ride along.
+            let ours = {
+                let state = inner.state();
+                (state.desired.version, state.desired.etab_lines())
             };
+            let inode = write_etab(&etab, &root, (ours.0, &ours.1), &mut last)?;
             if let Err(e) = flush_export_caches(&proc_rpc) {
                 // Not taken for written: the next commit writes and flushes again.
                 *last = None;
@@ -677,15 +683,14 @@ impl Stamp {
 /// agent writes it anew before the NFS server starts. Returns the new table's inode.
 ///
 /// The host's lines are those of the table `last` wrote while the table is still that one
-/// (else read back from it); `last` is left holding what this write wrote. When the table is
-/// still the one `last` wrote and `ours` is of the same `version` ([`Desired::version`]),
-/// nothing is written: `Ok(None)`.
+/// (else read back from it); `last` is left holding what this write wrote, with `version`, the
+/// [`Desired::version`] of `ours`.
 fn write_etab(
     etab: &Path,
     root: &Path,
     (version, ours): (u64, &str),
     last: &mut Option<Written>,
-) -> Result<Option<u64>, String> {
+) -> Result<u64, String> {
     use std::io::Write;
     let dir = etab.parent().unwrap_or(Path::new("/"));
     let shown = etab.display();
@@ -704,12 +709,6 @@ fn write_etab(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {shown}: {e}")),
     };
-    if let Some(written) = last.as_ref()
-        && Some(written.stamp) == now
-        && written.version == version
-    {
-        return Ok(None);
-    }
     let host = match last.take() {
         Some(written) if Some(written.stamp) == now => written.host,
         _ => match std::fs::read_to_string(etab) {
@@ -738,7 +737,7 @@ fn write_etab(
         version,
     });
     drop(lock);
-    Ok(Some(stamp.0))
+    Ok(stamp.0)
 }
 
 /// Waits for an exclusive lock on the whole of `file` that nfs-utils' `xflock` (a POSIX
