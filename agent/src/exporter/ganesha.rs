@@ -346,42 +346,30 @@ impl GaneshaExporter {
     /// Which call activates `export_id`: Update when it is known to be active. Asks Ganesha
     /// first when nothing is known yet; when that fails, Add (and Update on its refusal).
     async fn activate_with(&self, export_id: u32) -> Activate {
-        let known = self
-            .known()
-            .ids
-            .as_ref()
-            .map(|ids| ids.contains(&export_id));
-        let active = match known {
-            Some(active) => active,
-            None => match self.active().await {
-                Ok(ids) => ids.contains(&export_id),
-                Err(e) => {
-                    tracing::debug!(export_id, error = %e, "ShowExports failed; trying AddExport first");
-                    false
-                }
-            },
-        };
-        if active {
+        if self.is_active(export_id, false).await {
             Activate::Update
         } else {
             Activate::Add
         }
     }
 
-    /// Whether Ganesha may have `export_id` active: what this exporter knows, or, when it
-    /// knows nothing yet, what `ShowExports` says ("maybe" when that fails).
-    async fn may_be_active(&self, export_id: u32) -> bool {
+    /// Whether Ganesha has `export_id` active: what this exporter knows, or, when it knows
+    /// nothing yet, what `ShowExports` says; `when_unknown` when that fails too.
+    async fn is_active(&self, export_id: u32, when_unknown: bool) -> bool {
         let known = self
             .known()
             .ids
             .as_ref()
             .map(|ids| ids.contains(&export_id));
-        match known {
-            Some(active) => active,
-            None => self
-                .active()
-                .await
-                .map_or(true, |ids| ids.contains(&export_id)),
+        if let Some(active) = known {
+            return active;
+        }
+        match self.active().await {
+            Ok(ids) => ids.contains(&export_id),
+            Err(e) => {
+                tracing::debug!(export_id, error = %e, assumed = when_unknown, "ShowExports failed");
+                when_unknown
+            }
         }
     }
 
@@ -478,12 +466,12 @@ fn write_if_changed(
     path: &Path,
 ) -> Result<Written, ExportError> {
     let id = spec.export_id;
-    let text = render(spec, protocols)?;
     if spec.clients.is_empty() {
         return Ok(Written::NoClients {
             file: path.exists(),
         });
     }
+    let text = render(spec, protocols)?;
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(Written::Unchanged);
     }
@@ -543,6 +531,8 @@ impl Exporter for GaneshaExporter {
     async fn apply(&self, spec: &ExportSpec) -> Result<(), ExportError> {
         let id = spec.export_id;
         let file = self.export_file(id);
+        // Rendered first so that a path or pseudo path Ganesha could not take is refused
+        // also while the export has no client.
         let text = render(spec, &self.settings.protocols)?;
         if spec.clients.is_empty() {
             // Nobody may reach it: Ganesha has it only from its first client to its last.
@@ -672,7 +662,7 @@ impl Exporter for GaneshaExporter {
     async fn remove(&self, export_id: u32) -> Result<(), ExportError> {
         let file = self.export_file(export_id);
         if !tokio::fs::try_exists(&file).await.unwrap_or(true)
-            && !self.may_be_active(export_id).await
+            && !self.is_active(export_id, true).await
         {
             // Not given to Ganesha (no client since it was made or taken back): nothing to do.
             return Ok(());
