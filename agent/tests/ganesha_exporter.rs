@@ -383,16 +383,11 @@ async fn ganesha_has_an_export_from_its_first_client_to_its_last() {
     let (p1, p2) = (volume(bed.dir.path(), "f1"), volume(bed.dir.path(), "f2"));
     std::fs::write(p1.join("data"), b"first client").unwrap();
     let exporter = &bed.host.exporter;
-    exporter
-        .apply(&spec(601, &p1, "/f1", vec![]))
-        .await
-        .unwrap();
+    let nobody = [spec(601, &p1, "/f1", vec![]), spec(602, &p2, "/f2", vec![])];
+    exporter.apply(&nobody[0]).await.unwrap();
     // A reconcile (a restarted agent) with a table of two such exports.
     let restarted = exporter_on(&bed);
-    for r in restarted
-        .apply_all(&[spec(601, &p1, "/f1", vec![]), spec(602, &p2, "/f2", vec![])])
-        .await
-    {
+    for r in restarted.apply_all(&nobody).await {
         r.unwrap();
     }
     assert_eq!(exporter.activations() + restarted.activations(), 0);
@@ -413,10 +408,7 @@ async fn ganesha_has_an_export_from_its_first_client_to_its_last() {
     );
 
     // Its last client goes: Ganesha no longer has it.
-    exporter
-        .apply(&spec(601, &p1, "/f1", vec![]))
-        .await
-        .unwrap();
+    exporter.apply(&nobody[0]).await.unwrap();
     assert!(exporter.active().await.unwrap().is_empty());
     assert!(!exporter.export_file(601).exists());
     assert_eq!(nfs_cat(&node, &link.server, "/f1/data"), NfsOutcome::Denied);
@@ -428,10 +420,7 @@ async fn ganesha_has_an_export_from_its_first_client_to_its_last() {
         .await
         .unwrap();
     let restarted = exporter_on(&bed);
-    for r in restarted
-        .apply_all(&[spec(601, &p1, "/f1", vec![]), spec(602, &p2, "/f2", vec![])])
-        .await
-    {
+    for r in restarted.apply_all(&nobody).await {
         r.unwrap();
     }
     assert!(restarted.active().await.unwrap().is_empty());

@@ -76,6 +76,21 @@ fn grant(name: &str, client: &str, addr: &str, access: Access) -> GrantRequest {
     }
 }
 
+/// Export `name` created and granted to node-a (10.0.0.1) read-write; its export id.
+async fn granted_to_node_a(h: &Harness, name: &str) -> u32 {
+    let id = h
+        .agent
+        .create_export(create(name, 0))
+        .await
+        .unwrap()
+        .export_id;
+    h.agent
+        .grant_access(grant(name, "node-a", "10.0.0.1", Access::Rw))
+        .await
+        .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn create_makes_a_directory_a_record_and_an_export_that_admits_nobody() {
     let h = harness();
@@ -171,16 +186,7 @@ async fn bad_input_gets_invalid_argument_and_touches_nothing() {
 #[tokio::test]
 async fn grant_and_revoke_change_the_client_list() {
     let h = harness();
-    let id = h
-        .agent
-        .create_export(create("v", 0))
-        .await
-        .unwrap()
-        .export_id;
-    h.agent
-        .grant_access(grant("v", "node-a", "10.0.0.1", Access::Rw))
-        .await
-        .unwrap();
+    let id = granted_to_node_a(&h, "v").await;
     h.agent
         .grant_access(grant("v", "node-b", "10.0.0.2", Access::Ro))
         .await
@@ -420,16 +426,7 @@ async fn an_unavailable_nfs_server_is_unavailable_and_a_retry_heals() {
 #[tokio::test]
 async fn a_retried_revoke_takes_the_client_off_the_server_after_a_failed_one() {
     let h = harness();
-    let id = h
-        .agent
-        .create_export(create("v", 0))
-        .await
-        .unwrap()
-        .export_id;
-    h.agent
-        .grant_access(grant("v", "node-a", "10.0.0.1", Access::Rw))
-        .await
-        .unwrap();
+    let id = granted_to_node_a(&h, "v").await;
     h.exporter.fail(Some("dbus is down"));
     let err = h.agent.revoke_access("v", "node-a").await.unwrap_err();
     assert_eq!(code(err), Code::Unavailable);
