@@ -196,8 +196,8 @@ impl Bed {
 
     /// Nothing of `names` (exports or snapshots never acknowledged) exists anywhere, no
     /// temporary file is left in the state directory, the trash is emptied, and Ganesha
-    /// exports the table's exports that have clients and none it lacks, each from an export
-    /// file of its own.
+    /// exports exactly the table's exports that have clients, each from an export file of
+    /// its own.
     async fn nothing_half_made(&self, names: &[&str]) {
         let state = &self.state.mount;
         for name in names {

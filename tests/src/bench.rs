@@ -146,7 +146,10 @@ impl Report {
         for (samples, what) in [
             (&self.sequential, ("creates", "one at a time")),
             (&self.concurrent, ("creates", "32 at a time")),
-            (&self.first_publishes, ("first publishes", "10 at a time")),
+            (
+                &self.first_publishes,
+                ("first publishes", &*format!("{ATTACHER_WORKERS} at a time")),
+            ),
         ] {
             let n = samples.latencies.len();
             let step = (n / 10).max(1);
@@ -444,11 +447,13 @@ pub async fn run(
     );
     let rss_bytes = rss_bytes();
 
-    let to_one_node = ids
-        .iter()
-        .take(config.publishes)
-        .map(|id| (id.clone(), NODE_ID.to_owned()))
-        .collect();
+    let to_the_node = |ids: &[String]| -> Vec<(String, String)> {
+        ids.iter()
+            .map(|id| (id.clone(), NODE_ID.to_owned()))
+            .collect()
+    };
+    let (first, rest) = ids.split_at(config.publishes.min(ids.len()));
+    let to_one_node = to_the_node(first);
     let publishes = publish_at_once(
         &controller,
         "ControllerPublishVolume, all at once",
@@ -478,17 +483,12 @@ pub async fn run(
         ATTACHER_WORKERS,
     )
     .await;
-    let rest = ids
-        .iter()
-        .skip(config.publishes)
-        .map(|id| (id.clone(), NODE_ID.to_owned()))
-        .collect();
     let first_publishes = publish_at_once(
         &controller,
         &format!(
             "ControllerPublishVolume, every other volume's first, {ATTACHER_WORKERS} at a time"
         ),
-        rest,
+        to_the_node(rest),
         ATTACHER_WORKERS,
     )
     .await;
